@@ -1,0 +1,212 @@
+// The per-element math of every op, written once for a scalar opmath type
+// (float or double) and for at::vec::Vectorized of it. Kernels pick the
+// scalar form for tails and the vector form for the body.
+#pragma once
+
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/string_view.h>
+
+#include <cmath>
+#include <string>
+#include <type_traits>
+
+namespace paf {
+
+// ------------------------------------------- overloads for scalar / vector
+namespace vm {
+template <typename T>
+C10_ALWAYS_INLINE T abs(T v) { return std::abs(v); }
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> abs(const at::vec::Vectorized<T>& v) {
+  return v.abs();
+}
+template <typename T>
+C10_ALWAYS_INLINE T exp(T v) { return std::exp(v); }
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> exp(const at::vec::Vectorized<T>& v) {
+  return v.exp();
+}
+template <typename T>
+C10_ALWAYS_INLINE T log1p(T v) { return std::log1p(v); }
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> log1p(const at::vec::Vectorized<T>& v) {
+  return v.log1p();
+}
+template <typename T>
+C10_ALWAYS_INLINE T log(T v) { return std::log(v); }
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> log(const at::vec::Vectorized<T>& v) {
+  return v.log();
+}
+template <typename T>
+C10_ALWAYS_INLINE T max(T a, T b) {
+  // NaN-propagating, like torch.maximum.
+  return (a != a || a > b) ? a : b;
+}
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> max(const at::vec::Vectorized<T>& a,
+                                             const at::vec::Vectorized<T>& b) {
+  return at::vec::maximum(a, b);
+}
+// cond >= 0 ? a : b
+template <typename T>
+C10_ALWAYS_INLINE T if_nonneg(T cond, T a, T b) { return cond >= T(0) ? a : b; }
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> if_nonneg(
+    const at::vec::Vectorized<T>& cond, const at::vec::Vectorized<T>& a,
+    const at::vec::Vectorized<T>& b) {
+  return at::vec::Vectorized<T>::blendv(b, a, cond >= at::vec::Vectorized<T>(0));
+}
+// sign(v) in {-1, 0, 1}, the derivative torch uses for abs.
+template <typename T>
+C10_ALWAYS_INLINE T sign(T v) { return T(v > T(0)) - T(v < T(0)); }
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> sign(const at::vec::Vectorized<T>& v) {
+  using Vec = at::vec::Vectorized<T>;
+  const Vec zero(0), one(1);
+  return ((v > zero) & one) - ((v < zero) & one);
+}
+}  // namespace vm
+
+// -------------------------------------------------------- log-likelihoods
+enum class Likelihood { Gaussian, Bernoulli, Laplace };
+
+inline Likelihood parse_likelihood(c10::string_view name) {
+  if (name == "gaussian") return Likelihood::Gaussian;
+  if (name == "bernoulli") return Likelihood::Bernoulli;
+  if (name == "laplace") return Likelihood::Laplace;
+  TORCH_CHECK_VALUE(false, "likelihood: expected 'gaussian', 'bernoulli' or "
+                           "'laplace', got '", std::string(name), "'");
+}
+
+// ll(x, x_hat) and its partial derivatives. For Bernoulli x_hat are logits.
+template <Likelihood L>
+struct LogLikelihood;
+
+template <>
+struct LogLikelihood<Likelihood::Gaussian> {
+  // -0.5 * (x_hat - x)^2
+  template <typename T>
+  static C10_ALWAYS_INLINE T value(T x, T x_hat) {
+    const T d = x_hat - x;
+    return T(-0.5) * d * d;
+  }
+  template <typename T>
+  static C10_ALWAYS_INLINE T value_and_grad(T x, T x_hat, T& d_x_hat) {
+    const T d = x_hat - x;
+    d_x_hat = T(0) - d;
+    return T(-0.5) * d * d;
+  }
+  template <typename T>
+  static C10_ALWAYS_INLINE T grad_x_hat(T x, T x_hat) { return x - x_hat; }
+  template <typename T>
+  static C10_ALWAYS_INLINE T grad_x(T x, T x_hat) { return x_hat - x; }
+};
+
+template <>
+struct LogLikelihood<Likelihood::Bernoulli> {
+  // x*l - softplus(l) = x*l - max(l, 0) - log1p(exp(-|l|)); one exp serves
+  // the value and the sigmoid of the gradient.
+  template <typename T>
+  static C10_ALWAYS_INLINE T value(T x, T l) {
+    const T e = vm::exp(T(0) - vm::abs(l));
+    return x * l - vm::max(l, T(0)) - vm::log1p(e);
+  }
+  template <typename T>
+  static C10_ALWAYS_INLINE T value_and_grad(T x, T l, T& d_l) {
+    const T e = vm::exp(T(0) - vm::abs(l));
+    d_l = x - sigmoid_from_exp(l, e);
+    return x * l - vm::max(l, T(0)) - vm::log1p(e);
+  }
+  template <typename T>
+  static C10_ALWAYS_INLINE T grad_x_hat(T x, T l) {
+    return x - sigmoid_from_exp(l, vm::exp(T(0) - vm::abs(l)));
+  }
+  // sigmoid(l) given e = exp(-|l|), without overflow for either sign.
+  template <typename T>
+  static C10_ALWAYS_INLINE T sigmoid_from_exp(T l, T e) {
+    const T r = T(1) / (T(1) + e);
+    return vm::if_nonneg(l, r, e * r);
+  }
+  template <typename T>
+  static C10_ALWAYS_INLINE T grad_x(T /*x*/, T l) { return l; }
+};
+
+template <>
+struct LogLikelihood<Likelihood::Laplace> {
+  // -|x_hat - x|
+  template <typename T>
+  static C10_ALWAYS_INLINE T value(T x, T x_hat) {
+    return T(0) - vm::abs(x_hat - x);
+  }
+  template <typename T>
+  static C10_ALWAYS_INLINE T value_and_grad(T x, T x_hat, T& d_x_hat) {
+    const T d = x_hat - x;
+    d_x_hat = T(0) - vm::sign(d);
+    return T(0) - vm::abs(d);
+  }
+  template <typename T>
+  static C10_ALWAYS_INLINE T grad_x_hat(T x, T x_hat) {
+    return T(0) - vm::sign(x_hat - x);
+  }
+  template <typename T>
+  static C10_ALWAYS_INLINE T grad_x(T x, T x_hat) { return vm::sign(x_hat - x); }
+};
+
+// Calls fn(tag) where decltype(tag)::value is the likelihood as a
+// compile-time constant, so each likelihood gets its own inner loop.
+template <Likelihood L>
+using LikelihoodTag = std::integral_constant<Likelihood, L>;
+
+template <typename Fn>
+decltype(auto) dispatch_likelihood(Likelihood l, Fn&& fn) {
+  switch (l) {
+    case Likelihood::Gaussian:
+      return fn(LikelihoodTag<Likelihood::Gaussian>{});
+    case Likelihood::Bernoulli:
+      return fn(LikelihoodTag<Likelihood::Bernoulli>{});
+    case Likelihood::Laplace:
+      break;
+  }
+  return fn(LikelihoodTag<Likelihood::Laplace>{});
+}
+
+// ------------------------------------------------ diagonal-Gaussian KL
+// KL(q || p) for one dimension and its partial derivatives. With the
+// standard-normal prior (mu_p = lv_p = 0) the general form reduces to
+// 0.5*(exp(lv_q) + mu_q^2 - 1 - lv_q).
+template <typename T>
+C10_ALWAYS_INLINE T kl_standard(T mu, T lv) {
+  return T(0.5) * (vm::exp(lv) + mu * mu - T(1) - lv);
+}
+// d/dmu = mu, d/dlv = 0.5*(exp(lv) - 1)
+template <typename T>
+C10_ALWAYS_INLINE T kl_standard_and_grad(T mu, T lv, T& d_mu, T& d_lv) {
+  const T var = vm::exp(lv);
+  d_mu = mu;
+  d_lv = T(0.5) * (var - T(1));
+  return T(0.5) * (var + mu * mu - T(1) - lv);
+}
+
+template <typename T>
+C10_ALWAYS_INLINE T kl_general(T mu_q, T lv_q, T mu_p, T lv_p) {
+  const T diff = mu_q - mu_p;
+  const T ratio = vm::exp(lv_q - lv_p);
+  return T(0.5) * ((lv_p - lv_q) + ratio + diff * diff * vm::exp(T(0) - lv_p) - T(1));
+}
+template <typename T>
+C10_ALWAYS_INLINE T kl_general_and_grad(T mu_q, T lv_q, T mu_p, T lv_p,
+                                        T& d_mu_q, T& d_lv_q, T& d_mu_p,
+                                        T& d_lv_p) {
+  const T diff = mu_q - mu_p;
+  const T ratio = vm::exp(lv_q - lv_p);
+  const T scaled = diff * vm::exp(T(0) - lv_p);  // (mu_q - mu_p) / var_p
+  const T mahal = diff * scaled;
+  d_mu_q = scaled;
+  d_mu_p = T(0) - scaled;
+  d_lv_q = T(0.5) * (ratio - T(1));
+  d_lv_p = T(0.5) * (T(1) - ratio - mahal);
+  return T(0.5) * ((lv_p - lv_q) + ratio + mahal - T(1));
+}
+
+}  // namespace paf

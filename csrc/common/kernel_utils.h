@@ -1,0 +1,150 @@
+// Mechanics shared by every CPU kernel: dtype dispatch, argument checks,
+// row views, work splitting and loads/stores that widen half types to
+// their float "opmath" type.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/irange.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <type_traits>
+
+namespace paf {
+
+// Every op accepts the four floating dtypes.
+#define PAF_DISPATCH_FLOATING(TYPE, NAME, ...)                          \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, \
+                                  __VA_ARGS__)
+
+// ---------------------------------------------------------------- checks
+// The Python layer validates arguments with friendlier messages; these
+// checks keep direct torch.ops calls from reading out of bounds.
+inline void check_floating(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.defined(), name, ": expected a tensor, got None");
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), name,
+              ": expected a floating-point tensor, got dtype ",
+              t.scalar_type());
+}
+
+inline void check_same_dtype_device(const at::Tensor& ref, const char* ref_name,
+                                    const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, ": dtype ",
+              t.scalar_type(), " differs from ", ref_name, "'s ",
+              ref.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), name, ": device ", t.device(),
+              " differs from ", ref_name, "'s ", ref.device());
+}
+
+inline void check_dim(const at::Tensor& t, int64_t dim, const char* name) {
+  TORCH_CHECK(t.dim() == dim, name, ": expected ", dim,
+              " dimensions, got shape ", t.sizes());
+}
+
+inline void check_shape(const at::Tensor& t, at::IntArrayRef shape,
+                        const char* name) {
+  TORCH_CHECK(t.sizes() == shape, name, ": expected shape ", shape,
+              ", got ", t.sizes());
+}
+
+// ------------------------------------------------------------- row views
+// A [rows, cols] matrix whose columns are contiguous. Rows may have any
+// stride, 0 included, so a tensor broadcast over rows costs no copy.
+template <typename T>
+struct RowMatrix {
+  T* data;
+  int64_t rows;
+  int64_t cols;
+  int64_t row_stride;
+  T* row(int64_t r) const { return data + r * row_stride; }
+};
+
+// Views `t` as [rows, cols]; copies only if the column dimension is strided.
+inline at::Tensor as_rows(const at::Tensor& t, int64_t rows, int64_t cols) {
+  at::Tensor m = t.reshape({rows, cols});
+  if (cols > 1 && m.stride(1) != 1) m = m.contiguous();
+  if (rows > 1 && cols > 0 && m.stride(0) != 0 && m.stride(0) < cols) {
+    m = m.contiguous();  // overlapping rows (unusual as_strided inputs)
+  }
+  return m;
+}
+
+template <typename T>
+RowMatrix<T> row_matrix(const at::Tensor& m) {
+  TORCH_INTERNAL_ASSERT(m.dim() == 2);
+  return {m.data_ptr<T>(), m.size(0), m.size(1),
+          m.size(0) > 1 ? m.stride(0) : m.size(1)};
+}
+
+template <typename T>
+RowMatrix<const T> const_row_matrix(const at::Tensor& m) {
+  TORCH_INTERNAL_ASSERT(m.dim() == 2);
+  return {m.const_data_ptr<T>(), m.size(0), m.size(1),
+          m.size(0) > 1 ? m.stride(0) : m.size(1)};
+}
+
+// Rows handed to one task: enough elements to amortise a parallel region.
+inline int64_t row_grain(int64_t cols) {
+  constexpr int64_t kElementsPerTask = 32768;
+  return std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(cols, 1));
+}
+
+// ------------------------------------------------- opmath vector loads
+// Loads/stores between scalar_t memory and Vectorized<opmath_t> registers,
+// so every kernel computes in float (or double) whatever the storage type.
+template <typename scalar_t>
+struct VecIO {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using Vec = at::vec::Vectorized<opmath_t>;
+  static constexpr int64_t kWidth = Vec::size();
+  static constexpr bool kReduced =
+      at::vec::is_reduced_floating_point_v<scalar_t>;
+
+  static C10_ALWAYS_INLINE Vec load(const scalar_t* p) {
+    if constexpr (kReduced) {
+      Vec v;
+      at::vec::load_to_float<scalar_t>(p, v);
+      return v;
+    } else {
+      return Vec::loadu(p);
+    }
+  }
+
+  static C10_ALWAYS_INLINE void store(scalar_t* p, const Vec& v) {
+    if constexpr (kReduced) {
+      at::vec::convert_from_float<scalar_t>(v, v).store(p, kWidth);
+    } else {
+      v.store(p);
+    }
+  }
+
+  static C10_ALWAYS_INLINE opmath_t sum(const Vec& v) {
+    opmath_t lanes[kWidth];
+    v.store(lanes);
+    opmath_t s = 0;
+    for (const auto i : c10::irange(kWidth)) s += lanes[i];
+    return s;
+  }
+};
+
+// Walks the columns [0, n) of a row: vec_body(j) for each full vector of
+// W columns, then scalar_body(j) for the remaining tail columns.
+template <int64_t W, typename VecBody, typename ScalarBody>
+C10_ALWAYS_INLINE void for_each_column(int64_t n, VecBody&& vec_body,
+                                       ScalarBody&& scalar_body) {
+  int64_t j = 0;
+  for (; j + W <= n; j += W) vec_body(j);
+  for (; j < n; ++j) scalar_body(j);
+}
+
+// Reads an optional double argument, with a default for "not given".
+inline double value_or(const std::optional<double>& v, double fallback) {
+  return v.has_value() ? *v : fallback;
+}
+
+}  // namespace paf

@@ -1,0 +1,139 @@
+// elbo: the whole (beta-)VAE objective in one op.
+//   ll[b, s] = sum_j ll(x[b, j], x_hat[b, s, j])      (one pass, x not expanded)
+//   kl[b]    = sum_d KL(N(mu, exp(log_var)) || N(0, I))
+//   stats    = [objective, elbo, log_likelihood, kl]
+//            = [-elbo, mean_b(mean_s ll - beta kl), mean_b mean_s ll, mean_b kl]
+// With need_grad the same pass writes d objective / d x_hat, so backward only
+// rescales it (and returns it as is when grad_stats is [1, 0, 0, 0]).
+#include "../common/elementwise_math.h"
+#include "../common/loglik_rows.h"
+
+#include <torch/library.h>
+
+namespace paf {
+namespace {
+
+enum Stat { kObjective = 0, kElbo = 1, kLogLikelihood = 2, kKl = 3, kNumStats = 4 };
+
+std::array<double, kNumStats> read_grad_stats(const at::Tensor& grad_stats) {
+  TORCH_CHECK(grad_stats.numel() == kNumStats, "grad_stats: expected ", kNumStats,
+              " elements, got shape ", grad_stats.sizes());
+  const at::Tensor g = grad_stats.to(at::kDouble).contiguous();
+  const double* p = g.const_data_ptr<double>();
+  return {p[0], p[1], p[2], p[3]};
+}
+
+std::tuple<at::Tensor, at::Tensor> elbo_cpu(const at::Tensor& x, const at::Tensor& x_hat,
+                                            const at::Tensor& mu, const at::Tensor& log_var,
+                                            double beta, c10::string_view likelihood_name,
+                                            bool need_grad) {
+  check_floating(x, "x");
+  check_same_dtype_device(x, "x", x_hat, "x_hat");
+  check_same_dtype_device(x, "x", mu, "mu");
+  check_same_dtype_device(x, "x", log_var, "log_var");
+  TORCH_CHECK(x.dim() >= 1, "x: expected shape [B, ...], got a 0-d tensor");
+  TORCH_CHECK(x_hat.dim() == x.dim() + 1 && x_hat.size(0) == x.size(0) &&
+                  x_hat.sizes().slice(2) == x.sizes().slice(1),
+              "x_hat: expected shape [B, S, ...] matching x ", x.sizes(), ", got ", x_hat.sizes());
+  check_dim(mu, 2, "mu");
+  TORCH_CHECK(mu.size(0) == x.size(0), "mu: expected batch size ", x.size(0), ", got shape ",
+              mu.sizes());
+  check_shape(log_var, mu.sizes(), "log_var");
+  const Likelihood likelihood = parse_likelihood(likelihood_name);
+
+  const int64_t B = x.size(0), S = x_hat.size(1), D = mu.size(1);
+  const int64_t F = c10::multiply_integers(x.sizes().slice(1));
+  at::Tensor stats = at::empty({kNumStats}, x.options());
+  at::Tensor dobj_dx_hat = need_grad ? at::empty(x_hat.sizes(), x.options())
+                                     : at::empty({0}, x.options());
+  const at::Tensor x2 = as_rows(x, B, F), xh2 = as_rows(x_hat, B * S, F);
+  const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
+
+  PAF_DISPATCH_FLOATING(x.scalar_type(), "elbo_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    std::vector<opmath_t> ll_rows(B * S);
+    const RowMatrix<scalar_t> grad_rows = {need_grad ? dobj_dx_hat.data_ptr<scalar_t>() : nullptr,
+                                           B * S, F, F};
+    const opmath_t grad_scale = B * S > 0 ? opmath_t(-1) / static_cast<opmath_t>(B * S) : opmath_t(0);
+    loglik_rows<scalar_t>(likelihood, const_row_matrix<scalar_t>(x2),
+                          const_row_matrix<scalar_t>(xh2), S, need_grad ? &grad_rows : nullptr,
+                          grad_scale, ll_rows.data());
+
+    // The [B, D] KL term is tiny next to x_hat: one serial pass.
+    const auto m = const_row_matrix<scalar_t>(mu2), l = const_row_matrix<scalar_t>(lv2);
+    double kl_total = 0.0;
+    for (const auto b : c10::irange(B)) {
+      opmath_t kl_b = 0;
+      for (const auto d : c10::irange(D)) {
+        kl_b += kl_standard(static_cast<opmath_t>(m.row(b)[d]), static_cast<opmath_t>(l.row(b)[d]));
+      }
+      kl_total += kl_b;
+    }
+    double ll_total = 0.0;
+    for (const opmath_t v : ll_rows) ll_total += v;
+    // Empty batches give NaN means, as torch.mean does.
+    const double ll_mean = ll_total / static_cast<double>(B * S);
+    const double kl_mean = kl_total / static_cast<double>(B);
+    const double elbo = ll_mean - beta * kl_mean;
+    scalar_t* sp = stats.data_ptr<scalar_t>();
+    sp[kObjective] = static_cast<scalar_t>(-elbo);
+    sp[kElbo] = static_cast<scalar_t>(elbo);
+    sp[kLogLikelihood] = static_cast<scalar_t>(ll_mean);
+    sp[kKl] = static_cast<scalar_t>(kl_mean);
+  });
+  return {stats, dobj_dx_hat};
+}
+
+// d/dx_hat of stats . grad_stats = dobj_dx_hat * (g_objective - g_elbo - g_ll).
+at::Tensor elbo_backward_x_hat_cpu(const at::Tensor& grad_stats, const at::Tensor& dobj_dx_hat) {
+  check_floating(dobj_dx_hat, "dobj_dx_hat");
+  const auto g = read_grad_stats(grad_stats);
+  const double coef = g[kObjective] - g[kElbo] - g[kLogLikelihood];
+  return at::mul(dobj_dx_hat, coef);
+}
+
+// d/dmu and d/dlog_var of stats . grad_stats; only the KL term depends on them:
+// coef * (mu, 0.5 (exp(log_var) - 1)) with coef = (beta (g_obj - g_elbo) + g_kl) / B.
+std::tuple<at::Tensor, at::Tensor> elbo_backward_latent_cpu(const at::Tensor& grad_stats,
+                                                            const at::Tensor& mu,
+                                                            const at::Tensor& log_var,
+                                                            double beta) {
+  check_floating(mu, "mu");
+  check_same_dtype_device(mu, "mu", log_var, "log_var");
+  check_dim(mu, 2, "mu");
+  check_shape(log_var, mu.sizes(), "log_var");
+  const auto g = read_grad_stats(grad_stats);
+  const int64_t B = mu.size(0), D = mu.size(1);
+  at::Tensor g_mu = at::empty({B, D}, mu.options());
+  at::Tensor g_lv = at::empty({B, D}, mu.options());
+  if (g_mu.numel() == 0) return {g_mu, g_lv};
+  const double coef = (beta * (g[kObjective] - g[kElbo]) + g[kKl]) / static_cast<double>(B);
+  const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
+  PAF_DISPATCH_FLOATING(mu.scalar_type(), "elbo_backward_latent_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const auto m = const_row_matrix<scalar_t>(mu2), l = const_row_matrix<scalar_t>(lv2);
+    scalar_t* o_mu = g_mu.data_ptr<scalar_t>();
+    scalar_t* o_lv = g_lv.data_ptr<scalar_t>();
+    const opmath_t c = static_cast<opmath_t>(coef);
+    for (const auto b : c10::irange(B)) {
+      for (const auto d : c10::irange(D)) {
+        opmath_t d_mu, d_lv;
+        kl_standard_and_grad(static_cast<opmath_t>(m.row(b)[d]), static_cast<opmath_t>(l.row(b)[d]),
+                             d_mu, d_lv);
+        o_mu[b * D + d] = static_cast<scalar_t>(c * d_mu);
+        o_lv[b * D + d] = static_cast<scalar_t>(c * d_lv);
+      }
+    }
+  });
+  return {g_mu, g_lv};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) {
+  m.impl("elbo", &elbo_cpu);
+  m.impl("elbo_backward_x_hat", &elbo_backward_x_hat_cpu);
+  m.impl("elbo_backward_latent", &elbo_backward_latent_cpu);
+}
+
+}  // namespace paf

@@ -1,0 +1,269 @@
+// kl_diag_gaussian: KL(q || p) between diagonal Gaussians, elementwise or
+// summed over the last dim, with optional clamping of both log-variances.
+// p = N(0, I) when mu_p and log_var_p are both None; one None means 0.
+#include "../common/elementwise_math.h"
+#include "../common/kernel_utils.h"
+
+#include <torch/library.h>
+
+#include <limits>
+
+namespace paf {
+namespace {
+
+// All inputs broadcast to one [rows, D] shape, as row views (no copies for
+// broadcast rows), plus the clamp bounds.
+struct KlProblem {
+  std::vector<int64_t> shape;  // broadcast shape, last dim D
+  int64_t rows = 0, cols = 0;
+  at::Tensor mu_q, lv_q, mu_p, lv_p;  // [rows, D]; mu_p/lv_p undefined for N(0, I)
+  double lo = -std::numeric_limits<double>::infinity();
+  double hi = std::numeric_limits<double>::infinity();
+  bool standard() const { return !mu_p.defined(); }
+};
+
+KlProblem make_problem(const at::Tensor& mu_q, const at::Tensor& lv_q,
+                       const std::optional<at::Tensor>& mu_p,
+                       const std::optional<at::Tensor>& lv_p,
+                       std::optional<double> clamp_min, std::optional<double> clamp_max) {
+  check_floating(mu_q, "mu_q");
+  check_same_dtype_device(mu_q, "mu_q", lv_q, "log_var_q");
+  TORCH_CHECK(mu_q.dim() >= 1, "mu_q: expected at least 1 dimension, got a 0-d tensor");
+  std::vector<at::Tensor> all = {mu_q, lv_q};
+  if (mu_p) {
+    check_same_dtype_device(mu_q, "mu_q", *mu_p, "mu_p");
+    all.push_back(*mu_p);
+  }
+  if (lv_p) {
+    check_same_dtype_device(mu_q, "mu_q", *lv_p, "log_var_p");
+    all.push_back(*lv_p);
+  }
+  KlProblem p;
+  p.shape = at::infer_size(mu_q.sizes(), lv_q.sizes());
+  for (const auto& t : all) p.shape = at::infer_size(p.shape, t.sizes());
+  p.cols = p.shape.back();
+  p.rows = p.cols > 0 ? c10::multiply_integers(p.shape) / p.cols
+                      : c10::multiply_integers(at::IntArrayRef(p.shape).slice(0, p.shape.size() - 1));
+  auto rows_of = [&](const at::Tensor& t) { return as_rows(t.expand(p.shape), p.rows, p.cols); };
+  p.mu_q = rows_of(mu_q);
+  p.lv_q = rows_of(lv_q);
+  if (mu_p || lv_p) {  // a missing p-parameter is 0
+    const at::Tensor zero = at::zeros({}, mu_q.options());
+    p.mu_p = rows_of(mu_p ? *mu_p : zero);
+    p.lv_p = rows_of(lv_p ? *lv_p : zero);
+  }
+  p.lo = value_or(clamp_min, p.lo);
+  p.hi = value_or(clamp_max, p.hi);
+  TORCH_CHECK_VALUE(!(p.lo > p.hi), "clamp_min (", p.lo, ") must not exceed clamp_max (", p.hi, ")");
+  return p;
+}
+
+// Row r's four input pointers; mu_p/lv_p are null for the standard prior.
+template <typename scalar_t>
+struct KlRowPtrs {
+  const scalar_t *mu_q, *lv_q, *mu_p, *lv_p;
+};
+
+template <typename scalar_t>
+struct KlRows {
+  RowMatrix<const scalar_t> mu_q, lv_q, mu_p, lv_p;
+  explicit KlRows(const KlProblem& p)
+      : mu_q(const_row_matrix<scalar_t>(p.mu_q)),
+        lv_q(const_row_matrix<scalar_t>(p.lv_q)),
+        mu_p(p.standard() ? mu_q : const_row_matrix<scalar_t>(p.mu_p)),
+        lv_p(p.standard() ? lv_q : const_row_matrix<scalar_t>(p.lv_p)) {}
+  KlRowPtrs<scalar_t> row(int64_t r, bool standard) const {
+    return {mu_q.row(r), lv_q.row(r), standard ? nullptr : mu_p.row(r),
+            standard ? nullptr : lv_p.row(r)};
+  }
+};
+
+// Visits every column of a row with the four (clamped) inputs loaded as T
+// (Vectorized or scalar opmath): fn(j, mu_q, lv_q, mu_p, lv_p, width).
+template <bool kStandard, typename scalar_t, typename Fn>
+C10_ALWAYS_INLINE void for_each_kl_column(const KlRowPtrs<scalar_t>& in, int64_t n,
+                                          double lo, double hi, Fn&& fn) {
+  using IO = VecIO<scalar_t>;
+  using opmath_t = typename IO::opmath_t;
+  using Vec = typename IO::Vec;
+  const Vec vlo(static_cast<opmath_t>(lo)), vhi(static_cast<opmath_t>(hi));
+  const opmath_t slo = static_cast<opmath_t>(lo), shi = static_cast<opmath_t>(hi);
+  for_each_column<IO::kWidth>(
+      n,
+      [&](int64_t j) {
+        const Vec zero(0);
+        fn(j, IO::load(in.mu_q + j), at::vec::clamp(IO::load(in.lv_q + j), vlo, vhi),
+           kStandard ? zero : IO::load(in.mu_p + j),
+           kStandard ? zero : at::vec::clamp(IO::load(in.lv_p + j), vlo, vhi), IO::kWidth);
+      },
+      [&](int64_t j) {
+        auto clamp = [&](opmath_t v) { return std::min(std::max(v, slo), shi); };
+        fn(j, static_cast<opmath_t>(in.mu_q[j]), clamp(static_cast<opmath_t>(in.lv_q[j])),
+           kStandard ? opmath_t(0) : static_cast<opmath_t>(in.mu_p[j]),
+           kStandard ? opmath_t(0) : clamp(static_cast<opmath_t>(in.lv_p[j])), int64_t(1));
+      });
+}
+
+// Loads or stores either a Vec at j or one scalar at j.
+template <typename scalar_t, typename T>
+C10_ALWAYS_INLINE void store_at(scalar_t* p, int64_t j, const T& v) {
+  if constexpr (std::is_arithmetic_v<T>) {
+    p[j] = static_cast<scalar_t>(v);
+  } else {
+    VecIO<scalar_t>::store(p + j, v);
+  }
+}
+template <typename scalar_t, typename T>
+C10_ALWAYS_INLINE T load_at(const scalar_t* p, int64_t j) {
+  if constexpr (std::is_arithmetic_v<T>) {
+    return static_cast<T>(p[j]);
+  } else {
+    return VecIO<scalar_t>::load(p + j);
+  }
+}
+
+template <bool kStandard, typename T>
+C10_ALWAYS_INLINE T kl_value(T mu_q, T lv_q, T mu_p, T lv_p) {
+  if constexpr (kStandard) {
+    return kl_standard(mu_q, lv_q);
+  } else {
+    return kl_general(mu_q, lv_q, mu_p, lv_p);
+  }
+}
+
+at::Tensor kl_diag_gaussian_cpu(const at::Tensor& mu_q, const at::Tensor& log_var_q,
+                                const std::optional<at::Tensor>& mu_p,
+                                const std::optional<at::Tensor>& log_var_p, bool reduce_sum,
+                                std::optional<double> clamp_min,
+                                std::optional<double> clamp_max) {
+  const KlProblem p = make_problem(mu_q, log_var_q, mu_p, log_var_p, clamp_min, clamp_max);
+  std::vector<int64_t> out_shape = p.shape;
+  if (reduce_sum) out_shape.pop_back();
+  at::Tensor out = at::empty(out_shape, mu_q.options());
+  if (out.numel() == 0) return out;
+  if (p.cols == 0) return out.zero_();  // empty sum
+  PAF_DISPATCH_FLOATING(mu_q.scalar_type(), "kl_diag_gaussian_cpu", [&] {
+    using IO = VecIO<scalar_t>;
+    using opmath_t = typename IO::opmath_t;
+    using Vec = typename IO::Vec;
+    const KlRows<scalar_t> rows(p);
+    scalar_t* o = out.data_ptr<scalar_t>();
+    auto run = [&](auto standard_tag) {
+      constexpr bool kStandard = decltype(standard_tag)::value;
+      at::parallel_for(0, p.rows, row_grain(p.cols), [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const auto in = rows.row(r, kStandard);
+          if (reduce_sum) {
+            Vec acc(0);
+            opmath_t tail = 0;
+            for_each_kl_column<kStandard>(in, p.cols, p.lo, p.hi,
+                                          [&](int64_t, auto mq, auto lq, auto mp, auto lp, int64_t) {
+                                            const auto v = kl_value<kStandard>(mq, lq, mp, lp);
+                                            if constexpr (std::is_arithmetic_v<decltype(v)>) {
+                                              tail += v;
+                                            } else {
+                                              acc = acc + v;
+                                            }
+                                          });
+            o[r] = static_cast<scalar_t>(IO::sum(acc) + tail);
+          } else {
+            scalar_t* orow = o + r * p.cols;
+            for_each_kl_column<kStandard>(in, p.cols, p.lo, p.hi,
+                                          [&](int64_t j, auto mq, auto lq, auto mp, auto lp, int64_t) {
+                                            store_at(orow, j, kl_value<kStandard>(mq, lq, mp, lp));
+                                          });
+          }
+        }
+      });
+    };
+    if (p.standard()) {
+      run(std::true_type{});
+    } else {
+      run(std::false_type{});
+    }
+  });
+  return out;
+}
+
+// Gradients in the broadcast shape [..., D] for (mu_q, log_var_q, mu_p,
+// log_var_p); the p-gradients are empty when p is N(0, I). Clamped
+// log-variances pass gradient only inside [clamp_min, clamp_max], as
+// torch.clamp does.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& mu_q, const at::Tensor& log_var_q,
+    const std::optional<at::Tensor>& mu_p, const std::optional<at::Tensor>& log_var_p,
+    bool reduce_sum, std::optional<double> clamp_min, std::optional<double> clamp_max) {
+  const KlProblem p = make_problem(mu_q, log_var_q, mu_p, log_var_p, clamp_min, clamp_max);
+  check_same_dtype_device(mu_q, "mu_q", grad, "grad");
+  std::vector<int64_t> out_shape = p.shape;
+  if (reduce_sum) out_shape.pop_back();
+  check_shape(grad, out_shape, "grad");
+  const bool with_p = !p.standard();
+  at::Tensor g_mu_q = at::empty(p.shape, mu_q.options());
+  at::Tensor g_lv_q = at::empty(p.shape, mu_q.options());
+  at::Tensor g_mu_p = with_p ? at::empty(p.shape, mu_q.options()) : at::empty({0}, mu_q.options());
+  at::Tensor g_lv_p = with_p ? at::empty(p.shape, mu_q.options()) : at::empty({0}, mu_q.options());
+  if (g_mu_q.numel() == 0) return {g_mu_q, g_lv_q, g_mu_p, g_lv_p};
+  // One gradient value per row (reduce_sum) or per element.
+  const at::Tensor g2 = reduce_sum ? grad.reshape({p.rows, 1}) : as_rows(grad, p.rows, p.cols);
+  PAF_DISPATCH_FLOATING(mu_q.scalar_type(), "kl_diag_gaussian_backward_cpu", [&] {
+    using IO = VecIO<scalar_t>;
+    using opmath_t = typename IO::opmath_t;
+    using Vec = typename IO::Vec;
+    const KlRows<scalar_t> rows(p);
+    const auto gm = const_row_matrix<scalar_t>(g2);
+    scalar_t* o_mu_q = g_mu_q.data_ptr<scalar_t>();
+    scalar_t* o_lv_q = g_lv_q.data_ptr<scalar_t>();
+    scalar_t* o_mu_p = with_p ? g_mu_p.data_ptr<scalar_t>() : nullptr;
+    scalar_t* o_lv_p = with_p ? g_lv_p.data_ptr<scalar_t>() : nullptr;
+    const opmath_t lo = static_cast<opmath_t>(p.lo), hi = static_cast<opmath_t>(p.hi);
+    auto run = [&](auto standard_tag) {
+      constexpr bool kStandard = decltype(standard_tag)::value;
+      at::parallel_for(0, p.rows, row_grain(p.cols), [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          const auto in = rows.row(r, kStandard);
+          const scalar_t* grow = gm.row(r);
+          const int64_t off = r * p.cols;
+          // Raw (unclamped) log-variances decide where the clamp passes gradient.
+          for_each_kl_column<kStandard>(in, p.cols, p.lo, p.hi, [&](int64_t j, auto mq, auto lq, auto mp, auto lp, int64_t) {
+            using T = decltype(mq);
+            const T g = reduce_sum ? T(static_cast<opmath_t>(grow[0])) : load_at<scalar_t, T>(grow, j);
+            auto inside = [&](const scalar_t* raw) {
+              const T v = load_at<scalar_t, T>(raw, j);
+              if constexpr (std::is_arithmetic_v<T>) {
+                return T(v >= lo && v <= hi);
+              } else {
+                return (v >= T(lo)) & (v <= T(hi)) & T(1);
+              }
+            };
+            T d_mu_q, d_lv_q, d_mu_p, d_lv_p;
+            if constexpr (kStandard) {
+              kl_standard_and_grad(mq, lq, d_mu_q, d_lv_q);
+            } else {
+              kl_general_and_grad(mq, lq, mp, lp, d_mu_q, d_lv_q, d_mu_p, d_lv_p);
+              store_at(o_mu_p + off, j, g * d_mu_p);
+              store_at(o_lv_p + off, j, g * d_lv_p * inside(in.lv_p));
+            }
+            store_at(o_mu_q + off, j, g * d_mu_q);
+            store_at(o_lv_q + off, j, g * d_lv_q * inside(in.lv_q));
+          });
+        }
+      });
+    };
+    if (p.standard()) {
+      run(std::true_type{});
+    } else {
+      run(std::false_type{});
+    }
+  });
+  return {g_mu_q, g_lv_q, g_mu_p, g_lv_p};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) {
+  m.impl("kl_diag_gaussian", &kl_diag_gaussian_cpu);
+  m.impl("kl_diag_gaussian_backward", &kl_diag_gaussian_backward_cpu);
+}
+
+}  // namespace paf

@@ -1,0 +1,110 @@
+// reparameterize: z[b, s, :] = mu[b] + exp(0.5 * log_var[b]) * eps[b, s, :]
+// with eps drawn inside the kernel from Philox(seed) (common/philox_normal.h).
+// The backward regenerates eps from the seed instead of saving it or z.
+#include "../common/kernel_utils.h"
+#include "../common/philox_normal.h"
+
+#include <torch/library.h>
+
+#include <cmath>
+
+namespace paf {
+namespace {
+
+void check_latent_pair(const at::Tensor& mu, const at::Tensor& log_var) {
+  check_floating(mu, "mu");
+  check_same_dtype_device(mu, "mu", log_var, "log_var");
+  check_dim(mu, 2, "mu");
+  check_shape(log_var, mu.sizes(), "log_var");
+}
+
+uint64_t read_seed(const at::Tensor& seed) {
+  TORCH_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 1,
+              "seed: expected a one-element int64 tensor, got dtype ", seed.scalar_type(),
+              " and shape ", seed.sizes());
+  TORCH_CHECK(seed.device().is_cpu(), "seed: expected a CPU tensor for the CPU kernel, got ",
+              seed.device());
+  return static_cast<uint64_t>(seed.item<int64_t>());
+}
+
+at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& log_var,
+                              int64_t num_samples, const at::Tensor& seed) {
+  check_latent_pair(mu, log_var);
+  TORCH_CHECK_VALUE(num_samples >= 1, "num_samples: expected S >= 1, got ", num_samples);
+  const uint64_t key = read_seed(seed);
+  const int64_t B = mu.size(0), D = mu.size(1), S = num_samples;
+  at::Tensor z = at::empty({B, S, D}, mu.options());
+  if (z.numel() == 0) return z;
+  const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
+  PAF_DISPATCH_FLOATING(mu.scalar_type(), "reparameterize_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const auto m = const_row_matrix<scalar_t>(mu2);
+    const auto l = const_row_matrix<scalar_t>(lv2);
+    scalar_t* zp = z.data_ptr<scalar_t>();
+    const int64_t total = z.numel();
+    const int64_t per_batch = S * D;
+    constexpr int64_t kGrain = 4096;  // elements; each costs a share of one Philox block
+    at::parallel_for(0, (total + 3) / 4, kGrain / 4, [&](int64_t block_begin, int64_t block_end) {
+      for_each_normal<opmath_t>(key, block_begin * 4, std::min(block_end * 4, total),
+                                [&](int64_t i, opmath_t eps) {
+                                  const int64_t b = i / per_batch, d = i % D;
+                                  const opmath_t sd = std::exp(opmath_t(0.5) * static_cast<opmath_t>(l.row(b)[d]));
+                                  zp[i] = static_cast<scalar_t>(static_cast<opmath_t>(m.row(b)[d]) + sd * eps);
+                                });
+    });
+  });
+  return z;
+}
+
+// d z / d mu = 1 and d z / d log_var = 0.5 * std * eps, summed over samples.
+std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(const at::Tensor& grad_z,
+                                                               const at::Tensor& mu,
+                                                               const at::Tensor& log_var,
+                                                               const at::Tensor& seed) {
+  check_latent_pair(mu, log_var);
+  check_same_dtype_device(mu, "mu", grad_z, "grad_z");
+  check_dim(grad_z, 3, "grad_z");
+  const int64_t B = mu.size(0), D = mu.size(1), S = grad_z.size(1);
+  check_shape(grad_z, {B, S, D}, "grad_z");
+  const uint64_t key = read_seed(seed);
+  at::Tensor g_mu = at::empty({B, D}, mu.options());
+  at::Tensor g_lv = at::empty({B, D}, mu.options());
+  if (g_mu.numel() == 0) return {g_mu, g_lv};
+  const at::Tensor lv2 = as_rows(log_var, B, D);
+  const at::Tensor g = grad_z.contiguous();
+  PAF_DISPATCH_FLOATING(mu.scalar_type(), "reparameterize_backward_cpu", [&] {
+    using opmath_t = at::opmath_type<scalar_t>;
+    const auto l = const_row_matrix<scalar_t>(lv2);
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    scalar_t* o_mu = g_mu.data_ptr<scalar_t>();
+    scalar_t* o_lv = g_lv.data_ptr<scalar_t>();
+    at::parallel_for(0, B, row_grain(S * D), [&](int64_t begin, int64_t end) {
+      std::vector<opmath_t> sum_g(D), sum_g_eps(D);
+      for (int64_t b = begin; b < end; ++b) {
+        std::fill(sum_g.begin(), sum_g.end(), opmath_t(0));
+        std::fill(sum_g_eps.begin(), sum_g_eps.end(), opmath_t(0));
+        for_each_normal<opmath_t>(key, b * S * D, (b + 1) * S * D, [&](int64_t i, opmath_t eps) {
+          const int64_t d = i % D;
+          const opmath_t gi = static_cast<opmath_t>(gp[i]);
+          sum_g[d] += gi;
+          sum_g_eps[d] += gi * eps;
+        });
+        for (const auto d : c10::irange(D)) {
+          const opmath_t sd = std::exp(opmath_t(0.5) * static_cast<opmath_t>(l.row(b)[d]));
+          o_mu[b * D + d] = static_cast<scalar_t>(sum_g[d]);
+          o_lv[b * D + d] = static_cast<scalar_t>(opmath_t(0.5) * sd * sum_g_eps[d]);
+        }
+      }
+    });
+  });
+  return {g_mu, g_lv};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) {
+  m.impl("reparameterize", &reparameterize_cpu);
+  m.impl("reparameterize_backward", &reparameterize_backward_cpu);
+}
+
+}  // namespace paf

@@ -1,0 +1,55 @@
+// Operator schemas of the pyautoencoder_fast namespace, one block per op in
+// the order of csrc/cpu/. Kernels register per device in csrc/<device>/<op>;
+// fake kernels and autograd are registered from pyautoencoder_fast/_ops/<op>.py.
+#include <torch/library.h>
+
+TORCH_LIBRARY(pyautoencoder_fast, m) {
+  // log_likelihood: elementwise ll(x, x_hat), broadcast shape.
+  m.def("log_likelihood(Tensor x, Tensor x_hat, str likelihood) -> Tensor");
+  m.def(
+      "log_likelihood_backward(Tensor grad, Tensor x, Tensor x_hat, "
+      "str likelihood, bool wrt_x) -> Tensor");
+
+  // log_likelihood_sum: x [B, F], x_hat [B, S, F] -> [B, S].
+  m.def("log_likelihood_sum(Tensor x, Tensor x_hat, str likelihood) -> Tensor");
+  m.def(
+      "log_likelihood_sum_backward(Tensor grad, Tensor x, Tensor x_hat, "
+      "str likelihood, bool wrt_x) -> Tensor");
+
+  // kl_diag_gaussian: KL(q || p), p = N(0, I) when mu_p/log_var_p are None.
+  m.def(
+      "kl_diag_gaussian(Tensor mu_q, Tensor log_var_q, Tensor? mu_p, "
+      "Tensor? log_var_p, bool reduce_sum, float? clamp_min, "
+      "float? clamp_max) -> Tensor");
+  m.def(
+      "kl_diag_gaussian_backward(Tensor grad, Tensor mu_q, Tensor log_var_q, "
+      "Tensor? mu_p, Tensor? log_var_p, bool reduce_sum, float? clamp_min, "
+      "float? clamp_max) -> (Tensor, Tensor, Tensor, Tensor)");
+
+  // reparameterize: z[b, s] = mu[b] + exp(0.5 log_var[b]) * eps(seed, b, s).
+  m.def(
+      "reparameterize(Tensor mu, Tensor log_var, int num_samples, "
+      "Tensor seed) -> Tensor");
+  m.def(
+      "reparameterize_backward(Tensor grad_z, Tensor mu, Tensor log_var, "
+      "Tensor seed) -> (Tensor, Tensor)");
+
+  // elbo: stats = [objective, elbo, log_likelihood, kl] (batch means) and,
+  // when need_grad, d objective / d x_hat computed in the same pass.
+  m.def(
+      "elbo(Tensor x, Tensor x_hat, Tensor mu, Tensor log_var, float beta, "
+      "str likelihood, bool need_grad) -> (Tensor, Tensor)");
+  m.def("elbo_backward_x_hat(Tensor grad_stats, Tensor dobj_dx_hat) -> Tensor");
+  m.def(
+      "elbo_backward_latent(Tensor grad_stats, Tensor mu, Tensor log_var, "
+      "float beta) -> (Tensor, Tensor)");
+
+  // adagvae_posterior: adapted (mu1, lv1, mu2, lv2) and the averaged mask.
+  m.def(
+      "adagvae_posterior(Tensor mu1, Tensor log_var1, Tensor mu2, "
+      "Tensor log_var2) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "adagvae_posterior_backward(Tensor grad_mu1, Tensor grad_log_var1, "
+      "Tensor grad_mu2, Tensor grad_log_var2, Tensor log_var1, "
+      "Tensor log_var2, Tensor mask) -> (Tensor, Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,21 @@
+"""Fake kernels and autograd formulas of the compiled ops, one module per op.
+
+Each module registers, for its op and the op's backward op(s), a fake
+(meta) kernel for torch.compile / FakeTensor and the autograd formula that
+calls the backward op. They run once, after ``pyautoencoder_fast._C`` has
+loaded the schemas (see ``_backend._load_extension``).
+"""
+
+from . import adagvae_posterior, elbo, kl_diag_gaussian, log_likelihood, log_likelihood_sum, reparameterize
+
+_MODULES = (log_likelihood, log_likelihood_sum, kl_diag_gaussian, reparameterize, elbo, adagvae_posterior)
+_registered = False
+
+
+def register_all() -> None:
+    global _registered
+    if _registered:
+        return
+    for module in _MODULES:
+        module.register()
+    _registered = True

@@ -1,0 +1,284 @@
+"""The fused ops as documented functions.
+
+Every function validates its arguments (clear ``TypeError``/``ValueError``
+naming the argument), promotes mixed floating dtypes, and runs on the compiled
+extension when it is active and has kernels for the tensors' device, else on
+the pure-PyTorch reference (:mod:`pyautoencoder_fast.reference`). All accept
+float16, bfloat16, float32 and float64, any batch size (0 included) and
+non-contiguous inputs, and are differentiable where stated.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from . import _backend, reference
+from . import _validation as check
+
+__all__ = [
+    "ElboTerms",
+    "adagvae_posterior",
+    "elbo",
+    "elbo_stats",
+    "kl_diag_gaussian",
+    "log_likelihood",
+    "log_likelihood_sum",
+    "reparameterize",
+]
+
+
+def _impl(*tensors: Tensor):
+    """The namespace whose functions implement the ops for these tensors."""
+    return torch.ops.pyautoencoder_fast if _backend.runs_on_extension(*tensors) else reference
+
+
+# ---------------------------------------------------------------- log_likelihood
+def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str = "gaussian") -> Tensor:
+    """Elementwise log-likelihood log p(x | x_hat).
+
+    ``gaussian``: ``-0.5 * (x_hat - x)**2`` (unit variance, no log(2 pi));
+    ``bernoulli``: ``x_hat`` are logits, equal to
+    ``-binary_cross_entropy_with_logits(x_hat, x, reduction="none")``;
+    ``laplace``: ``-|x_hat - x|`` (unit scale, no log 2).
+
+    Args:
+        x: targets, any shape.
+        x_hat: reconstructions (logits for Bernoulli), broadcastable with ``x``.
+        likelihood: name (case-insensitive) or ``LikelihoodType``.
+
+    Returns:
+        Tensor of the broadcast shape. Differentiable in ``x`` and ``x_hat``.
+    """
+    likelihood = check.likelihood(likelihood)
+    x, x_hat = check.floating("x", x), check.floating("x_hat", x_hat)
+    check.same_device(x=x, x_hat=x_hat)
+    check.broadcastable(x=x, x_hat=x_hat)
+    x, x_hat = check.promote(x, x_hat)
+    return _impl(x).log_likelihood(x, x_hat, likelihood)
+
+
+# ------------------------------------------------------------ log_likelihood_sum
+def _sample_axis(x: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]:
+    """Checks x [B, ...] against x_hat [B, ...] or [B, S, ...]; returns x_hat as
+    [B, S, ...] and x as a (possibly broadcast, never copied) [B, ...] view."""
+    check.min_dim("x", x, 1, "[B, ...]")
+    if x_hat.dim() == x.dim():
+        x_hat = x_hat.unsqueeze(1)
+    if x_hat.dim() != x.dim() + 1:
+        raise ValueError(
+            f"x_hat: expected shape [B, ...] or [B, S, ...] for x of shape {tuple(x.shape)}, "
+            f"got {tuple(x_hat.shape)}"
+        )
+    target = (x_hat.shape[0], *x_hat.shape[2:])
+    if tuple(x.shape) != target:
+        try:
+            x = x.expand(target)
+        except RuntimeError:
+            raise ValueError(
+                f"x_hat: shape {tuple(x_hat.shape)} does not match x {tuple(x.shape)} "
+                "(expected [B, S, ...] with the batch and feature sizes of x)"
+            ) from None
+    return x, x_hat
+
+
+def log_likelihood_sum(x: Tensor, x_hat: Tensor, likelihood: str = "gaussian") -> Tensor:
+    """Per-sample log-likelihood summed over the feature dimensions.
+
+    Args:
+        x: targets ``[B, ...]``.
+        x_hat: ``[B, ...]`` (one sample) or ``[B, S, ...]`` (S Monte Carlo
+            samples); ``x`` is broadcast over S without a copy.
+        likelihood: ``"gaussian"``, ``"bernoulli"`` (logits) or ``"laplace"``.
+
+    Returns:
+        ``[B, S]`` (``S = 1`` for a ``[B, ...]`` x_hat). Differentiable in
+        ``x`` and ``x_hat``. The elementwise term and the sum run in one pass.
+    """
+    likelihood = check.likelihood(likelihood)
+    x, x_hat = check.floating("x", x), check.floating("x_hat", x_hat)
+    check.same_device(x=x, x_hat=x_hat)
+    x, x_hat = check.promote(x, x_hat)
+    x, x_hat = _sample_axis(x, x_hat)
+    return _impl(x).log_likelihood_sum(x, x_hat, likelihood)
+
+
+# -------------------------------------------------------------- kl_diag_gaussian
+def kl_diag_gaussian(
+    mu_q: Tensor,
+    log_var_q: Tensor,
+    mu_p: Tensor | None = None,
+    log_var_p: Tensor | None = None,
+    *,
+    reduce_sum: bool = True,
+    clamp_min: float | None = None,
+    clamp_max: float | None = None,
+) -> Tensor:
+    """KL(q || p) between diagonal Gaussians given means and log-variances.
+
+    ``0.5 * ((lv_p - lv_q) + (exp(lv_q) + (mu_q - mu_p)**2) / exp(lv_p) - 1)``
+    per dimension; ``mu_p``/``log_var_p`` of ``None`` mean 0 (both ``None``:
+    the standard normal prior). All four broadcast against each other.
+
+    Args:
+        reduce_sum: sum over the last dimension (``[..., D] -> [...]``).
+        clamp_min, clamp_max: if given, both log-variances are clamped to
+            this range first; the gradient then flows like ``torch.clamp``'s.
+
+    Returns:
+        ``[...]`` or ``[..., D]``. Differentiable in all four tensors.
+    """
+    mu_q = check.floating("mu_q", mu_q)
+    log_var_q = check.floating("log_var_q", log_var_q)
+    if mu_p is not None:
+        check.floating("mu_p", mu_p)
+    if log_var_p is not None:
+        check.floating("log_var_p", log_var_p)
+    check.same_device(mu_q=mu_q, log_var_q=log_var_q, mu_p=mu_p, log_var_p=log_var_p)
+    shape = check.broadcastable(mu_q=mu_q, log_var_q=log_var_q, mu_p=mu_p, log_var_p=log_var_p)
+    if len(shape) == 0:
+        raise ValueError("mu_q: expected at least one dimension [..., D], got 0-d tensors")
+    clamp_min = check.optional_number("clamp_min", clamp_min)
+    clamp_max = check.optional_number("clamp_max", clamp_max)
+    if clamp_min is not None and clamp_max is not None and clamp_min > clamp_max:
+        raise ValueError(f"clamp_min ({clamp_min}) must not exceed clamp_max ({clamp_max})")
+    mu_q, log_var_q, mu_p, log_var_p = check.promote(mu_q, log_var_q, mu_p, log_var_p)
+    return _impl(mu_q).kl_diag_gaussian(
+        mu_q, log_var_q, mu_p, log_var_p, bool(reduce_sum), clamp_min, clamp_max
+    )
+
+
+# ---------------------------------------------------------------- reparameterize
+def _latent_pair(mu: Tensor, log_var: Tensor, names=("mu", "log_var")) -> tuple[Tensor, Tensor]:
+    """Two [B, D] tensors (broadcast against each other) of one dtype."""
+    mu, log_var = check.floating(names[0], mu), check.floating(names[1], log_var)
+    check.same_device(**{names[0]: mu, names[1]: log_var})
+    shape = check.broadcastable(**{names[0]: mu, names[1]: log_var})
+    if len(shape) != 2:
+        raise ValueError(
+            f"{names[0]}, {names[1]}: expected shape [B, D], got {tuple(mu.shape)} and {tuple(log_var.shape)}"
+        )
+    mu, log_var = check.promote(mu, log_var)
+    return mu.expand(shape), log_var.expand(shape)
+
+
+def draw_seed(device: torch.device, generator: torch.Generator | None = None) -> Tensor:
+    """A 63-bit seed for the in-kernel Philox noise, drawn from torch's generator."""
+    seed_device = device if device.type == "cuda" else torch.device("cpu")
+    return torch.empty((), dtype=torch.int64, device=seed_device).random_(generator=generator)
+
+
+def reparameterize(
+    mu: Tensor,
+    log_var: Tensor,
+    num_samples: int = 1,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Reparameterized samples ``z = mu + exp(0.5 * log_var) * eps``.
+
+    The noise is drawn inside the kernel from a counter-based Philox stream
+    whose seed comes from torch's generator (``torch.manual_seed`` or
+    ``generator`` make it reproducible); backward regenerates it from the
+    seed, so neither eps nor z is kept for the gradient.
+
+    Args:
+        mu, log_var: ``[B, D]`` (broadcast against each other).
+        num_samples: S >= 1 samples per row.
+
+    Returns:
+        ``z`` of shape ``[B, S, D]``. Differentiable in ``mu`` and ``log_var``.
+    """
+    mu, log_var = _latent_pair(mu, log_var)
+    num_samples = check.positive_int("num_samples", num_samples)
+    seed = draw_seed(mu.device, generator)
+    return _impl(mu).reparameterize(mu, log_var, num_samples, seed)
+
+
+# -------------------------------------------------------------------------- elbo
+class ElboTerms(NamedTuple):
+    """The (beta-)VAE objective and its diagnostics, all 0-d tensors (batch means)."""
+
+    objective: Tensor
+    elbo: Tensor
+    log_likelihood: Tensor
+    kl_divergence: Tensor
+
+
+def elbo_stats(
+    x: Tensor,
+    x_hat: Tensor,
+    mu: Tensor,
+    log_var: Tensor,
+    beta: float = 1.0,
+    likelihood: str = "gaussian",
+) -> Tensor:
+    """Like :func:`elbo` but returns the four values as one ``[4]`` tensor
+    ``[objective, elbo, log_likelihood, kl_divergence]`` (one host transfer
+    reads them all)."""
+    likelihood = check.likelihood(likelihood)
+    beta = check.finite_number("beta", beta)
+    x, x_hat = check.floating("x", x), check.floating("x_hat", x_hat)
+    mu, log_var = _latent_pair(mu, log_var)
+    check.same_device(x=x, x_hat=x_hat, mu=mu)
+    x, x_hat, mu, log_var = check.promote(x, x_hat, mu, log_var)
+    x, x_hat = _sample_axis(x, x_hat)
+    if mu.shape[0] != x.shape[0]:
+        raise ValueError(f"mu: expected batch size {x.shape[0]} (from x), got shape {tuple(mu.shape)}")
+    need_grad = torch.is_grad_enabled() and x_hat.requires_grad
+    stats, _ = _impl(x).elbo(x, x_hat, mu, log_var, beta, likelihood, need_grad)
+    return stats
+
+
+def elbo(
+    x: Tensor,
+    x_hat: Tensor,
+    mu: Tensor,
+    log_var: Tensor,
+    beta: float = 1.0,
+    likelihood: str = "gaussian",
+) -> ElboTerms:
+    """The whole (beta-)VAE loss of pyautoencoder's ``VAE.compute_loss`` in one op.
+
+    ``elbo = mean_b(mean_s sum_features ll(x, x_hat[:, s]) - beta * KL(q_b || N(0, I)))``,
+    ``objective = -elbo``.
+
+    Args:
+        x: ``[B, ...]``.
+        x_hat: ``[B, ...]`` or ``[B, S, ...]`` (logits for Bernoulli).
+        mu, log_var: posterior parameters ``[B, D]``.
+        beta: weight of the KL term.
+        likelihood: ``"gaussian"``, ``"bernoulli"`` or ``"laplace"``.
+
+    Returns:
+        :class:`ElboTerms` (objective, elbo, log_likelihood, kl_divergence),
+        each differentiable in ``x``, ``x_hat``, ``mu`` and ``log_var``. The
+        gradient for ``x_hat`` is computed during the forward pass.
+    """
+    return ElboTerms(*elbo_stats(x, x_hat, mu, log_var, beta, likelihood).unbind())
+
+
+# ------------------------------------------------------------- adagvae_posterior
+def adagvae_posterior(
+    mu1: Tensor, log_var1: Tensor, mu2: Tensor, log_var2: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Ada-GVAE posterior adaptation for a pair of posteriors ``[B, D]``.
+
+    Per row, ``kl = KL(q1 || q2)`` per dimension and ``tau = (max + min) / 2``;
+    where ``kl < tau`` both posteriors are replaced by their average (mean
+    ``(mu1 + mu2) / 2``, log-variance ``log((exp(lv1) + exp(lv2)) / 2)``).
+
+    Returns:
+        ``(mu1, log_var1, mu2, log_var2)`` adapted, each ``[B, D]``;
+        differentiable in all four inputs (the selection itself is not).
+    """
+    mu1, log_var1 = _latent_pair(mu1, log_var1, ("mu1", "log_var1"))
+    mu2, log_var2 = _latent_pair(mu2, log_var2, ("mu2", "log_var2"))
+    check.same_device(mu1=mu1, mu2=mu2)
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"mu2: expected shape {tuple(mu1.shape)} (from mu1), got {tuple(mu2.shape)}")
+    mu1, log_var1, mu2, log_var2 = check.promote(mu1, log_var1, mu2, log_var2)
+    mu1a, log_var1a, mu2a, log_var2a, _mask = _impl(mu1).adagvae_posterior(mu1, log_var1, mu2, log_var2)
+    return mu1a, log_var1a, mu2a, log_var2a

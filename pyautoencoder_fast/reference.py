@@ -1,0 +1,174 @@
+"""Pure-PyTorch implementation of every op: the fallback and the test oracle.
+
+Each function has the signature and return values of the op of the same
+name in ``torch.ops.pyautoencoder_fast`` (csrc/schemas.cpp), computes with
+plain tensor operations in the inputs' dtype, and gets its gradients from
+PyTorch autograd. The semantics are pyautoencoder's (see REFERENCE.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LIKELIHOODS = ("gaussian", "bernoulli", "laplace")
+
+
+def _check_likelihood(likelihood: str) -> None:
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(
+            f"likelihood: expected one of {', '.join(map(repr, LIKELIHOODS))}, got {likelihood!r}"
+        )
+
+
+# ---------------------------------------------------------------- log_likelihood
+def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str) -> Tensor:
+    """Elementwise log p(x | x_hat), in the broadcast shape of x and x_hat."""
+    _check_likelihood(likelihood)
+    if likelihood == "gaussian":
+        return -0.5 * (x_hat - x) ** 2
+    if likelihood == "laplace":
+        return -(x_hat - x).abs()
+    x, x_hat = torch.broadcast_tensors(x, x_hat)
+    return -F.binary_cross_entropy_with_logits(x_hat, x, reduction="none")
+
+
+# ------------------------------------------------------------ log_likelihood_sum
+def log_likelihood_sum(x: Tensor, x_hat: Tensor, likelihood: str) -> Tensor:
+    """x [B, ...], x_hat [B, S, ...] -> [B, S]: ll summed over the features."""
+    ll = log_likelihood(x.unsqueeze(1), x_hat, likelihood)
+    return ll.flatten(2).sum(-1) if ll.dim() > 2 else ll
+
+
+# -------------------------------------------------------------- kl_diag_gaussian
+def kl_diag_gaussian(
+    mu_q: Tensor,
+    log_var_q: Tensor,
+    mu_p: Tensor | None,
+    log_var_p: Tensor | None,
+    reduce_sum: bool,
+    clamp_min: float | None,
+    clamp_max: float | None,
+) -> Tensor:
+    """KL(q || p) per dimension, summed over the last one when reduce_sum."""
+    if clamp_min is not None or clamp_max is not None:
+        log_var_q = log_var_q.clamp(clamp_min, clamp_max)
+        if log_var_p is not None:
+            log_var_p = log_var_p.clamp(clamp_min, clamp_max)
+    if mu_p is None and log_var_p is None:
+        kl = 0.5 * (log_var_q.exp() + mu_q**2 - 1.0 - log_var_q)
+    else:
+        mu_p = torch.zeros_like(mu_q) if mu_p is None else mu_p
+        log_var_p = torch.zeros_like(log_var_q) if log_var_p is None else log_var_p
+        kl = 0.5 * (
+            (log_var_p - log_var_q) + (log_var_q.exp() + (mu_q - mu_p) ** 2) / log_var_p.exp() - 1.0
+        )
+    return kl.sum(-1) if reduce_sum else kl
+
+
+# ---------------------------------------------------------------- reparameterize
+_PHILOX_MUL = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_WEYL = (0x9E3779B9, 0xBB67AE85)
+_MASK32 = 0xFFFFFFFF
+
+
+def _mulhilo32(a: int, b: Tensor) -> tuple[Tensor, Tensor]:
+    # a * b for 32-bit a and b (int64 tensors holding uint32), without
+    # overflowing int64: split b into 16-bit halves.
+    p_lo = a * (b & 0xFFFF)
+    p_hi = a * (b >> 16)
+    mid = p_lo + ((p_hi & 0xFFFF) << 16)
+    return (p_hi >> 16) + (mid >> 32), mid & _MASK32
+
+
+def philox4x32_10(seed: int, counters: Tensor) -> Tensor:
+    """Philox4x32-10 blocks for 64-bit counters: int64 [N] -> int64 [N, 4] of uint32."""
+    seed &= (1 << 64) - 1
+    k0, k1 = seed & _MASK32, seed >> 32
+    c0, c1 = counters & _MASK32, (counters >> 32) & _MASK32
+    c2 = torch.zeros_like(c0)
+    c3 = torch.zeros_like(c0)
+    for _ in range(10):
+        hi0, lo0 = _mulhilo32(_PHILOX_MUL[0], c0)
+        hi1, lo1 = _mulhilo32(_PHILOX_MUL[1], c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 = (k0 + _PHILOX_WEYL[0]) & _MASK32
+        k1 = (k1 + _PHILOX_WEYL[1]) & _MASK32
+    return torch.stack([c0, c1, c2, c3], dim=-1)
+
+
+def philox_normal(seed: int, numel: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
+    """The standard normals the kernels draw for flat indices [0, numel).
+
+    Element i comes from block i // 4, lane i % 4, Box-Muller on lanes
+    (0, 1) and (2, 3); computed in float32 (float64 for float64 outputs).
+    """
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    blocks = torch.arange((numel + 3) // 4, dtype=torch.int64, device=device)
+    bits = philox4x32_10(seed, blocks)
+    if compute == torch.float32:
+        u = ((bits >> 8).to(compute) + 0.5) * 2.0**-24
+    else:
+        u = (bits.to(compute) + 0.5) * 2.0**-32
+    u1, u2 = u[:, 0::2], u[:, 1::2]
+    radius = torch.sqrt(-2.0 * torch.log(u1))
+    theta = (2.0 * math.pi) * u2
+    normals = torch.stack([radius * torch.cos(theta), radius * torch.sin(theta)], dim=-1)
+    # [N, 2 pairs, (cos, sin)] -> lanes (0, 1, 2, 3)
+    return normals.reshape(-1)[:numel]
+
+
+def reparameterize(mu: Tensor, log_var: Tensor, num_samples: int, seed: Tensor) -> Tensor:
+    """z [B, S, D] = mu + exp(0.5 * log_var) * eps, eps from Philox(seed)."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples: expected S >= 1, got {num_samples}")
+    batch, dim = mu.shape
+    compute = torch.float64 if mu.dtype == torch.float64 else torch.float32
+    eps = philox_normal(int(seed.item()), batch * num_samples * dim, mu.dtype, mu.device)
+    eps = eps.reshape(batch, num_samples, dim)
+    std = torch.exp(0.5 * log_var.to(compute)).unsqueeze(1)
+    return (mu.to(compute).unsqueeze(1) + std * eps).to(mu.dtype)
+
+
+# -------------------------------------------------------------------------- elbo
+def elbo(
+    x: Tensor,
+    x_hat: Tensor,
+    mu: Tensor,
+    log_var: Tensor,
+    beta: float,
+    likelihood: str,
+    need_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    """pyautoencoder's VAE.compute_loss; returns ([objective, elbo, ll, kl], empty).
+
+    The second output of the op (d objective / d x_hat, computed in the
+    forward pass) has no use here: autograd differentiates this function.
+    """
+    ll = log_likelihood_sum(x, x_hat, likelihood).mean(dim=1)  # [B], averaged over S
+    kl = kl_diag_gaussian(mu, log_var, None, None, True, None, None)  # [B]
+    elbo_mean = (ll - beta * kl).mean()
+    stats = torch.stack([-elbo_mean, elbo_mean, ll.mean(), kl.mean()])
+    return stats, x_hat.new_empty(0)
+
+
+# ------------------------------------------------------------- adagvae_posterior
+def adagvae_posterior(
+    mu1: Tensor, log_var1: Tensor, mu2: Tensor, log_var2: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Ada-GVAE adaptation: average the dimensions whose KL is below the row's mid-range."""
+    kl = kl_diag_gaussian(mu1, log_var1, mu2, log_var2, False, None, None)
+    tau = 0.5 * (kl.max(dim=1, keepdim=True).values + kl.min(dim=1, keepdim=True).values)
+    mask = kl < tau
+    mu_avg = 0.5 * (mu1 + mu2)
+    log_var_avg = torch.log(0.5 * (log_var1.exp() + log_var2.exp()))
+    return (
+        torch.where(mask, mu_avg, mu1),
+        torch.where(mask, log_var_avg, log_var1),
+        torch.where(mask, mu_avg, mu2),
+        torch.where(mask, log_var_avg, log_var2),
+        mask,
+    )
