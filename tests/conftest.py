@@ -1,0 +1,160 @@
+"""Shared fixtures and oracle comparisons for the op tests.
+
+Accuracy rule (per dtype), always against the reference evaluated in float64
+on the same (rounded) inputs:
+* float64: relative error < 1e-10;
+* float32: relative error < 1e-5;
+* float16/bfloat16: error at most ~2x that of the reference run in the
+  same dtype (PyTorch's own error), plus one unit in the last place.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import pyautoencoder_fast as paf
+
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+LIKELIHOODS = ["gaussian", "bernoulli", "laplace"]
+
+requires_extension = pytest.mark.skipif(
+    not paf.extension_available(), reason=f"extension not loaded: {paf.extension_load_error()}"
+)
+
+
+def pytest_report_header(config):
+    return f"pyautoencoder_fast backend: {paf.active_backend()} {paf.extension_info()}"
+
+
+def pytest_sessionstart(session):
+    # CI runs with PYAUTOENCODER_FAST_BACKEND=extension: fail loudly rather than
+    # pass on the fallback alone.
+    if os.environ.get("PYAUTOENCODER_FAST_BACKEND") == "extension":
+        assert paf.extension_available(), paf.extension_load_error()
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def to64(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(torch.float64) if value.is_floating_point() else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(to64(v) for v in value)
+    return value
+
+
+def _pairs(actual, expected):
+    if isinstance(actual, torch.Tensor):
+        return [(actual, expected)]
+    return [p for a, e in zip(actual, expected) for p in _pairs(a, e)]
+
+
+def assert_accurate(actual, truth, same_dtype_ref=None, dtype=None, what=""):
+    """actual (in dtype) vs truth (float64); same_dtype_ref: the reference's
+    own result in dtype, required for the half types."""
+    for i, (a, t) in enumerate(_pairs(actual, truth)):
+        if a is None and t is None:
+            continue
+        label = f"{what}[{i}]"
+        assert a.shape == t.shape, f"{label}: shape {tuple(a.shape)} != {tuple(t.shape)}"
+        if not a.is_floating_point():
+            assert torch.equal(a, t), label
+            continue
+        dt = dtype or a.dtype
+        assert a.dtype == dt, f"{label}: dtype {a.dtype} != {dt}"
+        a64, t64 = a.detach().double(), t.detach().double()
+        if a64.numel() == 0:
+            continue
+        scale = t64.abs().max().clamp_min(1.0)
+        if dt == torch.float64:
+            torch.testing.assert_close(a64, t64, rtol=1e-10, atol=1e-10 * scale.item(), equal_nan=True, msg=label)
+        elif dt == torch.float32:
+            torch.testing.assert_close(a64, t64, rtol=1e-5, atol=1e-5 * scale.item(), equal_nan=True, msg=label)
+        else:
+            assert same_dtype_ref is not None, "half types need the reference's own result"
+            r64 = _pairs(same_dtype_ref, truth)[i][0].detach().double()
+            finite = torch.isfinite(t64)
+            err = (a64 - t64)[finite].abs().max().item()
+            ref_err = (r64 - t64)[finite].abs().max().item()
+            ulp = torch.finfo(dt).eps * t64[finite].abs().max().item()
+            assert err <= 2 * ref_err + ulp, f"{label}: error {err:.3g} > 2 x torch's {ref_err:.3g} + ulp {ulp:.3g}"
+
+
+def random_inputs(shape, likelihood, dtype, *, target=False, requires_grad=False):
+    """x (targets in [0, 1] for Bernoulli) or x_hat (logits) of a given dtype."""
+    if target and likelihood == "bernoulli":
+        t = torch.rand(shape, dtype=torch.float64)
+    else:
+        t = torch.randn(shape, dtype=torch.float64) * (2.0 if likelihood == "bernoulli" else 1.0)
+    return t.to(dtype).requires_grad_(requires_grad)
+
+
+def grads_of(outputs, inputs, grad_outputs):
+    """d(outputs . grad_outputs)/d inputs (None for inputs without grad)."""
+    outs = [o for o in (outputs if isinstance(outputs, (tuple, list)) else (outputs,))]
+    gos = grad_outputs if isinstance(grad_outputs, (tuple, list)) else (grad_outputs,)
+    pairs = [(o, g) for o, g in zip(outs, gos) if o.requires_grad]
+    need = [i for i in inputs if i is not None and i.requires_grad]
+    gs = torch.autograd.grad([o for o, _ in pairs], need, [g for _, g in pairs], allow_unused=True)
+    it = iter(gs)
+    return [next(it) if (i is not None and i.requires_grad) else None for i in inputs]
+
+
+def _cast_inputs(inputs, dtype):
+    out = []
+    for i in inputs:
+        if isinstance(i, torch.Tensor) and i.is_floating_point():
+            out.append(i.detach().to(dtype).requires_grad_(i.requires_grad))
+        else:
+            out.append(i)
+    return out
+
+
+def _as_tuple(out):
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def check_against_oracle(fn, inputs, dtype, *, grad=True, what="op"):
+    """Runs fn(*inputs) on the extension in `dtype` and compares values and
+    gradients (for random grad_outputs != 1) with the reference in float64
+    on the same rounded inputs (and, for half types, in `dtype` too).
+
+    `inputs` are float64 master tensors (requires_grad marks what to
+    differentiate) or other arguments, passed through unchanged.
+    """
+    rounded = [i.detach().to(dtype).requires_grad_(i.requires_grad) if isinstance(i, torch.Tensor) and i.is_floating_point() else i for i in inputs]
+
+    def run(backend, dt):
+        ins = _cast_inputs(rounded, dt)
+        with paf.use_backend(backend):
+            out = _as_tuple(fn(*ins))
+        return ins, out
+
+    ins_a, out_a = run("extension", dtype)
+    ins_t, out_t = run("reference", torch.float64)
+    ins_r, out_r = run("reference", dtype) if dtype in HALF_DTYPES else (None, None)
+    assert_accurate(out_a, out_t, out_r, dtype, what=f"{what} value")
+    if not grad:
+        return out_a
+    grad_outs = [torch.randn_like(o, dtype=torch.float64) * 1.7 + 0.3 if o.is_floating_point() else None for o in out_t]
+    def grads(ins, out, dt):
+        tensors = [i if isinstance(i, torch.Tensor) else None for i in ins]
+        gos = [g.to(dt) if g is not None else None for g in grad_outs]
+        keep = [(o, g) for o, g in zip(out, gos) if g is not None and o.requires_grad]
+        return grads_of([o for o, _ in keep], tensors, [g for _, g in keep])
+    g_a = grads(ins_a, out_a, dtype)
+    g_t = grads(ins_t, out_t, torch.float64)
+    g_r = grads(ins_r, out_r, dtype) if ins_r is not None else None
+    for k, (a, t) in enumerate(zip(g_a, g_t)):
+        if a is None and t is None:
+            continue
+        assert a is not None and t is not None, f"{what} grad[{k}]: one side has no gradient"
+        assert_accurate(a, t, g_r[k] if g_r is not None else None, dtype, what=f"{what} grad[{k}]")
+    return out_a

@@ -1,0 +1,150 @@
+"""opcheck for every op (forward and backward), gradcheck in float64 for every
+differentiable op, and torch.compile(fullgraph=True) through the ops."""
+
+import pytest
+import torch
+
+import pyautoencoder_fast as paf
+from pyautoencoder_fast import functional as F
+from conftest import requires_extension
+
+pytestmark = requires_extension
+ops = torch.ops.pyautoencoder_fast
+
+
+def _t(*shape, grad=False, dtype=torch.float64):
+    return torch.randn(*shape, dtype=dtype, requires_grad=grad)
+
+
+def _x(*shape):
+    return torch.rand(*shape, dtype=torch.float64)
+
+
+def _sample_args(grad):
+    """(op, args) for every op; forward-op tensors require grad when `grad`."""
+    seed = torch.tensor(77)
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    return [
+        (ops.log_likelihood, (_x(3, 5), _t(3, 5, grad=grad), "gaussian")),
+        (ops.log_likelihood, (_x(1, 5), _t(3, 5, grad=grad), "bernoulli")),
+        (ops.log_likelihood, (_t(3, 5, grad=grad), _t(3, 5, grad=grad), "laplace")),
+        (ops.log_likelihood_backward, (_t(3, 5), _x(3, 5), _t(3, 5), "bernoulli", False)),
+        (ops.log_likelihood_backward, (_t(3, 5), _x(3, 5), _t(3, 5), "gaussian", True)),
+        (ops.log_likelihood_sum, (_x(3, 4, 2), _t(3, 2, 4, 2, grad=grad), "bernoulli")),
+        (ops.log_likelihood_sum, (_t(2, 7, grad=grad), _t(2, 1, 7, grad=grad), "laplace")),
+        (ops.log_likelihood_sum_backward, (_t(3, 2), _x(3, 4), _t(3, 2, 4), "gaussian", False)),
+        (ops.log_likelihood_sum_backward, (_t(3, 2), _x(3, 4), _t(3, 2, 4), "bernoulli", True)),
+        (ops.kl_diag_gaussian, (_t(4, 3, grad=grad), _t(4, 3, grad=grad), None, None, True, None, None)),
+        (ops.kl_diag_gaussian, (_t(4, 3, grad=grad), _t(4, 3, grad=grad), _t(4, 3, grad=grad), _t(3, grad=grad), False, -2.0, 2.0)),
+        (ops.kl_diag_gaussian_backward, (_t(4), _t(4, 3), _t(4, 3), None, None, True, None, None)),
+        (ops.kl_diag_gaussian_backward, (_t(4, 3), _t(4, 3), _t(4, 3), _t(4, 3), None, False, -1.0, 1.0)),
+        (ops.reparameterize, (_t(4, 3, grad=grad), _t(4, 3, grad=grad), 2, seed)),
+        (ops.reparameterize_backward, (_t(4, 2, 3), _t(4, 3), _t(4, 3), seed)),
+        (ops.elbo, (_x(3, 6), _t(3, 2, 6, grad=grad), _t(3, 4, grad=grad), _t(3, 4, grad=grad), 2.0, "bernoulli", grad)),
+        (ops.elbo, (_t(3, 6, grad=grad), _t(3, 1, 6, grad=grad), _t(3, 4, grad=grad), _t(3, 4, grad=grad), 1.0, "gaussian", grad)),
+        (ops.elbo_backward_x_hat, (_t(4), _t(3, 2, 6))),
+        (ops.elbo_backward_latent, (_t(4), _t(3, 4), _t(3, 4), 0.5)),
+        (ops.adagvae_posterior, tuple(_t(2, 3, grad=grad) for _ in range(4))),
+        (ops.adagvae_posterior_backward, (*(_t(2, 3) for _ in range(6)), mask)),
+    ]
+
+
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("index", range(len(_sample_args(False))))
+def test_opcheck(index, grad):
+    op, args = _sample_args(grad)[index]
+    torch.library.opcheck(op, args)
+
+
+def test_every_op_is_covered_by_opcheck():
+    covered = {op._qualified_op_name for op, _ in _sample_args(False)}
+    defined = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("pyautoencoder_fast::")}
+    assert len(defined) == 13 and defined <= covered, defined - covered
+
+
+GRADCHECK_CASES = {
+    "log_likelihood_gaussian": (lambda x, h: F.log_likelihood(x, h, "gaussian"), (_t(3, 4, grad=True), _t(1, 4, grad=True))),
+    "log_likelihood_bernoulli": (lambda x, h: F.log_likelihood(x, h, "bernoulli"), (_x(3, 4).requires_grad_(), _t(3, 4, grad=True))),
+    "log_likelihood_laplace": (lambda x, h: F.log_likelihood(x, h, "laplace"), (_t(3, 4, grad=True), _t(3, 4, grad=True))),
+    "log_likelihood_sum": (lambda x, h: F.log_likelihood_sum(x, h, "bernoulli"), (_x(3, 5).requires_grad_(), _t(3, 2, 5, grad=True))),
+    "log_likelihood_sum_laplace": (lambda x, h: F.log_likelihood_sum(x, h, "laplace"), (_t(3, 5, grad=True), _t(3, 2, 5, grad=True))),
+    "kl_standard": (lambda m, l: F.kl_diag_gaussian(m, l), (_t(3, 4, grad=True), _t(3, 4, grad=True))),
+    "kl_general": (
+        lambda a, b, c, d: F.kl_diag_gaussian(a, b, c, d, reduce_sum=False, clamp_min=-1.5, clamp_max=1.5),
+        (_t(3, 4, grad=True), _t(3, 4, grad=True), _t(4, grad=True), _t(3, 4, grad=True)),
+    ),
+    "reparameterize": (lambda m, l: ops.reparameterize(m, l, 3, torch.tensor(5)), (_t(3, 4, grad=True), _t(3, 4, grad=True))),
+    "elbo": (
+        lambda x, h, m, l: F.elbo_stats(x, h, m, l, 2.0, "bernoulli"),
+        (_x(3, 5).requires_grad_(), _t(3, 2, 5, grad=True), _t(3, 4, grad=True), _t(3, 4, grad=True)),
+    ),
+    "elbo_gaussian_no_sample_axis": (
+        lambda x, h, m, l: F.elbo_stats(x, h, m, l, 0.5, "gaussian"),
+        (_t(3, 5, grad=True), _t(3, 5, grad=True), _t(3, 4, grad=True), _t(3, 4, grad=True)),
+    ),
+    "adagvae_posterior": (F.adagvae_posterior, tuple(_t(3, 5, grad=True) for _ in range(4))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRADCHECK_CASES))
+def test_gradcheck(name):
+    fn, inputs = GRADCHECK_CASES[name]
+    if "laplace" in name:  # keep |x_hat - x| away from the kink at 0
+        x, x_hat = inputs
+        x_b = x.data.unsqueeze(1) if x_hat.dim() > x.dim() else x.data
+        x_hat.data += torch.sign(x_hat.data - x_b) * 0.1
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def _vae_loss(x, x_hat, mu, log_var):
+    stats = F.elbo_stats(x, x_hat, mu, log_var, 4.0, "bernoulli")
+    kl = F.kl_diag_gaussian(mu, log_var).mean()
+    return stats[0] + 0.0 * kl, stats
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_torch_compile_fullgraph_vae_loss(dynamic):
+    torch._dynamo.reset()
+    compiled = torch.compile(_vae_loss, fullgraph=True, dynamic=dynamic)
+    for batch in (4, 6):
+        x = torch.rand(batch, 20)
+        x_hat = torch.randn(batch, 3, 20, requires_grad=True)
+        mu = torch.randn(batch, 5, requires_grad=True)
+        lv = torch.randn(batch, 5, requires_grad=True)
+        loss, stats = compiled(x, x_hat, mu, lv)
+        loss_e, stats_e = _vae_loss(x, x_hat, mu, lv)
+        torch.testing.assert_close(stats, stats_e)
+        grads = torch.autograd.grad(loss * 1.5, (x_hat, mu, lv))
+        grads_e = torch.autograd.grad(loss_e * 1.5, (x_hat, mu, lv))
+        for g, ge in zip(grads, grads_e):
+            torch.testing.assert_close(g, ge)
+
+
+def test_torch_compile_fullgraph_sampling_and_decoder():
+    torch._dynamo.reset()
+    decoder = torch.nn.Linear(5, 12)
+
+    def step(x, mu, log_var, seed):
+        z = ops.reparameterize(mu, log_var, 2, seed)
+        x_hat = decoder(z)
+        return F.elbo_stats(x, x_hat, mu, log_var, 1.0, "gaussian")[0]
+
+    compiled = torch.compile(step, fullgraph=True)
+    x, mu, lv = torch.randn(4, 12), torch.randn(4, 5, requires_grad=True), torch.randn(4, 5, requires_grad=True)
+    seed = torch.tensor(11)
+    out, out_e = compiled(x, mu, lv, seed), step(x, mu, lv, seed)
+    torch.testing.assert_close(out, out_e)
+    torch.testing.assert_close(torch.autograd.grad(out, mu), torch.autograd.grad(out_e, mu))
+
+
+def test_compiled_graph_calls_the_custom_ops():
+    torch._dynamo.reset()
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm
+
+    fn = torch.compile(lambda x, h, m, l: F.elbo_stats(x, h, m, l), backend=backend, fullgraph=True)
+    fn(torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4))
+    assert any("pyautoencoder_fast.elbo" in s for s in seen), seen

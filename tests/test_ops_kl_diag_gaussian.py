@@ -1,0 +1,76 @@
+"""kl_diag_gaussian against the oracle."""
+
+import pytest
+import torch
+
+from pyautoencoder_fast import functional as F
+from conftest import DTYPES, check_against_oracle, requires_extension
+
+pytestmark = requires_extension
+
+
+def _param(shape, *, log_var=False):
+    t = torch.randn(shape, dtype=torch.float64)
+    return (t * 0.8 if log_var else t).requires_grad_()
+
+
+# (mu_q/log_var_q shape, mu_p shape or None, log_var_p shape or None)
+CASES = [
+    ((6, 10), None, None),
+    ((6, 10), (6, 10), (6, 10)),
+    ((5, 19), (5, 19), None),
+    ((5, 19), None, (5, 19)),
+    ((7, 33), (33,), (33,)),  # one prior shared by every row
+    ((1, 1), None, None),
+    ((0, 4), (0, 4), (0, 4)),
+    ((2, 3, 9), (2, 3, 9), (2, 3, 9)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduce_sum", [True, False])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_kl_matches_oracle(dtype, reduce_sum, case):
+    q_shape, mp_shape, lp_shape = case
+    inputs = [
+        _param(q_shape),
+        _param(q_shape, log_var=True),
+        None if mp_shape is None else _param(mp_shape),
+        None if lp_shape is None else _param(lp_shape, log_var=True),
+    ]
+    check_against_oracle(
+        lambda mq, lq, mp, lp: F.kl_diag_gaussian(mq, lq, mp, lp, reduce_sum=reduce_sum), inputs, dtype
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("with_p", [False, True])
+def test_kl_clamp_values_and_gradients(dtype, with_p):
+    # log-variances beyond both bounds, and exactly on them.
+    lv_q = torch.tensor([[-40.0, -3.0, -3.0, 0.5, 3.0, 25.0, 3.5, -2.5]], dtype=torch.float64, requires_grad=True)
+    mu_q = torch.randn(1, 8, dtype=torch.float64, requires_grad=True)
+    mu_p = torch.randn(1, 8, dtype=torch.float64, requires_grad=True) if with_p else None
+    lv_p = (torch.randn(1, 8, dtype=torch.float64) * 4).requires_grad_() if with_p else None
+    fn = lambda mq, lq, mp, lp: F.kl_diag_gaussian(mq, lq, mp, lp, reduce_sum=False, clamp_min=-3.0, clamp_max=3.0)
+    check_against_oracle(fn, [mu_q, lv_q, mu_p, lv_p], dtype)
+
+
+def test_kl_without_clamp_overflows_like_torch():
+    # exp(100) overflows float32 in both implementations: no silent clamping.
+    mu, lv = torch.zeros(1, 2), torch.tensor([[100.0, 0.0]])
+    assert torch.isinf(F.kl_diag_gaussian(mu, lv)).all()
+    assert torch.isfinite(F.kl_diag_gaussian(mu, lv, clamp_max=20.0)).all()
+
+
+def test_kl_non_contiguous():
+    mu = torch.randn(12, 5, dtype=torch.float64).t().requires_grad_()
+    lv = torch.randn(5, 24, dtype=torch.float64)[:, ::2].requires_grad_()
+    check_against_oracle(lambda a, b: F.kl_diag_gaussian(a, b), [mu, lv], torch.float32)
+
+
+def test_kl_matches_torch_distributions():
+    q = torch.distributions.Normal(torch.randn(4, 6, dtype=torch.float64), torch.rand(4, 6, dtype=torch.float64) + 0.1)
+    p = torch.distributions.Normal(torch.randn(4, 6, dtype=torch.float64), torch.rand(4, 6, dtype=torch.float64) + 0.1)
+    expected = torch.distributions.kl_divergence(q, p).sum(-1)
+    actual = F.kl_diag_gaussian(q.loc, 2 * q.scale.log(), p.loc, 2 * p.scale.log())
+    torch.testing.assert_close(actual, expected)

@@ -1,0 +1,118 @@
+"""log_likelihood and log_likelihood_sum against the oracle."""
+
+import pytest
+import torch
+
+import pyautoencoder_fast as paf
+from pyautoencoder_fast import functional as F
+from pyautoencoder_fast import reference
+from conftest import DTYPES, LIKELIHOODS, check_against_oracle, random_inputs, requires_extension
+
+pytestmark = requires_extension
+
+# (x shape, x_hat shape): odd feature counts (not multiples of the vector
+# width), B = 1, B = 0, broadcasting either way.
+ELEMENTWISE_SHAPES = [
+    ((3, 17), (3, 17)),
+    ((1, 1), (1, 1)),
+    ((0, 5), (0, 5)),
+    ((2, 3, 33), (2, 3, 33)),
+    ((1, 19), (4, 19)),  # x broadcast over the batch
+    ((4, 19), (19,)),  # x_hat broadcast
+    ((5, 1), (5, 7)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+@pytest.mark.parametrize("shapes", ELEMENTWISE_SHAPES, ids=str)
+def test_log_likelihood_matches_oracle(dtype, likelihood, shapes):
+    x = random_inputs(shapes[0], likelihood, torch.float64, target=True, requires_grad=True)
+    x_hat = random_inputs(shapes[1], likelihood, torch.float64, requires_grad=True)
+    check_against_oracle(lambda a, b: F.log_likelihood(a, b, likelihood), [x, x_hat], dtype)
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_log_likelihood_non_contiguous(likelihood):
+    x = random_inputs((33, 6), likelihood, torch.float64, target=True).t().requires_grad_()
+    x_hat = random_inputs((6, 66), likelihood, torch.float64)[:, ::2].requires_grad_()
+    assert not x.is_contiguous() and not x_hat.is_contiguous()
+    check_against_oracle(lambda a, b: F.log_likelihood(a, b, likelihood), [x, x_hat], torch.float32)
+
+
+def test_bernoulli_is_stable_for_large_logits():
+    x = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.5])
+    logits = torch.tensor([200.0, -200.0, -200.0, 200.0, 80.0], requires_grad=True)
+    ll = F.log_likelihood(x, logits, "bernoulli")
+    expected = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    torch.testing.assert_close(ll, expected)
+    assert torch.isfinite(ll).all()
+    ll.sum().backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+SUM_SHAPES = [
+    # (B, S, feature shape)
+    (4, 1, (17,)),
+    (3, 3, (5, 7)),
+    (1, 2, (1,)),
+    (0, 2, (9,)),
+    (2, 4, (3, 11, 13)),
+    (2, 1, (1000,)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+@pytest.mark.parametrize("shape", SUM_SHAPES, ids=str)
+def test_log_likelihood_sum_matches_oracle(dtype, likelihood, shape):
+    batch, samples, features = shape
+    x = random_inputs((batch, *features), likelihood, torch.float64, target=True, requires_grad=True)
+    x_hat = random_inputs((batch, samples, *features), likelihood, torch.float64, requires_grad=True)
+    out = check_against_oracle(lambda a, b: F.log_likelihood_sum(a, b, likelihood), [x, x_hat], dtype)
+    assert out[0].shape == (batch, samples)
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_log_likelihood_sum_without_sample_axis(likelihood):
+    x = random_inputs((5, 3, 4), likelihood, torch.float64, target=True, requires_grad=True)
+    x_hat = random_inputs((5, 3, 4), likelihood, torch.float64, requires_grad=True)
+    out = check_against_oracle(lambda a, b: F.log_likelihood_sum(a, b, likelihood), [x, x_hat], torch.float32)
+    assert out[0].shape == (5, 1)
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_log_likelihood_sum_strided_and_expanded_inputs(likelihood):
+    # x broadcast over the batch (stride 0), x_hat with permuted feature dims.
+    x = random_inputs((1, 6, 5), likelihood, torch.float64, target=True).expand(4, 6, 5).requires_grad_()
+    x_hat = random_inputs((4, 2, 5, 6), likelihood, torch.float64).transpose(2, 3).requires_grad_()
+    assert not x_hat.is_contiguous()
+    check_against_oracle(lambda a, b: F.log_likelihood_sum(a, b, likelihood), [x, x_hat], torch.float32)
+
+
+def test_log_likelihood_sum_does_not_copy_x_over_samples(monkeypatch):
+    # The op receives x as [B, ...], never expanded to [B, S, ...].
+    seen = {}
+    op = torch.ops.pyautoencoder_fast.log_likelihood_sum
+
+    def spy(x, x_hat, likelihood):
+        seen["x"] = tuple(x.shape)
+        return op(x, x_hat, likelihood)
+
+    monkeypatch.setattr(F, "_impl", lambda *t: type("NS", (), {"log_likelihood_sum": staticmethod(spy)}))
+    F.log_likelihood_sum(torch.randn(3, 8), torch.randn(3, 5, 8))
+    assert seen["x"] == (3, 8)
+
+
+def test_log_likelihood_sum_accumulates_half_in_float():
+    # 4096 terms of 0.5 each: a float16 accumulator would stall at 2048.
+    x = torch.zeros(1, 4096, dtype=torch.float16)
+    x_hat = torch.ones(1, 4096, dtype=torch.float16)
+    out = F.log_likelihood_sum(x, x_hat, "gaussian")
+    assert out.item() == -2048.0
+
+
+def test_likelihood_names_are_case_insensitive():
+    x, x_hat = torch.rand(2, 3), torch.randn(2, 3)
+    torch.testing.assert_close(F.log_likelihood(x, x_hat, "BeRnOuLLi"), F.log_likelihood(x, x_hat, "bernoulli"))
+    assert reference.LIKELIHOODS == ("gaussian", "bernoulli", "laplace")

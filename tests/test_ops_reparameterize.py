@@ -1,0 +1,118 @@
+"""reparameterize: noise statistics, reproducibility, oracle gradients."""
+
+import pytest
+import torch
+
+import pyautoencoder_fast as paf
+from pyautoencoder_fast import functional as F
+from pyautoencoder_fast import reference
+from conftest import DTYPES, assert_accurate, check_against_oracle, requires_extension
+
+pytestmark = requires_extension
+
+
+def test_noise_is_standard_normal():
+    mu, lv = torch.zeros(2000, 64), torch.zeros(2000, 64)
+    z = F.reparameterize(mu, lv, 4)
+    assert z.shape == (2000, 4, 64)
+    n = z.numel()
+    assert abs(z.mean().item()) < 5 / n**0.5
+    assert abs(z.var().item() - 1) < 5 * (2 / n) ** 0.5
+    # third and fourth moments of N(0, 1): 0 and 3
+    assert abs((z**3).mean().item()) < 0.02
+    assert abs((z**4).mean().item() - 3) < 0.05
+    # neighbouring elements (same Philox block, the two Box-Muller lanes) are uncorrelated
+    flat = z.flatten()
+    for lag in (1, 2, 3, 4):
+        corr = (flat[:-lag] * flat[lag:]).mean().item()
+        assert abs(corr) < 0.01, lag
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mean_and_scale(dtype):
+    mu = torch.tensor([[1.5, -2.0, 0.0]], dtype=dtype).expand(4000, 3)
+    lv = torch.tensor([[0.0, 2.0, -2.0]], dtype=dtype).expand(4000, 3)
+    z = F.reparameterize(mu, lv, 2).double()
+    torch.testing.assert_close(z.mean((0, 1)), torch.tensor([1.5, -2.0, 0.0], dtype=torch.float64), atol=0.1, rtol=0)
+    torch.testing.assert_close(z.std((0, 1)), torch.tensor([1.0, 2.718281828, 0.367879441], dtype=torch.float64), rtol=0.05, atol=0)
+
+
+def test_reproducible_under_seed_and_generator():
+    mu, lv = torch.randn(5, 7), torch.randn(5, 7)
+    torch.manual_seed(123)
+    a = F.reparameterize(mu, lv, 3)
+    torch.manual_seed(123)
+    b = F.reparameterize(mu, lv, 3)
+    c = F.reparameterize(mu, lv, 3)
+    assert torch.equal(a, b)
+    assert not torch.equal(b, c)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert torch.equal(F.reparameterize(mu, lv, 3, generator=g1), F.reparameterize(mu, lv, 3, generator=g2))
+
+
+def test_independent_of_thread_count():
+    mu, lv = torch.randn(64, 33), torch.randn(64, 33)
+    seed = torch.tensor(987654321)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = torch.ops.pyautoencoder_fast.reparameterize(mu, lv, 5, seed)
+        torch.set_num_threads(max(threads, 2))
+        b = torch.ops.pyautoencoder_fast.reparameterize(mu, lv, 5, seed)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 1, 6), (3, 4, 17), (1, 1, 1), (0, 2, 3), (2, 3, 1)], ids=str)
+def test_values_and_gradients_match_oracle_given_the_same_noise(dtype, shape):
+    batch, samples, dim = shape
+    mu = torch.randn(batch, dim, dtype=torch.float64, requires_grad=True)
+    lv = torch.randn(batch, dim, dtype=torch.float64, requires_grad=True)
+    seed = torch.tensor(2024)
+    # Both backends draw eps from the same Philox stream; the float64 oracle
+    # recomputes z = mu + exp(lv / 2) * eps by plain autograd.
+    check_against_oracle(
+        lambda m, l: torch.ops.pyautoencoder_fast.reparameterize(m, l, samples, seed)
+        if paf.active_backend() == "extension"
+        else _oracle(m, l, samples, seed),
+        [mu, lv],
+        dtype,
+    )
+
+
+def _oracle(mu, lv, samples, seed):
+    eps = reference.philox_normal(int(seed), mu.shape[0] * samples * mu.shape[1], torch.float32 if mu.dtype != torch.float64 else torch.float64)
+    eps = eps.to(torch.float64 if mu.dtype == torch.float64 else torch.float32).reshape(mu.shape[0], samples, mu.shape[1])
+    return (mu.unsqueeze(1) + torch.exp(0.5 * lv).unsqueeze(1) * eps.to(mu.dtype))
+
+
+def test_functional_backends_draw_the_same_noise():
+    mu, lv = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    torch.manual_seed(5)
+    a = F.reparameterize(mu, lv, 3)
+    torch.manual_seed(5)
+    with paf.use_backend("reference"):
+        b = F.reparameterize(mu, lv, 3)
+    assert_accurate(a, b)
+
+
+def test_backward_keeps_no_noise_tensor():
+    mu = torch.randn(8, 4, requires_grad=True)
+    lv = torch.randn(8, 4, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        z = F.reparameterize(mu, lv, 16)
+    assert z.shape == (8, 16, 4)
+    assert saved, "expected mu, log_var and the seed to be saved"
+    assert all(s in {(8, 4), ()} for s in saved), saved
+
+
+def test_broadcast_log_var():
+    mu = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    lv = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    z = F.reparameterize(mu, lv, 2)
+    z.sum().backward()
+    assert lv.grad.shape == (3,)
+    assert torch.equal(mu.grad, torch.full_like(mu, 2.0))
