@@ -35,10 +35,10 @@ TORCH_LIBRARY(pyautoencoder_fast, m) {
       "Tensor seed) -> (Tensor, Tensor)");
 
   // elbo: stats = [objective, elbo, log_likelihood, kl] (batch means) and,
-  // when need_grad, d objective / d x_hat computed in the same pass.
+  // when need_grad, d objective / d (x_hat, mu, log_var) from the same passes.
   m.def(
       "elbo(Tensor x, Tensor x_hat, Tensor mu, Tensor log_var, float beta, "
-      "str likelihood, bool need_grad) -> (Tensor, Tensor)");
+      "str likelihood, bool need_grad) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("elbo_backward_x_hat(Tensor grad_stats, Tensor dobj_dx_hat) -> Tensor");
   m.def(
       "elbo_backward_latent(Tensor grad_stats, Tensor mu, Tensor log_var, "

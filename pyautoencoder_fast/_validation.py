@@ -44,6 +44,8 @@ def promote(*tensors: Tensor | None) -> list[Tensor | None]:
     """Casts the given tensors to their common floating dtype (no copy if equal)."""
     present = [t for t in tensors if t is not None]
     dtype = present[0].dtype
+    if all(t.dtype == dtype for t in present):  # the common case: nothing to do
+        return list(tensors)
     for t in present[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
     return [None if t is None else t.to(dtype) for t in tensors]
@@ -61,6 +63,9 @@ def exact_dim(name: str, t: Tensor, dims: int, layout: str) -> None:
 
 def broadcastable(**named: Tensor | None) -> torch.Size:
     shapes = {n: t.shape for n, t in named.items() if t is not None}
+    first = next(iter(shapes.values()))
+    if all(s == first for s in shapes.values()):  # torch.broadcast_shapes costs ~8 us
+        return first
     try:
         return torch.broadcast_shapes(*shapes.values())
     except RuntimeError:

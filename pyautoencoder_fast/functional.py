@@ -161,7 +161,11 @@ def _latent_pair(mu: Tensor, log_var: Tensor, names=("mu", "log_var")) -> tuple[
             f"{names[0]}, {names[1]}: expected shape [B, D], got {tuple(mu.shape)} and {tuple(log_var.shape)}"
         )
     mu, log_var = check.promote(mu, log_var)
-    return mu.expand(shape), log_var.expand(shape)
+    if mu.shape != shape:
+        mu = mu.expand(shape)
+    if log_var.shape != shape:
+        log_var = log_var.expand(shape)
+    return mu, log_var
 
 
 def draw_seed(device: torch.device, generator: torch.Generator | None = None) -> Tensor:
@@ -227,9 +231,8 @@ def elbo_stats(
     x, x_hat = _sample_axis(x, x_hat)
     if mu.shape[0] != x.shape[0]:
         raise ValueError(f"mu: expected batch size {x.shape[0]} (from x), got shape {tuple(mu.shape)}")
-    need_grad = torch.is_grad_enabled() and x_hat.requires_grad
-    stats, _ = _impl(x).elbo(x, x_hat, mu, log_var, beta, likelihood, need_grad)
-    return stats
+    need_grad = torch.is_grad_enabled() and (x_hat.requires_grad or mu.requires_grad or log_var.requires_grad)
+    return _impl(x).elbo(x, x_hat, mu, log_var, beta, likelihood, need_grad)[0]
 
 
 def elbo(

@@ -142,17 +142,18 @@ def elbo(
     beta: float,
     likelihood: str,
     need_grad: bool,
-) -> tuple[Tensor, Tensor]:
-    """pyautoencoder's VAE.compute_loss; returns ([objective, elbo, ll, kl], empty).
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """pyautoencoder's VAE.compute_loss: ([objective, elbo, ll, kl], empty x3).
 
-    The second output of the op (d objective / d x_hat, computed in the
-    forward pass) has no use here: autograd differentiates this function.
+    The op's other outputs (gradients written by the forward pass) have no
+    use here: autograd differentiates this function.
     """
     ll = log_likelihood_sum(x, x_hat, likelihood).mean(dim=1)  # [B], averaged over S
     kl = kl_diag_gaussian(mu, log_var, None, None, True, None, None)  # [B]
     elbo_mean = (ll - beta * kl).mean()
     stats = torch.stack([-elbo_mean, elbo_mean, ll.mean(), kl.mean()])
-    return stats, x_hat.new_empty(0)
+    empty = x_hat.new_empty(0)
+    return stats, empty, empty, empty
 
 
 # ------------------------------------------------------------- adagvae_posterior

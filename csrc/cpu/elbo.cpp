@@ -3,9 +3,10 @@
 //   kl[b]    = sum_d KL(N(mu, exp(log_var)) || N(0, I))
 //   stats    = [objective, elbo, log_likelihood, kl]
 //            = [-elbo, mean_b(mean_s ll - beta kl), mean_b mean_s ll, mean_b kl]
-// With need_grad the same pass writes d objective / d x_hat, so backward only
-// rescales it (and returns it as is when grad_stats is [1, 0, 0, 0]).
-#include "../common/elementwise_math.h"
+// With need_grad the same passes write d objective / d (x_hat, mu, log_var),
+// so backward only rescales them, and returns them as they are when
+// grad_stats is [1, 0, 0, 0] (objective.backward()).
+#include "../common/kl_columns.h"
 #include "../common/loglik_rows.h"
 
 #include <torch/library.h>
@@ -23,7 +24,7 @@ std::array<double, kNumStats> read_grad_stats(const at::Tensor& grad_stats) {
   return {p[0], p[1], p[2], p[3]};
 }
 
-std::tuple<at::Tensor, at::Tensor> elbo_cpu(const at::Tensor& x, const at::Tensor& x_hat,
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cpu(const at::Tensor& x, const at::Tensor& x_hat,
                                             const at::Tensor& mu, const at::Tensor& log_var,
                                             double beta, c10::string_view likelihood_name,
                                             bool need_grad) {
@@ -44,8 +45,12 @@ std::tuple<at::Tensor, at::Tensor> elbo_cpu(const at::Tensor& x, const at::Tenso
   const int64_t B = x.size(0), S = x_hat.size(1), D = mu.size(1);
   const int64_t F = c10::multiply_integers(x.sizes().slice(1));
   at::Tensor stats = at::empty({kNumStats}, x.options());
-  at::Tensor dobj_dx_hat = need_grad ? at::empty(x_hat.sizes(), x.options())
-                                     : at::empty({0}, x.options());
+  auto grad_buffer = [&](at::IntArrayRef shape) {
+    return need_grad ? at::empty(shape, x.options()) : at::empty({0}, x.options());
+  };
+  at::Tensor dobj_dx_hat = grad_buffer(x_hat.sizes());
+  at::Tensor dobj_dmu = grad_buffer(mu.sizes());
+  at::Tensor dobj_dlv = grad_buffer(mu.sizes());
   const at::Tensor x2 = as_rows(x, B, F), xh2 = as_rows(x_hat, B * S, F);
   const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
 
@@ -59,15 +64,34 @@ std::tuple<at::Tensor, at::Tensor> elbo_cpu(const at::Tensor& x, const at::Tenso
                           const_row_matrix<scalar_t>(xh2), S, need_grad ? &grad_rows : nullptr,
                           grad_scale, ll_rows.data());
 
-    // The [B, D] KL term is tiny next to x_hat: one serial pass.
+    // The [B, D] KL term is small next to x_hat: one serial vectorised pass,
+    // with d objective / d (mu, log_var) = beta / B * d KL.
     const auto m = const_row_matrix<scalar_t>(mu2), l = const_row_matrix<scalar_t>(lv2);
     double kl_total = 0.0;
     for (const auto b : c10::irange(B)) {
-      opmath_t kl_b = 0;
-      for (const auto d : c10::irange(D)) {
-        kl_b += kl_standard(static_cast<opmath_t>(m.row(b)[d]), static_cast<opmath_t>(l.row(b)[d]));
+      const KlRowPtrs<scalar_t> in{m.row(b), l.row(b), nullptr, nullptr};
+      if (!need_grad) {
+        kl_total += kl_row_sum<true>(in, D, -kNoClamp, kNoClamp);
+        continue;
       }
-      kl_total += kl_b;
+      scalar_t* g_mu = dobj_dmu.data_ptr<scalar_t>() + b * D;
+      scalar_t* g_lv = dobj_dlv.data_ptr<scalar_t>() + b * D;
+      const opmath_t scale = static_cast<opmath_t>(beta / static_cast<double>(B));
+      typename VecIO<scalar_t>::Vec acc(0);
+      opmath_t tail = 0;
+      for_each_kl_column<true>(in, D, -kNoClamp, kNoClamp, [&](int64_t j, auto mq, auto lq, auto, auto) {
+        using T = decltype(mq);
+        T d_mu, d_lv;
+        const T kl = kl_standard_and_grad(mq, lq, d_mu, d_lv);
+        store_at(g_mu, j, T(scale) * d_mu);
+        store_at(g_lv, j, T(scale) * d_lv);
+        if constexpr (std::is_arithmetic_v<T>) {
+          tail += kl;
+        } else {
+          acc = acc + kl;
+        }
+      });
+      kl_total += VecIO<scalar_t>::sum(acc) + tail;
     }
     double ll_total = 0.0;
     for (const opmath_t v : ll_rows) ll_total += v;
@@ -81,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor> elbo_cpu(const at::Tensor& x, const at::Tenso
     sp[kLogLikelihood] = static_cast<scalar_t>(ll_mean);
     sp[kKl] = static_cast<scalar_t>(kl_mean);
   });
-  return {stats, dobj_dx_hat};
+  return {stats, dobj_dx_hat, dobj_dmu, dobj_dlv};
 }
 
 // d/dx_hat of stats . grad_stats = dobj_dx_hat * (g_objective - g_elbo - g_ll).
@@ -116,13 +140,14 @@ std::tuple<at::Tensor, at::Tensor> elbo_backward_latent_cpu(const at::Tensor& gr
     scalar_t* o_lv = g_lv.data_ptr<scalar_t>();
     const opmath_t c = static_cast<opmath_t>(coef);
     for (const auto b : c10::irange(B)) {
-      for (const auto d : c10::irange(D)) {
-        opmath_t d_mu, d_lv;
-        kl_standard_and_grad(static_cast<opmath_t>(m.row(b)[d]), static_cast<opmath_t>(l.row(b)[d]),
-                             d_mu, d_lv);
-        o_mu[b * D + d] = static_cast<scalar_t>(c * d_mu);
-        o_lv[b * D + d] = static_cast<scalar_t>(c * d_lv);
-      }
+      const KlRowPtrs<scalar_t> in{m.row(b), l.row(b), nullptr, nullptr};
+      for_each_kl_column<true>(in, D, -kNoClamp, kNoClamp, [&](int64_t j, auto mq, auto lq, auto, auto) {
+        using T = decltype(mq);
+        T d_mu, d_lv;
+        kl_standard_and_grad(mq, lq, d_mu, d_lv);
+        store_at(o_mu + b * D, j, T(c) * d_mu);
+        store_at(o_lv + b * D, j, T(c) * d_lv);
+      });
     }
   });
   return {g_mu, g_lv};

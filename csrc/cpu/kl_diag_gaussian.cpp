@@ -1,8 +1,7 @@
 // kl_diag_gaussian: KL(q || p) between diagonal Gaussians, elementwise or
 // summed over the last dim, with optional clamping of both log-variances.
 // p = N(0, I) when mu_p and log_var_p are both None; one None means 0.
-#include "../common/elementwise_math.h"
-#include "../common/kernel_utils.h"
+#include "../common/kl_columns.h"
 
 #include <torch/library.h>
 
@@ -17,8 +16,8 @@ struct KlProblem {
   std::vector<int64_t> shape;  // broadcast shape, last dim D
   int64_t rows = 0, cols = 0;
   at::Tensor mu_q, lv_q, mu_p, lv_p;  // [rows, D]; mu_p/lv_p undefined for N(0, I)
-  double lo = -std::numeric_limits<double>::infinity();
-  double hi = std::numeric_limits<double>::infinity();
+  double lo = -kNoClamp;
+  double hi = kNoClamp;
   bool standard() const { return !mu_p.defined(); }
 };
 
@@ -58,12 +57,6 @@ KlProblem make_problem(const at::Tensor& mu_q, const at::Tensor& lv_q,
   return p;
 }
 
-// Row r's four input pointers; mu_p/lv_p are null for the standard prior.
-template <typename scalar_t>
-struct KlRowPtrs {
-  const scalar_t *mu_q, *lv_q, *mu_p, *lv_p;
-};
-
 template <typename scalar_t>
 struct KlRows {
   RowMatrix<const scalar_t> mu_q, lv_q, mu_p, lv_p;
@@ -78,59 +71,6 @@ struct KlRows {
   }
 };
 
-// Visits every column of a row with the four (clamped) inputs loaded as T
-// (Vectorized or scalar opmath): fn(j, mu_q, lv_q, mu_p, lv_p, width).
-template <bool kStandard, typename scalar_t, typename Fn>
-C10_ALWAYS_INLINE void for_each_kl_column(const KlRowPtrs<scalar_t>& in, int64_t n,
-                                          double lo, double hi, Fn&& fn) {
-  using IO = VecIO<scalar_t>;
-  using opmath_t = typename IO::opmath_t;
-  using Vec = typename IO::Vec;
-  const Vec vlo(static_cast<opmath_t>(lo)), vhi(static_cast<opmath_t>(hi));
-  const opmath_t slo = static_cast<opmath_t>(lo), shi = static_cast<opmath_t>(hi);
-  for_each_column<IO::kWidth>(
-      n,
-      [&](int64_t j) {
-        const Vec zero(0);
-        fn(j, IO::load(in.mu_q + j), at::vec::clamp(IO::load(in.lv_q + j), vlo, vhi),
-           kStandard ? zero : IO::load(in.mu_p + j),
-           kStandard ? zero : at::vec::clamp(IO::load(in.lv_p + j), vlo, vhi), IO::kWidth);
-      },
-      [&](int64_t j) {
-        auto clamp = [&](opmath_t v) { return std::min(std::max(v, slo), shi); };
-        fn(j, static_cast<opmath_t>(in.mu_q[j]), clamp(static_cast<opmath_t>(in.lv_q[j])),
-           kStandard ? opmath_t(0) : static_cast<opmath_t>(in.mu_p[j]),
-           kStandard ? opmath_t(0) : clamp(static_cast<opmath_t>(in.lv_p[j])), int64_t(1));
-      });
-}
-
-// Loads or stores either a Vec at j or one scalar at j.
-template <typename scalar_t, typename T>
-C10_ALWAYS_INLINE void store_at(scalar_t* p, int64_t j, const T& v) {
-  if constexpr (std::is_arithmetic_v<T>) {
-    p[j] = static_cast<scalar_t>(v);
-  } else {
-    VecIO<scalar_t>::store(p + j, v);
-  }
-}
-template <typename scalar_t, typename T>
-C10_ALWAYS_INLINE T load_at(const scalar_t* p, int64_t j) {
-  if constexpr (std::is_arithmetic_v<T>) {
-    return static_cast<T>(p[j]);
-  } else {
-    return VecIO<scalar_t>::load(p + j);
-  }
-}
-
-template <bool kStandard, typename T>
-C10_ALWAYS_INLINE T kl_value(T mu_q, T lv_q, T mu_p, T lv_p) {
-  if constexpr (kStandard) {
-    return kl_standard(mu_q, lv_q);
-  } else {
-    return kl_general(mu_q, lv_q, mu_p, lv_p);
-  }
-}
-
 at::Tensor kl_diag_gaussian_cpu(const at::Tensor& mu_q, const at::Tensor& log_var_q,
                                 const std::optional<at::Tensor>& mu_p,
                                 const std::optional<at::Tensor>& log_var_p, bool reduce_sum,
@@ -143,9 +83,6 @@ at::Tensor kl_diag_gaussian_cpu(const at::Tensor& mu_q, const at::Tensor& log_va
   if (out.numel() == 0) return out;
   if (p.cols == 0) return out.zero_();  // empty sum
   PAF_DISPATCH_FLOATING(mu_q.scalar_type(), "kl_diag_gaussian_cpu", [&] {
-    using IO = VecIO<scalar_t>;
-    using opmath_t = typename IO::opmath_t;
-    using Vec = typename IO::Vec;
     const KlRows<scalar_t> rows(p);
     scalar_t* o = out.data_ptr<scalar_t>();
     auto run = [&](auto standard_tag) {
@@ -154,22 +91,11 @@ at::Tensor kl_diag_gaussian_cpu(const at::Tensor& mu_q, const at::Tensor& log_va
         for (int64_t r = begin; r < end; ++r) {
           const auto in = rows.row(r, kStandard);
           if (reduce_sum) {
-            Vec acc(0);
-            opmath_t tail = 0;
-            for_each_kl_column<kStandard>(in, p.cols, p.lo, p.hi,
-                                          [&](int64_t, auto mq, auto lq, auto mp, auto lp, int64_t) {
-                                            const auto v = kl_value<kStandard>(mq, lq, mp, lp);
-                                            if constexpr (std::is_arithmetic_v<decltype(v)>) {
-                                              tail += v;
-                                            } else {
-                                              acc = acc + v;
-                                            }
-                                          });
-            o[r] = static_cast<scalar_t>(IO::sum(acc) + tail);
+            o[r] = static_cast<scalar_t>(kl_row_sum<kStandard>(in, p.cols, p.lo, p.hi));
           } else {
             scalar_t* orow = o + r * p.cols;
             for_each_kl_column<kStandard>(in, p.cols, p.lo, p.hi,
-                                          [&](int64_t j, auto mq, auto lq, auto mp, auto lp, int64_t) {
+                                          [&](int64_t j, auto mq, auto lq, auto mp, auto lp) {
                                             store_at(orow, j, kl_value<kStandard>(mq, lq, mp, lp));
                                           });
           }
@@ -207,9 +133,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_back
   // One gradient value per row (reduce_sum) or per element.
   const at::Tensor g2 = reduce_sum ? grad.reshape({p.rows, 1}) : as_rows(grad, p.rows, p.cols);
   PAF_DISPATCH_FLOATING(mu_q.scalar_type(), "kl_diag_gaussian_backward_cpu", [&] {
-    using IO = VecIO<scalar_t>;
-    using opmath_t = typename IO::opmath_t;
-    using Vec = typename IO::Vec;
+    using opmath_t = at::opmath_type<scalar_t>;
     const KlRows<scalar_t> rows(p);
     const auto gm = const_row_matrix<scalar_t>(g2);
     scalar_t* o_mu_q = g_mu_q.data_ptr<scalar_t>();
@@ -225,7 +149,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_back
           const scalar_t* grow = gm.row(r);
           const int64_t off = r * p.cols;
           // Raw (unclamped) log-variances decide where the clamp passes gradient.
-          for_each_kl_column<kStandard>(in, p.cols, p.lo, p.hi, [&](int64_t j, auto mq, auto lq, auto mp, auto lp, int64_t) {
+          for_each_kl_column<kStandard>(in, p.cols, p.lo, p.hi, [&](int64_t j, auto mq, auto lq, auto mp, auto lp) {
             using T = decltype(mq);
             const T g = reduce_sum ? T(static_cast<opmath_t>(grow[0])) : load_at<scalar_t, T>(grow, j);
             auto inside = [&](const scalar_t* raw) {

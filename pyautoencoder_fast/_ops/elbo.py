@@ -1,9 +1,11 @@
 """elbo: fake kernels and autograd (kernel: csrc/cpu/elbo.cpp).
 
-The forward op already wrote d objective / d x_hat (when x_hat needs a
-gradient). Backward rescales it by (g_objective - g_elbo - g_log_likelihood);
-for the usual ``objective.backward()`` that factor is 1 and the saved tensor
-is returned as it is: no second pass over x_hat-sized memory.
+With need_grad the forward op already wrote d objective / d (x_hat, mu,
+log_var). For the usual ``objective.backward()`` (grad_stats = [1, 0, 0, 0])
+those tensors are the gradients and are returned as they are: backward
+launches nothing and touches no x_hat-sized memory. Other grad_stats rescale
+the x_hat gradient by (g_objective - g_elbo - g_log_likelihood) and recompute
+the small latent gradients.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ OP = "pyautoencoder_fast::elbo"
 BACKWARD_X_HAT_OP = "pyautoencoder_fast::elbo_backward_x_hat"
 BACKWARD_LATENT_OP = "pyautoencoder_fast::elbo_backward_latent"
 NUM_STATS = 4  # objective, elbo, log_likelihood, kl_divergence
-_OBJECTIVE_ONLY = (1.0, 0.0, 0.0, 0.0)
+_OBJECTIVE_ONLY = [1.0, 0.0, 0.0, 0.0]
 
 
 def _fake(x, x_hat, mu, log_var, beta, likelihood, need_grad):
     stats = empty_like_shape(x, (NUM_STATS,))
-    return stats, empty_like_shape(x, x_hat.shape if need_grad else (0,))
+    if not need_grad:
+        return stats, *(empty_like_shape(x, (0,)) for _ in range(3))
+    return stats, empty_like_shape(x, x_hat.shape), empty_like_shape(x, mu.shape), empty_like_shape(x, mu.shape)
 
 
 def _fake_backward_x_hat(grad_stats, dobj_dx_hat):
@@ -34,20 +38,11 @@ def _fake_backward_latent(grad_stats, mu, log_var, beta):
 
 def _setup_context(ctx, inputs, output):
     x, x_hat, mu, log_var, beta, likelihood, need_grad = inputs
-    stats, dobj_dx_hat = output
-    ctx.mark_non_differentiable(dobj_dx_hat)
-    ctx.save_for_backward(x, x_hat, mu, log_var, dobj_dx_hat)
+    _, dobj_dx_hat, dobj_dmu, dobj_dlv = output
+    ctx.mark_non_differentiable(dobj_dx_hat, dobj_dmu, dobj_dlv)
+    ctx.save_for_backward(x, x_hat, mu, log_var, dobj_dx_hat, dobj_dmu, dobj_dlv)
     ctx.beta = beta
     ctx.likelihood = likelihood
-
-
-def _grad_x_hat(grad_stats, x, x_hat, dobj_dx_hat, likelihood):
-    if dobj_dx_hat.shape != x_hat.shape:
-        # The forward ran with need_grad=False: differentiate the ll rows.
-        return ops.log_likelihood_sum_backward(_ll_row_grad(grad_stats, x_hat), x, x_hat, likelihood, False)
-    if is_plain_cpu_tensor(grad_stats) and tuple(grad_stats.tolist()) == _OBJECTIVE_ONLY:
-        return dobj_dx_hat
-    return ops.elbo_backward_x_hat(grad_stats, dobj_dx_hat)
 
 
 def _ll_row_grad(grad_stats, x_hat):
@@ -57,15 +52,27 @@ def _ll_row_grad(grad_stats, x_hat):
     return per_row.expand(batch, samples).contiguous()
 
 
-def _backward(ctx, grad_stats, _grad_dobj):
-    x, x_hat, mu, log_var, dobj_dx_hat = ctx.saved_tensors
+def _backward(ctx, grad_stats, *_grads_of_gradient_buffers):
+    x, x_hat, mu, log_var, dobj_dx_hat, dobj_dmu, dobj_dlv = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    have_buffers = dobj_dx_hat.shape == x_hat.shape
+    objective_only = have_buffers and is_plain_cpu_tensor(grad_stats) and grad_stats.tolist() == _OBJECTIVE_ONLY
     grad_x = grad_x_hat = grad_mu = grad_log_var = None
-    if ctx.needs_input_grad[0]:
+    if needs[0]:
         grad_x = ops.log_likelihood_sum_backward(_ll_row_grad(grad_stats, x_hat), x, x_hat, ctx.likelihood, True)
-    if ctx.needs_input_grad[1]:
-        grad_x_hat = _grad_x_hat(grad_stats, x, x_hat, dobj_dx_hat, ctx.likelihood)
-    if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-        grad_mu, grad_log_var = ops.elbo_backward_latent(grad_stats, mu, log_var, ctx.beta)
+    if needs[1]:
+        if objective_only:
+            grad_x_hat = dobj_dx_hat
+        elif have_buffers:
+            grad_x_hat = ops.elbo_backward_x_hat(grad_stats, dobj_dx_hat)
+        else:  # the forward ran without gradient buffers
+            row_grad = _ll_row_grad(grad_stats, x_hat)
+            grad_x_hat = ops.log_likelihood_sum_backward(row_grad, x, x_hat, ctx.likelihood, False)
+    if needs[2] or needs[3]:
+        if objective_only:
+            grad_mu, grad_log_var = dobj_dmu, dobj_dlv
+        else:
+            grad_mu, grad_log_var = ops.elbo_backward_latent(grad_stats, mu, log_var, ctx.beta)
     return grad_x, grad_x_hat, grad_mu, grad_log_var, None, None, None
 
 

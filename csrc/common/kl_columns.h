@@ -1,0 +1,95 @@
+// Column walker shared by the kernels that evaluate the diagonal-Gaussian
+// KL on [rows, D] inputs (kl_diag_gaussian, elbo): loads the four inputs of
+// a row as Vectorized<opmath> (body) or opmath scalars (tail), clamps the
+// log-variances, and hands them to a generic callback.
+#pragma once
+
+#include "elementwise_math.h"
+#include "kernel_utils.h"
+
+#include <algorithm>
+#include <limits>
+#include <type_traits>
+
+namespace paf {
+
+constexpr double kNoClamp = std::numeric_limits<double>::infinity();
+
+// Row r's four input pointers; mu_p/lv_p are null for the standard prior.
+template <typename scalar_t>
+struct KlRowPtrs {
+  const scalar_t *mu_q, *lv_q, *mu_p, *lv_p;
+};
+
+// Visits every column of a row with the four (clamped) inputs loaded as T
+// (Vectorized or scalar opmath): fn(j, mu_q, lv_q, mu_p, lv_p).
+template <bool kStandard, typename scalar_t, typename Fn>
+C10_ALWAYS_INLINE void for_each_kl_column(const KlRowPtrs<scalar_t>& in, int64_t n,
+                                          double lo, double hi, Fn&& fn) {
+  using IO = VecIO<scalar_t>;
+  using opmath_t = typename IO::opmath_t;
+  using Vec = typename IO::Vec;
+  const Vec vlo(static_cast<opmath_t>(lo)), vhi(static_cast<opmath_t>(hi));
+  const opmath_t slo = static_cast<opmath_t>(lo), shi = static_cast<opmath_t>(hi);
+  for_each_column<IO::kWidth>(
+      n,
+      [&](int64_t j) {
+        const Vec zero(0);
+        fn(j, IO::load(in.mu_q + j), at::vec::clamp(IO::load(in.lv_q + j), vlo, vhi),
+           kStandard ? zero : IO::load(in.mu_p + j),
+           kStandard ? zero : at::vec::clamp(IO::load(in.lv_p + j), vlo, vhi));
+      },
+      [&](int64_t j) {
+        auto clamp = [&](opmath_t v) { return std::min(std::max(v, slo), shi); };
+        fn(j, static_cast<opmath_t>(in.mu_q[j]), clamp(static_cast<opmath_t>(in.lv_q[j])),
+           kStandard ? opmath_t(0) : static_cast<opmath_t>(in.mu_p[j]),
+           kStandard ? opmath_t(0) : clamp(static_cast<opmath_t>(in.lv_p[j])));
+      });
+}
+
+// Loads or stores either a Vec at j or one scalar at j.
+template <typename scalar_t, typename T>
+C10_ALWAYS_INLINE void store_at(scalar_t* p, int64_t j, const T& v) {
+  if constexpr (std::is_arithmetic_v<T>) {
+    p[j] = static_cast<scalar_t>(v);
+  } else {
+    VecIO<scalar_t>::store(p + j, v);
+  }
+}
+template <typename scalar_t, typename T>
+C10_ALWAYS_INLINE T load_at(const scalar_t* p, int64_t j) {
+  if constexpr (std::is_arithmetic_v<T>) {
+    return static_cast<T>(p[j]);
+  } else {
+    return VecIO<scalar_t>::load(p + j);
+  }
+}
+
+template <bool kStandard, typename T>
+C10_ALWAYS_INLINE T kl_value(T mu_q, T lv_q, T mu_p, T lv_p) {
+  if constexpr (kStandard) {
+    return kl_standard(mu_q, lv_q);
+  } else {
+    return kl_general(mu_q, lv_q, mu_p, lv_p);
+  }
+}
+
+// sum_j KL(q_j || p_j) over one row, vectorised.
+template <bool kStandard, typename scalar_t>
+at::opmath_type<scalar_t> kl_row_sum(const KlRowPtrs<scalar_t>& in, int64_t n, double lo,
+                                     double hi) {
+  using IO = VecIO<scalar_t>;
+  typename IO::Vec acc(0);
+  typename IO::opmath_t tail = 0;
+  for_each_kl_column<kStandard>(in, n, lo, hi, [&](int64_t, auto mq, auto lq, auto mp, auto lp) {
+    const auto v = kl_value<kStandard>(mq, lq, mp, lp);
+    if constexpr (std::is_arithmetic_v<decltype(v)>) {
+      tail += v;
+    } else {
+      acc = acc + v;
+    }
+  });
+  return IO::sum(acc) + tail;
+}
+
+}  // namespace paf
