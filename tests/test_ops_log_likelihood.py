@@ -116,3 +116,17 @@ def test_likelihood_names_are_case_insensitive():
     x, x_hat = torch.rand(2, 3), torch.randn(2, 3)
     torch.testing.assert_close(F.log_likelihood(x, x_hat, "BeRnOuLLi"), F.log_likelihood(x, x_hat, "bernoulli"))
     assert reference.LIKELIHOODS == ("gaussian", "bernoulli", "laplace")
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_nan_propagates_to_value_and_gradient(likelihood):
+    # 20 elements: NaN both in the vectorised body and in the scalar tail.
+    x_hat = torch.randn(20)
+    x_hat[3] = x_hat[19] = float("nan")
+    x_hat.requires_grad_()
+    x = torch.rand(20)
+    ll = F.log_likelihood_sum(x.unsqueeze(0), x_hat.unsqueeze(0), likelihood)
+    assert torch.isnan(ll).all()
+    stats = F.elbo_stats(x.unsqueeze(0), x_hat.unsqueeze(0), torch.zeros(1, 2), torch.zeros(1, 2), 1.0, likelihood)
+    (grad,) = torch.autograd.grad(stats[0], x_hat)
+    assert torch.isnan(grad[[3, 19]]).all() and torch.isfinite(grad[[0, 1, 2, 4]]).all()

@@ -57,14 +57,59 @@ C10_ALWAYS_INLINE at::vec::Vectorized<T> if_nonneg(
     const at::vec::Vectorized<T>& b) {
   return at::vec::Vectorized<T>::blendv(b, a, cond >= at::vec::Vectorized<T>(0));
 }
-// sign(v) in {-1, 0, 1}, the derivative torch uses for abs.
 template <typename T>
-C10_ALWAYS_INLINE T sign(T v) { return T(v > T(0)) - T(v < T(0)); }
+C10_ALWAYS_INLINE T mul_add(T a, T b, T c) { return a * b + c; }
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> mul_add(const at::vec::Vectorized<T>& a,
+                                               const at::vec::Vectorized<T>& b,
+                                               const at::vec::Vectorized<T>& c) {
+  return at::vec::fmadd(a, b, c);
+}
+
+template <typename T>
+inline constexpr bool is_float_v =
+    std::is_same_v<T, float> || std::is_same_v<T, at::vec::Vectorized<float>>;
+
+// exp(v) for v <= 0. float: ATen's 20-ulp polynomial (a few FMAs instead of
+// Sleef's 1-ulp routine); double: the exact one.
+template <typename T>
+C10_ALWAYS_INLINE T exp_nonpositive(T v) {
+  if constexpr (std::is_same_v<T, at::vec::Vectorized<float>>) {
+    return v.exp_u20();
+  } else {
+    return exp(v);
+  }
+}
+
+// log1p(e) for e in [0, 1]. float: 2 atanh(s) with s = e / (2 + e) <= 1/3,
+// whose odd series s^(2k+1) / (2k+1) reaches float precision by k = 6;
+// double: the exact log1p.
+template <typename T>
+C10_ALWAYS_INLINE T log1p_unit(T e) {
+  if constexpr (is_float_v<T>) {
+    const T s = e / (T(2.f) + e);
+    const T w = s * s;
+    T p = T(1.f / 13.f);
+    p = mul_add(p, w, T(1.f / 11.f));
+    p = mul_add(p, w, T(1.f / 9.f));
+    p = mul_add(p, w, T(1.f / 7.f));
+    p = mul_add(p, w, T(1.f / 5.f));
+    p = mul_add(p, w, T(1.f / 3.f));
+    p = mul_add(p, w, T(1.f));
+    return T(2.f) * s * p;
+  } else {
+    return log1p(e);
+  }
+}
+
+// sign(v) in {-1, 0, 1} (NaN stays NaN), the derivative torch uses for abs.
+template <typename T>
+C10_ALWAYS_INLINE T sign(T v) { return v != v ? v : T(v > T(0)) - T(v < T(0)); }
 template <typename T>
 C10_ALWAYS_INLINE at::vec::Vectorized<T> sign(const at::vec::Vectorized<T>& v) {
   using Vec = at::vec::Vectorized<T>;
   const Vec zero(0), one(1);
-  return ((v > zero) & one) - ((v < zero) & one);
+  return Vec::blendv(((v > zero) & one) - ((v < zero) & one), v, v != v);
 }
 }  // namespace vm
 
@@ -105,28 +150,32 @@ struct LogLikelihood<Likelihood::Gaussian> {
 
 template <>
 struct LogLikelihood<Likelihood::Bernoulli> {
-  // x*l - softplus(l) = x*l - max(l, 0) - log1p(exp(-|l|)); one exp serves
-  // the value and the sigmoid of the gradient.
+  // x*l - softplus(l) = x*l - max(l, 0) - log1p(exp(-|l|)). This is the one
+  // compute-bound likelihood: a single e = exp(-|l|) serves the value and
+  // the sigmoid of the gradient, and both exp and log1p use short
+  // polynomials on the bounded ranges they see here (see vm::).
   template <typename T>
   static C10_ALWAYS_INLINE T value(T x, T l) {
-    const T e = vm::exp(T(0) - vm::abs(l));
-    return x * l - vm::max(l, T(0)) - vm::log1p(e);
+    const T e = vm::exp_nonpositive(T(0) - vm::abs(l));
+    return x * l - vm::max(l, T(0)) - vm::log1p_unit(e);
   }
   template <typename T>
   static C10_ALWAYS_INLINE T value_and_grad(T x, T l, T& d_l) {
-    const T e = vm::exp(T(0) - vm::abs(l));
+    const T e = vm::exp_nonpositive(T(0) - vm::abs(l));
     d_l = x - sigmoid_from_exp(l, e);
-    return x * l - vm::max(l, T(0)) - vm::log1p(e);
+    return x * l - vm::max(l, T(0)) - vm::log1p_unit(e);
   }
   template <typename T>
   static C10_ALWAYS_INLINE T grad_x_hat(T x, T l) {
-    return x - sigmoid_from_exp(l, vm::exp(T(0) - vm::abs(l)));
+    return x - sigmoid_from_exp(l, vm::exp_nonpositive(T(0) - vm::abs(l)));
   }
-  // sigmoid(l) given e = exp(-|l|), without overflow for either sign.
+  // sigmoid(l) given e = exp(-|l|), without overflow for either sign. The
+  // (l - l) term is 0, or NaN for a NaN logit, which the clamping fast exp
+  // would otherwise turn into a finite number.
   template <typename T>
   static C10_ALWAYS_INLINE T sigmoid_from_exp(T l, T e) {
     const T r = T(1) / (T(1) + e);
-    return vm::if_nonneg(l, r, e * r);
+    return vm::if_nonneg(l, r, e * r) + (l - l);
   }
   template <typename T>
   static C10_ALWAYS_INLINE T grad_x(T /*x*/, T l) { return l; }
