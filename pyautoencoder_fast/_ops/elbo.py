@@ -40,6 +40,9 @@ def _setup_context(ctx, inputs, output):
     x, x_hat, mu, log_var, beta, likelihood, need_grad = inputs
     _, dobj_dx_hat, dobj_dmu, dobj_dlv = output
     ctx.mark_non_differentiable(dobj_dx_hat, dobj_dmu, dobj_dlv)
+    # Without this autograd would build an x_hat-sized zero gradient for the
+    # (never used) dobj_dx_hat output: a full extra write and 2x the memory.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, x_hat, mu, log_var, dobj_dx_hat, dobj_dmu, dobj_dlv)
     ctx.beta = beta
     ctx.likelihood = likelihood
@@ -53,6 +56,8 @@ def _ll_row_grad(grad_stats, x_hat):
 
 
 def _backward(ctx, grad_stats, *_grads_of_gradient_buffers):
+    if grad_stats is None:  # only the non-differentiable buffers were used
+        return (None,) * 7
     x, x_hat, mu, log_var, dobj_dx_hat, dobj_dmu, dobj_dlv = ctx.saved_tensors
     needs = ctx.needs_input_grad
     have_buffers = dobj_dx_hat.shape == x_hat.shape
