@@ -36,3 +36,36 @@ __all__ = [
     "reference",
     "use_backend",
 ]
+
+# Models (pyautoencoder's base, vanilla and variational modules).
+from . import base, vanilla, variational  # noqa: E402
+from .base import BaseAutoencoder, ModelOutput  # noqa: E402
+from .vanilla import AE, AEDecodeOutput, AEEncodeOutput, AEOutput  # noqa: E402
+from .variational import (  # noqa: E402
+    VAE,
+    AdaGVAE,
+    AdaGVAEOutput,
+    FullyFactorizedGaussian,
+    VAEDecodeOutput,
+    VAEEncodeOutput,
+    VAEOutput,
+)
+
+__all__ += [
+    "AE",
+    "AEDecodeOutput",
+    "AEEncodeOutput",
+    "AEOutput",
+    "AdaGVAE",
+    "AdaGVAEOutput",
+    "BaseAutoencoder",
+    "FullyFactorizedGaussian",
+    "ModelOutput",
+    "VAE",
+    "VAEDecodeOutput",
+    "VAEEncodeOutput",
+    "VAEOutput",
+    "base",
+    "vanilla",
+    "variational",
+]

@@ -1,0 +1,93 @@
+"""pyautoencoder's vanilla autoencoder (``pyautoencoder.vanilla``) on the fused ops."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from . import functional
+from . import _validation as check
+from .base import BaseAutoencoder, ModelOutput
+from .loss import LikelihoodType, LossResult
+
+__all__ = ["AE", "AEDecodeOutput", "AEEncodeOutput", "AEOutput"]
+
+
+@dataclass
+class AEEncodeOutput(ModelOutput):
+    """Output of the encoder stage: latent code ``z`` ``[B, ...]``."""
+
+    z: Tensor
+
+
+@dataclass
+class AEDecodeOutput(ModelOutput):
+    """Output of the decoder stage: reconstruction (or logits) ``x_hat`` ``[B, ...]``."""
+
+    x_hat: Tensor
+
+
+@dataclass
+class AEOutput(ModelOutput):
+    """Output of the full forward pass: ``x_hat`` ``[B, ...]`` and ``z`` ``[B, ...]``."""
+
+    x_hat: Tensor
+    z: Tensor
+
+
+def _module(name: str, value: object) -> nn.Module:
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name}: expected a torch.nn.Module, got {type(value).__name__}")
+    return value
+
+
+class AE(BaseAutoencoder):
+    """Autoencoder made of a user-defined ``encoder`` (x -> z) and ``decoder`` (z -> x_hat)."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = _module("encoder", encoder)
+        self.decoder = _module("decoder", decoder)
+
+    def _encode(self, x: Tensor) -> AEEncodeOutput:
+        return AEEncodeOutput(z=self.encoder(x))
+
+    def _decode(self, z: Tensor) -> AEDecodeOutput:
+        return AEDecodeOutput(x_hat=self.decoder(z))
+
+    def forward(self, x: Tensor) -> AEOutput:
+        """Training pass: ``z = encoder(x)``, ``x_hat = decoder(z)``."""
+        z = self._encode(x).z
+        return AEOutput(x_hat=self._decode(z).x_hat, z=z)
+
+    def compute_loss(
+        self,
+        x: Tensor,
+        ae_output: AEOutput,
+        likelihood: str | LikelihoodType = LikelihoodType.GAUSSIAN,
+    ) -> LossResult:
+        """Batch-mean reconstruction negative log-likelihood (nats).
+
+        Elementwise log-likelihood, summed over the features, averaged over
+        the batch (one fused pass: :func:`functional.log_likelihood_sum`).
+
+        Args:
+            x: ground truth ``[B, ...]``.
+            ae_output: output of :meth:`forward`; only ``x_hat`` (``[B, ...]``,
+                logits for Bernoulli) is used.
+            likelihood: ``"gaussian"``, ``"bernoulli"`` or ``"laplace"`` (or a
+                :class:`LikelihoodType`); unknown names raise ``ValueError``.
+
+        Returns:
+            ``LossResult(objective, {"log_likelihood": -objective})``.
+        """
+        likelihood = check.likelihood(likelihood)
+        x_hat = ae_output.x_hat
+        if x_hat.dim() != x.dim():
+            raise ValueError(
+                f"ae_output.x_hat: expected the shape of x {tuple(x.shape)}, got {tuple(x_hat.shape)}"
+            )
+        ll = functional.log_likelihood_sum(x, x_hat, likelihood)  # [B, 1]
+        objective = -ll.mean()
+        return LossResult(objective=objective, diagnostics={"log_likelihood": -objective.item()})
