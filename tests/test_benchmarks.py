@@ -1,0 +1,175 @@
+"""The benchmark harness (benchmarks/): a tiny in-process run and its parts."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) does not add the cwd
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import harness as H  # noqa: E402
+from benchmarks import workloads as W  # noqa: E402
+from benchmarks.__main__ import parse_args  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One smoke run (tiny sizes, 2 repetitions, all providers) on the CPU."""
+    out = tmp_path_factory.mktemp("bench")
+    config = H.Config(devices=("cpu",), preset="smoke", out_dir=out, progress=False, print_table=False,
+                      command="pytest tests/test_benchmarks.py")
+    (report,) = H.run(config)
+    return report, out
+
+
+def test_smoke_run_covers_every_case_and_provider(smoke):
+    report, _ = smoke
+    cases = H.plan("smoke", "cpu", (torch.float32,))
+    assert len(report.rows) == len(cases) * len(W.PROVIDERS)
+    seen = {(r.case, r.provider) for r in report.rows}
+    for spec in cases:
+        for provider in W.PROVIDERS:
+            assert (spec.label, provider) in seen
+    for row in report.rows:
+        assert row.reps == 2
+        assert 0 < row.p20_ms <= row.median_ms <= row.p80_ms
+        assert row.GBps > 0 and row.pct_copy > 0
+        assert row.peak_bytes >= 0
+        assert row.fast_speedup > 0
+    assert float(report.meta["copy_bandwidth_GBps"]) > 0
+
+
+def test_vae_loss_objective_identical_across_providers(smoke):
+    report, _ = smoke
+    by_case: dict[str, dict[str, float]] = {}
+    for row in report.rows:
+        if row.workload == "vae_loss":
+            by_case.setdefault(row.case, {})[row.provider] = row.objective
+    assert len(by_case) == 4
+    for case, objectives in by_case.items():
+        assert set(objectives) == set(W.PROVIDERS), case
+        ref = objectives["eager"]
+        assert math.isfinite(ref)
+        for provider, value in objectives.items():
+            assert value == pytest.approx(ref, rel=1e-5, abs=1e-5), (case, provider)
+
+
+def test_table_csv_markdown_and_plot_written(smoke):
+    report, out = smoke
+    stem = f"{report.tag}-smoke"
+    csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
+    assert report.tag.startswith("cpu-") and report.tag.endswith("c")
+    assert csv_path in report.files and md_path in report.files
+
+    header = csv_path.read_text().splitlines()
+    meta = {line[2:].split(":", 1)[0] for line in header if line.startswith("# ")}
+    assert {"device", "cpu_model", "threads", "torch", "date", "command", "copy_bandwidth_GBps"} <= meta
+    rows = H.read_csv(csv_path)
+    assert len(rows) == len(report.rows)
+    assert {r["provider"] for r in rows} == set(W.PROVIDERS)
+    for r in rows:
+        assert float(r["median_ms"]) > 0 and r["bytes_formula"]
+    vae = [r for r in rows if r["workload"] == "vae_loss" and r["mode"] == "fwd+bwd"]
+    assert {r["variant"] for r in vae} == set(W.LIKELIHOODS)
+
+    md = md_path.read_text()
+    assert "| case | provider |" in md and "pytest tests/test_benchmarks.py" in md
+    for provider in W.PROVIDERS:
+        assert f"| {provider} |" in md
+
+    text = H.render_text(report)
+    assert "vae_loss[gaussian] tiny fp32 fwd+bwd" in text and "fast speed-up" in text
+
+    png = out / f"{stem}.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert png not in report.files
+    else:
+        assert png in report.files and png.stat().st_size > 0
+
+
+def test_mismatching_provider_fails_loudly(monkeypatch, tmp_path):
+    real = W.fast_vae_loss
+
+    def wrong(x, x_hat, mu, log_var, beta, likelihood):
+        result = real(x, x_hat, mu, log_var, beta, likelihood)
+        return type(result)(objective=result.objective * 1.01, diagnostics=result.diagnostics)
+
+    monkeypatch.setattr(W, "fast_vae_loss", wrong)
+    config = H.Config(devices=("cpu",), preset="smoke", providers=("eager", "fast"), out_dir=tmp_path,
+                      workloads=["vae_loss[gaussian] tiny fp32 fwd+bwd"], progress=False, print_table=False)
+    with pytest.raises(H.ProviderMismatch, match=r"fast: objective"):
+        H.run(config)
+    assert not list(tmp_path.iterdir())  # nothing is written for a void benchmark
+
+
+def test_verify_compares_gradients():
+    spec = W.Spec("log_likelihood_sum", "gaussian", W.SMOKE_SIZE, torch.float32, "fwd+bwd", "cpu")
+    bench = W.build(spec)
+    H.verify(bench, ["eager", "fast"])
+    real = bench.providers["fast"]
+
+    def wrong_grad():
+        results = real()
+        results["grad_x_hat"] = results["grad_x_hat"] * 2
+        return results
+
+    bench.providers["fast"] = wrong_grad
+    with pytest.raises(H.ProviderMismatch, match="grad_x_hat"):
+        H.verify(bench, ["eager", "fast"])
+
+
+def test_cpu_peak_memory_tracks_the_high_water_mark():
+    n = 1 << 20  # 4 MiB of float32
+
+    def one_output():
+        return torch.empty(n)
+
+    def temporary_then_output():
+        a = torch.ones(n)
+        b = a * 2  # 8 MiB live
+        del a
+        return b + 1  # 8 MiB live again
+
+    assert H.peak_memory(one_output, "cpu") == pytest.approx(4 * n, rel=0.01)
+    assert H.peak_memory(temporary_then_output, "cpu") == pytest.approx(8 * n, rel=0.01)
+    assert H.peak_memory(one_output, "cpu") == pytest.approx(4 * n, rel=0.01)  # no drift between calls
+
+
+def test_minimum_bytes_formulas():
+    large = W.SIZES["large"]
+    B, S, F, L, e = 128, 4, 3 * 64 * 64, 32, 4
+    spec = W.Spec("vae_loss", "gaussian", large, torch.float32, "fwd+bwd", "cpu")
+    assert W.build(spec).min_bytes == e * (B * F + 2 * B * S * F + 4 * B * L)
+    spec = W.Spec("vae_loss", "bernoulli", large, torch.bfloat16, "fwd", "cpu")
+    bench = W.build(spec)
+    assert bench.min_bytes == 2 * (B * F + B * S * F + 2 * B * L)
+    assert bench.ratio_name == "x_hat" and bench.ratio_bytes == 2 * B * S * F
+
+
+def test_presets():
+    quick = H.plan("quick", "cpu", (torch.float32,))
+    labels = [s.label for s in quick]
+    for size in ("small", "large"):
+        for lik in ("gaussian", "bernoulli"):
+            assert f"vae_loss[{lik}] {size} fp32 fwd+bwd" in labels
+    assert {s.workload for s in quick} == set(W.WORKLOADS)
+    full = H.plan("full", "cpu", (torch.float32, torch.bfloat16))
+    sweep = {s.size.num_features for s in full if s.sweep}
+    assert sweep == set(W.SWEEP_FEATURES)
+    assert {s.mode for s in full} == set(W.MODES)
+    assert H.Config(preset="quick").resolved().dtypes == (torch.float32,)
+
+
+def test_cli_arguments():
+    args = parse_args(["--quick", "--device", "cpu", "--providers", "eager,fast", "--no-plot"])
+    assert args.quick and args.device == "cpu" and args.no_plot
+    with pytest.raises(SystemExit):
+        parse_args(["--quick", "--smoke"])
