@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-LIKELIHOODS = ("gaussian", "bernoulli", "laplace")
+LIKELIHOODS = ("gaussian", "bernoulli", "laplace", "bernoulli_probs")
 
 
 def tensor(name: str, value: object) -> Tensor:

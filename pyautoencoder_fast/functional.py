@@ -42,7 +42,9 @@ def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str = "gaussian") -> Te
     ``gaussian``: ``-0.5 * (x_hat - x)**2`` (unit variance, no log(2 pi));
     ``bernoulli``: ``x_hat`` are logits, equal to
     ``-binary_cross_entropy_with_logits(x_hat, x, reduction="none")``;
-    ``laplace``: ``-|x_hat - x|`` (unit scale, no log 2).
+    ``laplace``: ``-|x_hat - x|`` (unit scale, no log 2);
+    ``bernoulli_probs``: ``x_hat`` are probabilities, equal to
+    ``-binary_cross_entropy(x_hat, x, reduction="none")`` (logs clamped at -100).
 
     Args:
         x: targets, any shape.

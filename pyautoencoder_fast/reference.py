@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LIKELIHOODS = ("gaussian", "bernoulli", "laplace")
+LIKELIHOODS = ("gaussian", "bernoulli", "laplace", "bernoulli_probs")
 
 
 def _check_likelihood(likelihood: str) -> None:
@@ -33,6 +33,8 @@ def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str) -> Tensor:
     if likelihood == "laplace":
         return -(x_hat - x).abs()
     x, x_hat = torch.broadcast_tensors(x, x_hat)
+    if likelihood == "bernoulli_probs":  # x_hat are probabilities
+        return -F.binary_cross_entropy(x_hat, x, reduction="none")
     return -F.binary_cross_entropy_with_logits(x_hat, x, reduction="none")
 
 

@@ -19,7 +19,7 @@ import pyautoencoder_fast as paf
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-LIKELIHOODS = ["gaussian", "bernoulli", "laplace"]
+LIKELIHOODS = ["gaussian", "bernoulli", "laplace", "bernoulli_probs"]
 
 requires_extension = pytest.mark.skipif(
     not paf.extension_available(), reason=f"extension not loaded: {paf.extension_load_error()}"
@@ -88,9 +88,12 @@ def assert_accurate(actual, truth, same_dtype_ref=None, dtype=None, what=""):
 
 
 def random_inputs(shape, likelihood, dtype, *, target=False, requires_grad=False):
-    """x (targets in [0, 1] for Bernoulli) or x_hat (logits) of a given dtype."""
-    if target and likelihood == "bernoulli":
+    """x (targets in [0, 1] for Bernoulli) or x_hat (logits, or probabilities
+    in (0, 1) for bernoulli_probs) of a given dtype."""
+    if target and likelihood.startswith("bernoulli"):
         t = torch.rand(shape, dtype=torch.float64)
+    elif likelihood == "bernoulli_probs":
+        t = torch.sigmoid(torch.randn(shape, dtype=torch.float64) * 2.0)
     else:
         t = torch.randn(shape, dtype=torch.float64) * (2.0 if likelihood == "bernoulli" else 1.0)
     return t.to(dtype).requires_grad_(requires_grad)

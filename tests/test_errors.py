@@ -44,7 +44,7 @@ def test_functional_errors(call, exc, match):
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: ops.log_likelihood(torch.zeros(2), torch.zeros(2), "poisson"), "likelihood: expected 'gaussian'"),
+        (lambda: ops.log_likelihood(torch.zeros(2), torch.zeros(2), "poisson"), "likelihood: expected 'gaussian', 'bernoulli', 'laplace' or 'bernoulli_probs'"),
         (lambda: ops.log_likelihood(torch.zeros(2), torch.zeros(2, dtype=torch.float64), "gaussian"), "x_hat: dtype Double differs from x's Float"),
         (lambda: ops.log_likelihood_sum(torch.zeros(2, 3), torch.zeros(2, 3), "gaussian"), r"x_hat: expected shape \[B, S, ...\]"),
         (lambda: ops.log_likelihood_sum_backward(torch.zeros(3, 1), torch.zeros(2, 3), torch.zeros(2, 1, 3), "gaussian", False), r"grad: expected shape \[2, 1\]"),

@@ -34,6 +34,7 @@ def _sample_args(grad):
         (ops.log_likelihood_sum, (_t(2, 7, grad=grad), _t(2, 1, 7, grad=grad), "laplace")),
         (ops.log_likelihood_sum_backward, (_t(3, 2), _x(3, 4), _t(3, 2, 4), "gaussian", False)),
         (ops.log_likelihood_sum_backward, (_t(3, 2), _x(3, 4), _t(3, 2, 4), "bernoulli", True)),
+        (ops.log_likelihood_sum, (_x(3, 4), _x(3, 2, 4).requires_grad_(grad), "bernoulli_probs")),
         (ops.kl_diag_gaussian, (_t(4, 3, grad=grad), _t(4, 3, grad=grad), None, None, True, None, None)),
         (ops.kl_diag_gaussian, (_t(4, 3, grad=grad), _t(4, 3, grad=grad), _t(4, 3, grad=grad), _t(3, grad=grad), False, -2.0, 2.0)),
         (ops.kl_diag_gaussian_backward, (_t(4), _t(4, 3), _t(4, 3), None, None, True, None, None)),
@@ -66,6 +67,10 @@ GRADCHECK_CASES = {
     "log_likelihood_gaussian": (lambda x, h: F.log_likelihood(x, h, "gaussian"), (_t(3, 4, grad=True), _t(1, 4, grad=True))),
     "log_likelihood_bernoulli": (lambda x, h: F.log_likelihood(x, h, "bernoulli"), (_x(3, 4).requires_grad_(), _t(3, 4, grad=True))),
     "log_likelihood_laplace": (lambda x, h: F.log_likelihood(x, h, "laplace"), (_t(3, 4, grad=True), _t(3, 4, grad=True))),
+    "log_likelihood_bernoulli_probs": (
+        lambda x, h: F.log_likelihood(x, h, "bernoulli_probs"),
+        (_x(3, 4).requires_grad_(), (_x(3, 4) * 0.8 + 0.1).requires_grad_()),
+    ),
     "log_likelihood_sum": (lambda x, h: F.log_likelihood_sum(x, h, "bernoulli"), (_x(3, 5).requires_grad_(), _t(3, 2, 5, grad=True))),
     "log_likelihood_sum_laplace": (lambda x, h: F.log_likelihood_sum(x, h, "laplace"), (_t(3, 5, grad=True), _t(3, 2, 5, grad=True))),
     "kl_standard": (lambda m, l: F.kl_diag_gaussian(m, l), (_t(3, 4, grad=True), _t(3, 4, grad=True))),

@@ -115,7 +115,7 @@ def test_log_likelihood_sum_accumulates_half_in_float():
 def test_likelihood_names_are_case_insensitive():
     x, x_hat = torch.rand(2, 3), torch.randn(2, 3)
     torch.testing.assert_close(F.log_likelihood(x, x_hat, "BeRnOuLLi"), F.log_likelihood(x, x_hat, "bernoulli"))
-    assert reference.LIKELIHOODS == ("gaussian", "bernoulli", "laplace")
+    assert reference.LIKELIHOODS == ("gaussian", "bernoulli", "laplace", "bernoulli_probs")
 
 
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)

@@ -114,14 +114,17 @@ C10_ALWAYS_INLINE at::vec::Vectorized<T> sign(const at::vec::Vectorized<T>& v) {
 }  // namespace vm
 
 // -------------------------------------------------------- log-likelihoods
-enum class Likelihood { Gaussian, Bernoulli, Laplace };
+// BernoulliProbs: x_hat are probabilities, as torch.nn.functional.
+// binary_cross_entropy takes them (nidl's BetaVAELoss).
+enum class Likelihood { Gaussian, Bernoulli, Laplace, BernoulliProbs };
 
 inline Likelihood parse_likelihood(c10::string_view name) {
   if (name == "gaussian") return Likelihood::Gaussian;
   if (name == "bernoulli") return Likelihood::Bernoulli;
   if (name == "laplace") return Likelihood::Laplace;
-  TORCH_CHECK_VALUE(false, "likelihood: expected 'gaussian', 'bernoulli' or "
-                           "'laplace', got '", std::string(name), "'");
+  if (name == "bernoulli_probs") return Likelihood::BernoulliProbs;
+  TORCH_CHECK_VALUE(false, "likelihood: expected 'gaussian', 'bernoulli', "
+                           "'laplace' or 'bernoulli_probs', got '", std::string(name), "'");
 }
 
 // ll(x, x_hat) and its partial derivatives. For Bernoulli x_hat are logits.
@@ -202,6 +205,31 @@ struct LogLikelihood<Likelihood::Laplace> {
   static C10_ALWAYS_INLINE T grad_x(T x, T x_hat) { return vm::sign(x_hat - x); }
 };
 
+template <>
+struct LogLikelihood<Likelihood::BernoulliProbs> {
+  // x log p + (1 - x) log(1 - p) with both logs clamped at -100, and the
+  // gradient -(p - x) / max(p (1 - p), 1e-12): torch's binary_cross_entropy.
+  template <typename T>
+  static C10_ALWAYS_INLINE T value(T x, T p) {
+    const T log_p = vm::max(vm::log(p), T(-100));
+    const T log_q = vm::max(vm::log(T(1) - p), T(-100));
+    return x * log_p + (T(1) - x) * log_q;
+  }
+  template <typename T>
+  static C10_ALWAYS_INLINE T value_and_grad(T x, T p, T& d_p) {
+    d_p = grad_x_hat(x, p);
+    return value(x, p);
+  }
+  template <typename T>
+  static C10_ALWAYS_INLINE T grad_x_hat(T x, T p) {
+    return (x - p) / vm::max(p * (T(1) - p), T(1e-12));
+  }
+  template <typename T>
+  static C10_ALWAYS_INLINE T grad_x(T /*x*/, T p) {
+    return vm::max(vm::log(p), T(-100)) - vm::max(vm::log(T(1) - p), T(-100));
+  }
+};
+
 // Calls fn(tag) where decltype(tag)::value is the likelihood as a
 // compile-time constant, so each likelihood gets its own inner loop.
 template <Likelihood L>
@@ -215,9 +243,11 @@ decltype(auto) dispatch_likelihood(Likelihood l, Fn&& fn) {
     case Likelihood::Bernoulli:
       return fn(LikelihoodTag<Likelihood::Bernoulli>{});
     case Likelihood::Laplace:
+      return fn(LikelihoodTag<Likelihood::Laplace>{});
+    case Likelihood::BernoulliProbs:
       break;
   }
-  return fn(LikelihoodTag<Likelihood::Laplace>{});
+  return fn(LikelihoodTag<Likelihood::BernoulliProbs>{});
 }
 
 // ------------------------------------------------ diagonal-Gaussian KL
