@@ -70,18 +70,90 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void philox_normal4(uint64_t seed,
   }
 }
 
-// Calls fn(i, normal_i) for every flat index i in [begin, end).
-template <typename T, typename Fn>
-C10_ALWAYS_INLINE void for_each_normal(uint64_t seed, int64_t begin, int64_t end,
-                                       Fn&& fn) {
-  T normals[4];
-  for (int64_t block = begin / 4; block * 4 < end; ++block) {
-    philox_normal4<T>(seed, static_cast<uint64_t>(block), normals);
-    const int64_t first = block * 4;
-    const int64_t lo = first < begin ? begin : first;
-    const int64_t hi = first + 4 > end ? end : first + 4;
-    for (int64_t i = lo; i < hi; ++i) fn(i, normals[i - first]);
+}  // namespace paf
+
+#ifndef __CUDACC__
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+
+namespace paf {
+
+// CPU: the same numbers, kBlocks Philox blocks at a time. The Philox rounds
+// run on arrays (the compiler vectorises the 32x32->64-bit products) and
+// Box-Muller on at::vec registers (Sleef log/sin/cos).
+template <typename T>
+struct PhiloxNormalFiller {
+  using Vec = at::vec::Vectorized<T>;
+  static constexpr int64_t kBlocks = 16;
+  static_assert(kBlocks % Vec::size() == 0, "Box-Muller runs on whole vectors");
+
+  // out[k] = normal(begin + k) for k in [0, n).
+  static void fill(uint64_t seed, int64_t begin, int64_t n, T* out) {
+    T buffer[4 * kBlocks];
+    int64_t done = 0;
+    while (done < n) {
+      const int64_t first = ((begin + done) / 4) * 4;  // aligned to a block
+      const int64_t skip = begin + done - first;
+      generate(seed, first / 4, buffer);
+      const int64_t take = std::min<int64_t>(4 * kBlocks - skip, n - done);
+      std::copy(buffer + skip, buffer + skip + take, out + done);
+      done += take;
+    }
   }
-}
+
+ private:
+  // The 4 * kBlocks normals of blocks [block0, block0 + kBlocks).
+  static void generate(uint64_t seed, int64_t block0, T* out) {
+    uint32_t c0[kBlocks], c1[kBlocks], c2[kBlocks], c3[kBlocks];
+    for (int64_t i = 0; i < kBlocks; ++i) {
+      const uint64_t counter = static_cast<uint64_t>(block0 + i);
+      c0[i] = static_cast<uint32_t>(counter);
+      c1[i] = static_cast<uint32_t>(counter >> 32);
+      c2[i] = 0;
+      c3[i] = 0;
+    }
+    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+    for (int round = 0; round < 10; ++round) {
+      for (int64_t i = 0; i < kBlocks; ++i) {
+        const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0[i];
+        const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2[i];
+        const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[i] ^ k0;
+        const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[i] ^ k1;
+        c1[i] = static_cast<uint32_t>(p1);
+        c3[i] = static_cast<uint32_t>(p0);
+        c0[i] = n0;
+        c2[i] = n2;
+      }
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    // Box-Muller on (c0, c1) -> lanes 0, 1 and (c2, c3) -> lanes 2, 3.
+    T u1[2][kBlocks], u2[2][kBlocks];
+    for (int64_t i = 0; i < kBlocks; ++i) {
+      u1[0][i] = open_uniform<T>(c0[i]);
+      u2[0][i] = open_uniform<T>(c1[i]);
+      u1[1][i] = open_uniform<T>(c2[i]);
+      u2[1][i] = open_uniform<T>(c3[i]);
+    }
+    T cos_part[2][kBlocks], sin_part[2][kBlocks];
+    const Vec two_pi(T(6.283185307179586)), minus_two(T(-2));
+    for (int pair = 0; pair < 2; ++pair) {
+      for (int64_t i = 0; i < kBlocks; i += Vec::size()) {
+        const Vec radius = (minus_two * Vec::loadu(&u1[pair][i]).log()).sqrt();
+        const Vec theta = two_pi * Vec::loadu(&u2[pair][i]);
+        (radius * theta.cos()).store(&cos_part[pair][i]);
+        (radius * theta.sin()).store(&sin_part[pair][i]);
+      }
+    }
+    for (int64_t i = 0; i < kBlocks; ++i) {
+      out[4 * i + 0] = cos_part[0][i];
+      out[4 * i + 1] = sin_part[0][i];
+      out[4 * i + 2] = cos_part[1][i];
+      out[4 * i + 3] = sin_part[1][i];
+    }
+  }
+};
 
 }  // namespace paf
+#endif  // __CUDACC__

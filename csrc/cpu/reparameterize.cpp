@@ -27,6 +27,11 @@ uint64_t read_seed(const at::Tensor& seed) {
   return static_cast<uint64_t>(seed.item<int64_t>());
 }
 
+// The noise of row b, sample s: flat indices [(b*S + s) * D, ... + D).
+// Work is split over rows b; each row's std = exp(log_var / 2) is computed
+// once and the noise is generated kChunk columns at a time.
+constexpr int64_t kChunk = 256;
+
 at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& log_var,
                               int64_t num_samples, const at::Tensor& seed) {
   check_latent_pair(mu, log_var);
@@ -37,20 +42,37 @@ at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& log_var,
   if (z.numel() == 0) return z;
   const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
   PAF_DISPATCH_FLOATING(mu.scalar_type(), "reparameterize_cpu", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
+    using IO = VecIO<scalar_t>;
+    using opmath_t = typename IO::opmath_t;
+    using Vec = typename IO::Vec;
     const auto m = const_row_matrix<scalar_t>(mu2);
     const auto l = const_row_matrix<scalar_t>(lv2);
     scalar_t* zp = z.data_ptr<scalar_t>();
-    const int64_t total = z.numel();
-    const int64_t per_batch = S * D;
-    constexpr int64_t kGrain = 4096;  // elements; each costs a share of one Philox block
-    at::parallel_for(0, (total + 3) / 4, kGrain / 4, [&](int64_t block_begin, int64_t block_end) {
-      for_each_normal<opmath_t>(key, block_begin * 4, std::min(block_end * 4, total),
-                                [&](int64_t i, opmath_t eps) {
-                                  const int64_t b = i / per_batch, d = i % D;
-                                  const opmath_t sd = std::exp(opmath_t(0.5) * static_cast<opmath_t>(l.row(b)[d]));
-                                  zp[i] = static_cast<scalar_t>(static_cast<opmath_t>(m.row(b)[d]) + sd * eps);
-                                });
+    at::parallel_for(0, B, row_grain(4 * S * D), [&](int64_t begin, int64_t end) {
+      std::vector<opmath_t> mean(D), std(D);
+      opmath_t eps[kChunk];
+      for (int64_t b = begin; b < end; ++b) {
+        for (const auto d : c10::irange(D)) {
+          mean[d] = static_cast<opmath_t>(m.row(b)[d]);
+          std[d] = std::exp(opmath_t(0.5) * static_cast<opmath_t>(l.row(b)[d]));
+        }
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t row = (b * S + s) * D;
+          for (int64_t d0 = 0; d0 < D; d0 += kChunk) {
+            const int64_t n = std::min(kChunk, D - d0);
+            PhiloxNormalFiller<opmath_t>::fill(key, row + d0, n, eps);
+            for_each_column<IO::kWidth>(
+                n,
+                [&](int64_t j) {
+                  const Vec v = Vec::loadu(&mean[d0 + j]) + Vec::loadu(&std[d0 + j]) * Vec::loadu(eps + j);
+                  IO::store(zp + row + d0 + j, v);
+                },
+                [&](int64_t j) {
+                  zp[row + d0 + j] = static_cast<scalar_t>(mean[d0 + j] + std[d0 + j] * eps[j]);
+                });
+          }
+        }
+      }
     });
   });
   return z;
@@ -73,22 +95,38 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(const at::Tensor&
   const at::Tensor lv2 = as_rows(log_var, B, D);
   const at::Tensor g = grad_z.contiguous();
   PAF_DISPATCH_FLOATING(mu.scalar_type(), "reparameterize_backward_cpu", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
+    using IO = VecIO<scalar_t>;
+    using opmath_t = typename IO::opmath_t;
+    using Vec = typename IO::Vec;
     const auto l = const_row_matrix<scalar_t>(lv2);
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     scalar_t* o_mu = g_mu.data_ptr<scalar_t>();
     scalar_t* o_lv = g_lv.data_ptr<scalar_t>();
-    at::parallel_for(0, B, row_grain(S * D), [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B, row_grain(4 * S * D), [&](int64_t begin, int64_t end) {
       std::vector<opmath_t> sum_g(D), sum_g_eps(D);
+      opmath_t eps[kChunk];
       for (int64_t b = begin; b < end; ++b) {
         std::fill(sum_g.begin(), sum_g.end(), opmath_t(0));
         std::fill(sum_g_eps.begin(), sum_g_eps.end(), opmath_t(0));
-        for_each_normal<opmath_t>(key, b * S * D, (b + 1) * S * D, [&](int64_t i, opmath_t eps) {
-          const int64_t d = i % D;
-          const opmath_t gi = static_cast<opmath_t>(gp[i]);
-          sum_g[d] += gi;
-          sum_g_eps[d] += gi * eps;
-        });
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t row = (b * S + s) * D;
+          for (int64_t d0 = 0; d0 < D; d0 += kChunk) {
+            const int64_t n = std::min(kChunk, D - d0);
+            PhiloxNormalFiller<opmath_t>::fill(key, row + d0, n, eps);
+            for_each_column<IO::kWidth>(
+                n,
+                [&](int64_t j) {
+                  const Vec gv = IO::load(gp + row + d0 + j);
+                  (Vec::loadu(&sum_g[d0 + j]) + gv).store(&sum_g[d0 + j]);
+                  (Vec::loadu(&sum_g_eps[d0 + j]) + gv * Vec::loadu(eps + j)).store(&sum_g_eps[d0 + j]);
+                },
+                [&](int64_t j) {
+                  const opmath_t gi = static_cast<opmath_t>(gp[row + d0 + j]);
+                  sum_g[d0 + j] += gi;
+                  sum_g_eps[d0 + j] += gi * eps[j];
+                });
+          }
+        }
         for (const auto d : c10::irange(D)) {
           const opmath_t sd = std::exp(opmath_t(0.5) * static_cast<opmath_t>(l.row(b)[d]));
           o_mu[b * D + d] = static_cast<scalar_t>(sum_g[d]);
