@@ -3,6 +3,17 @@
 ``log_likelihood``, ``kl_divergence_diag_gaussian``, ``LossResult`` and
 ``LikelihoodType`` behave as in ``pyautoencoder.loss`` (seed 000), with one
 addition: ``LikelihoodType.LAPLACE`` (``-|x_hat - x|``).
+
+It also re-exports the loss APIs of peer libraries, built on the same fused
+ops (one module per original library):
+
+* ``BetaVAELoss`` (:mod:`pyautoencoder_fast.nidl`): ``nidl.losses.BetaVAELoss``;
+* ``kl_div_single_loss``, ``kl_div_pair_loss`` (:mod:`pyautoencoder_fast.ml_starter`):
+  ``ml.tasks.losses.kl``'s functions of those names;
+* ``LossOutput`` (:mod:`pyautoencoder_fast.scvi`): ``scvi.module.base.LossOutput``.
+
+``LossOutput.from_loss_result`` / ``LossOutput.to_loss_result`` convert
+between scvi-tools' record and :class:`LossResult`.
 """
 
 from __future__ import annotations
@@ -14,7 +25,17 @@ from torch import Tensor
 
 from . import functional
 
-__all__ = ["LikelihoodType", "LossResult", "kl_divergence_diag_gaussian", "log_likelihood"]
+__all__ = [
+    "BetaVAELoss",
+    "LikelihoodType",
+    "LossOutput",
+    "LossResult",
+    "UnsupportedDistributionError",
+    "kl_div_pair_loss",
+    "kl_div_single_loss",
+    "kl_divergence_diag_gaussian",
+    "log_likelihood",
+]
 
 
 class LikelihoodType(str, Enum):
@@ -59,3 +80,9 @@ def kl_divergence_diag_gaussian(
     Returns ``[B]`` when ``reduce_sum`` (sum over the last dim), else ``[B, D_z]``.
     """
     return functional.kl_diag_gaussian(mu_q, log_var_q, mu_p, log_var_p, reduce_sum=reduce_sum)
+
+
+# Peer-library loss APIs. Imported last: scvi.py imports LossResult from here.
+from .ml_starter import kl_div_pair_loss, kl_div_single_loss  # noqa: E402
+from .nidl import BetaVAELoss, UnsupportedDistributionError  # noqa: E402
+from .scvi import LossOutput  # noqa: E402
