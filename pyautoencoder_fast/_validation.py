@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 
 import torch
 from torch import Tensor
@@ -110,8 +111,10 @@ def optional_number(name: str, value: object) -> float | None:
 
 
 def positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An integer >= 1 (anything with __index__ but bool) as a Python int."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    value = operator.index(value)
     if value < 1:
         raise ValueError(f"{name}: expected an integer >= 1, got {value}")
     return value

@@ -15,7 +15,6 @@ pyautoencoder's for the same seed (same distribution).
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -41,27 +40,11 @@ __all__ = [
 
 def _num_samples(S: object) -> int:
     """S as a Python int >= 1 (ValueError / TypeError naming S otherwise)."""
-    if isinstance(S, bool):
-        raise TypeError("S: expected an integer number of samples, got bool")
-    try:
-        value = operator.index(S)
-    except TypeError:
-        raise TypeError(f"S: expected an integer number of samples, got {type(S).__name__}") from None
-    if value < 1:
-        raise ValueError(f"S: the number of latent samples must be >= 1, got {value}")
-    return value
+    return check.positive_int("S", S)
 
 
 def _latent_dim(latent_dim: object) -> int:
-    if isinstance(latent_dim, bool):
-        raise TypeError("latent_dim: expected an int, got bool")
-    try:
-        value = operator.index(latent_dim)
-    except TypeError:
-        raise TypeError(f"latent_dim: expected an int, got {type(latent_dim).__name__}") from None
-    if value < 1:
-        raise ValueError(f"latent_dim: expected an integer >= 1, got {value}")
-    return value
+    return check.positive_int("latent_dim", latent_dim)
 
 
 # ------------------------------------------------------------------ outputs

@@ -32,6 +32,21 @@ uint64_t read_seed(const at::Tensor& seed) {
 // once and the noise is generated kChunk columns at a time.
 constexpr int64_t kChunk = 256;
 
+// For row b: fills eps with the noise of z[b, s, d0 : d0 + n] for every
+// sample s and column chunk, then calls fn(offset of z[b, s, d0], d0, n).
+template <typename opmath_t, typename Fn>
+C10_ALWAYS_INLINE void for_each_noise_chunk(uint64_t key, int64_t b, int64_t S, int64_t D,
+                                            opmath_t* eps, Fn&& fn) {
+  for (int64_t s = 0; s < S; ++s) {
+    const int64_t row = (b * S + s) * D;
+    for (int64_t d0 = 0; d0 < D; d0 += kChunk) {
+      const int64_t n = std::min(kChunk, D - d0);
+      PhiloxNormalFiller<opmath_t>::fill(key, row + d0, n, eps);
+      fn(row + d0, d0, n);
+    }
+  }
+}
+
 at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& log_var,
                               int64_t num_samples, const at::Tensor& seed) {
   check_latent_pair(mu, log_var);
@@ -56,22 +71,17 @@ at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& log_var,
           mean[d] = static_cast<opmath_t>(m.row(b)[d]);
           std[d] = std::exp(opmath_t(0.5) * static_cast<opmath_t>(l.row(b)[d]));
         }
-        for (int64_t s = 0; s < S; ++s) {
-          const int64_t row = (b * S + s) * D;
-          for (int64_t d0 = 0; d0 < D; d0 += kChunk) {
-            const int64_t n = std::min(kChunk, D - d0);
-            PhiloxNormalFiller<opmath_t>::fill(key, row + d0, n, eps);
-            for_each_column<IO::kWidth>(
-                n,
-                [&](int64_t j) {
-                  const Vec v = Vec::loadu(&mean[d0 + j]) + Vec::loadu(&std[d0 + j]) * Vec::loadu(eps + j);
-                  IO::store(zp + row + d0 + j, v);
-                },
-                [&](int64_t j) {
-                  zp[row + d0 + j] = static_cast<scalar_t>(mean[d0 + j] + std[d0 + j] * eps[j]);
-                });
-          }
-        }
+        for_each_noise_chunk(key, b, S, D, eps, [&](int64_t offset, int64_t d0, int64_t n) {
+          for_each_column<IO::kWidth>(
+              n,
+              [&](int64_t j) {
+                const Vec v = Vec::loadu(&mean[d0 + j]) + Vec::loadu(&std[d0 + j]) * Vec::loadu(eps + j);
+                IO::store(zp + offset + j, v);
+              },
+              [&](int64_t j) {
+                zp[offset + j] = static_cast<scalar_t>(mean[d0 + j] + std[d0 + j] * eps[j]);
+              });
+        });
       }
     });
   });
@@ -108,25 +118,20 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(const at::Tensor&
       for (int64_t b = begin; b < end; ++b) {
         std::fill(sum_g.begin(), sum_g.end(), opmath_t(0));
         std::fill(sum_g_eps.begin(), sum_g_eps.end(), opmath_t(0));
-        for (int64_t s = 0; s < S; ++s) {
-          const int64_t row = (b * S + s) * D;
-          for (int64_t d0 = 0; d0 < D; d0 += kChunk) {
-            const int64_t n = std::min(kChunk, D - d0);
-            PhiloxNormalFiller<opmath_t>::fill(key, row + d0, n, eps);
-            for_each_column<IO::kWidth>(
-                n,
-                [&](int64_t j) {
-                  const Vec gv = IO::load(gp + row + d0 + j);
-                  (Vec::loadu(&sum_g[d0 + j]) + gv).store(&sum_g[d0 + j]);
-                  (Vec::loadu(&sum_g_eps[d0 + j]) + gv * Vec::loadu(eps + j)).store(&sum_g_eps[d0 + j]);
-                },
-                [&](int64_t j) {
-                  const opmath_t gi = static_cast<opmath_t>(gp[row + d0 + j]);
-                  sum_g[d0 + j] += gi;
-                  sum_g_eps[d0 + j] += gi * eps[j];
-                });
-          }
-        }
+        for_each_noise_chunk(key, b, S, D, eps, [&](int64_t offset, int64_t d0, int64_t n) {
+          for_each_column<IO::kWidth>(
+              n,
+              [&](int64_t j) {
+                const Vec gv = IO::load(gp + offset + j);
+                (Vec::loadu(&sum_g[d0 + j]) + gv).store(&sum_g[d0 + j]);
+                (Vec::loadu(&sum_g_eps[d0 + j]) + gv * Vec::loadu(eps + j)).store(&sum_g_eps[d0 + j]);
+              },
+              [&](int64_t j) {
+                const opmath_t gi = static_cast<opmath_t>(gp[offset + j]);
+                sum_g[d0 + j] += gi;
+                sum_g_eps[d0 + j] += gi * eps[j];
+              });
+        });
         for (const auto d : c10::irange(D)) {
           const opmath_t sd = std::exp(opmath_t(0.5) * static_cast<opmath_t>(l.row(b)[d]));
           o_mu[b * D + d] = static_cast<scalar_t>(sum_g[d]);
