@@ -435,8 +435,7 @@ class Row:
 
     @property
     def case(self) -> str:
-        name = f"{self.workload}[{self.variant}]" if self.variant else self.workload
-        return f"{name} {self.size} {self.dtype} {self.mode}"
+        return W.case_label(self.workload, self.variant, self.size, self.dtype, self.mode)
 
 
 @dataclass

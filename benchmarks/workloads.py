@@ -91,8 +91,7 @@ class Spec:
 
     @property
     def label(self) -> str:
-        name = f"{self.workload}[{self.variant}]" if self.variant else self.workload
-        return f"{name} {self.size.name} {dtype_name(self.dtype)} {self.mode}"
+        return case_label(self.workload, self.variant, self.size.name, dtype_name(self.dtype), self.mode)
 
 
 @dataclass
@@ -116,12 +115,30 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}[dtype]
 
 
+def case_label(workload: str, variant: str, size: str, dtype: str, mode: str) -> str:
+    """The row name of a case, e.g. ``vae_loss[gaussian] large fp32 fwd+bwd``."""
+    name = f"{workload}[{variant}]" if variant else workload
+    return f"{name} {size} {dtype} {mode}"
+
 # ------------------------------------------------------------------ helpers
 def _compiled(fn: Callable) -> Callable:
     """torch.compile, default mode, static shapes (a training loop with a fixed
     batch shape), one compiled artifact per case."""
     return torch.compile(fn, dynamic=False)
 
+
+
+def _tensor_collector(key: str, grad: bool) -> Callable[[Tensor], dict[str, Any]]:
+    """Result collector of a workload whose output is one tensor: its value
+    under ``key`` and, for fwd+bwd, the tensor to differentiate."""
+
+    def collect(out: Tensor) -> dict[str, Any]:
+        res = {key: out.detach()}
+        if grad:
+            res["_diff"] = out
+        return res
+
+    return collect
 
 def _grads(outputs: Tensor | tuple[Tensor, ...], inputs: dict[str, Tensor], grad_outputs=None) -> dict[str, Tensor]:
     names = [name for name, t in inputs.items() if t.requires_grad]
@@ -344,11 +361,7 @@ def log_likelihood_sum(spec: Spec, generator: torch.Generator) -> Bench:
     def fast(x, x_hat):
         return functional.log_likelihood_sum(x, x_hat, lik)
 
-    def collect(out):
-        res = {"ll": out.detach()}
-        if grad:
-            res["_diff"] = out
-        return res
+    collect = _tensor_collector("ll", grad)
 
     e = spec.dtype.itemsize
     if grad:
@@ -383,11 +396,7 @@ def kl_diag_gaussian(spec: Spec, generator: torch.Generator) -> Bench:
     def fast(mu, log_var):
         return functional.kl_diag_gaussian(mu, log_var)
 
-    def collect(out):
-        res = {"kl": out.detach()}
-        if grad:
-            res["_diff"] = out
-        return res
+    collect = _tensor_collector("kl", grad)
 
     e = spec.dtype.itemsize
     if grad:
@@ -425,11 +434,7 @@ def reparameterize(spec: Spec, generator: torch.Generator) -> Bench:
     def fast(mu, log_var):
         return functional.reparameterize(mu, log_var, S)
 
-    def collect(out):
-        res = {"z": out.detach()}
-        if grad:
-            res["_diff"] = out
-        return res
+    collect = _tensor_collector("z", grad)
 
     e = spec.dtype.itemsize
     if grad:

@@ -13,9 +13,23 @@ from pyautoencoder_fast import functional as F
 from pyautoencoder_fast import reference
 
 
-def _run(code, **env):
+# Prepended by _run(hide_extension=True): simulates an unbuilt extension.
+_HIDE_EXTENSION = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pyautoencoder_fast._C":
+            raise ImportError("simulated missing build")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def _run(code, hide_extension=False, **env):
+    code = textwrap.dedent(code)
+    if hide_extension:
+        code = _HIDE_EXTENSION + code
     full_env = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=120)
 
 
 def test_reference_env_uses_reference_without_loading():
@@ -39,15 +53,9 @@ def test_bad_env_value_raises():
 
 
 def test_auto_falls_back_with_one_warning_when_extension_missing(tmp_path):
-    # Simulate an unbuilt extension: a meta path finder makes importing _C fail.
     r = _run(
         """
-        import sys, warnings
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name == "pyautoencoder_fast._C":
-                    raise ImportError("simulated missing build")
-        sys.meta_path.insert(0, Block())
+        import warnings
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             import pyautoencoder_fast as p
@@ -58,24 +66,14 @@ def test_auto_falls_back_with_one_warning_when_extension_missing(tmp_path):
         assert "simulated missing build" in msgs[0], msgs
         assert p.active_backend() == "reference" and not p.extension_available()
         """,
+        hide_extension=True,
         PYAUTOENCODER_FAST_BACKEND="auto",
     )
     assert r.returncode == 0, r.stderr
 
 
 def test_extension_env_raises_with_the_load_error():
-    r = _run(
-        """
-        import sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name == "pyautoencoder_fast._C":
-                    raise ImportError("simulated missing build")
-        sys.meta_path.insert(0, Block())
-        import pyautoencoder_fast
-        """,
-        PYAUTOENCODER_FAST_BACKEND="extension",
-    )
+    r = _run("import pyautoencoder_fast", hide_extension=True, PYAUTOENCODER_FAST_BACKEND="extension")
     assert r.returncode != 0
     assert "ImportError" in r.stderr and "simulated missing build" in r.stderr
 

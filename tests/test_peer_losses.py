@@ -320,17 +320,16 @@ def _gauss_params(shapes):
     return out
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("clamp", [(-30.0, 20.0), (-0.5, 0.7), (-0.5, None), (None, None)], ids=str)
-@pytest.mark.parametrize("shapes", SINGLE_SHAPES, ids=str)
-def test_kl_div_single_loss_matches_formula(shapes, clamp, dtype, backend):
+def _check_kl_helper(fn, ref, shapes, clamp, dtype, backend):
+    """fn on `backend` in `dtype` vs the literal formula `ref` in float64
+    (and in `dtype`, for the half-type error bound): values and gradients
+    for random output weights."""
     low, high = leaves(*_gauss_params(shapes), dtype=dtype)
     with paf.use_backend(backend):
-        out = kl_div_single_loss(*low, clamp_min=clamp[0], clamp_max=clamp[1])
-    expected = ref_single(*high, *clamp)
+        out = fn(*low, clamp_min=clamp[0], clamp_max=clamp[1])
+    expected = ref(*high, *clamp)
     same = [t.detach().clone().requires_grad_() for t in low]
-    same_out = ref_single(*same, *clamp)
+    same_out = ref(*same, *clamp)
     assert_close(out, expected, dtype, "value", same_out)
     w = torch.randn(expected.shape, dtype=torch.float64) * 1.7 + 0.3
     g_low = torch.autograd.grad(out, low, w.to(dtype), allow_unused=True)
@@ -338,6 +337,14 @@ def test_kl_div_single_loss_matches_formula(shapes, clamp, dtype, backend):
     g_same = torch.autograd.grad(same_out, same, w.to(dtype), allow_unused=True)
     for i, (a, e, r) in enumerate(zip(g_low, g_high, g_same)):
         assert_close(a, e, dtype, f"grad[{i}]", r)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("clamp", [(-30.0, 20.0), (-0.5, 0.7), (-0.5, None), (None, None)], ids=str)
+@pytest.mark.parametrize("shapes", SINGLE_SHAPES, ids=str)
+def test_kl_div_single_loss_matches_formula(shapes, clamp, dtype, backend):
+    _check_kl_helper(kl_div_single_loss, ref_single, shapes, clamp, dtype, backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -345,19 +352,7 @@ def test_kl_div_single_loss_matches_formula(shapes, clamp, dtype, backend):
 @pytest.mark.parametrize("clamp", [(-30.0, 20.0), (-0.5, 0.7), (None, 0.7)], ids=str)
 @pytest.mark.parametrize("shapes", PAIR_SHAPES, ids=str)
 def test_kl_div_pair_loss_matches_formula(shapes, clamp, dtype, backend):
-    low, high = leaves(*_gauss_params(shapes), dtype=dtype)
-    with paf.use_backend(backend):
-        out = kl_div_pair_loss(*low, clamp_min=clamp[0], clamp_max=clamp[1])
-    expected = ref_pair(*high, *clamp)
-    same = [t.detach().clone().requires_grad_() for t in low]
-    same_out = ref_pair(*same, *clamp)
-    assert_close(out, expected, dtype, "value", same_out)
-    w = torch.randn(expected.shape, dtype=torch.float64) * 1.7 + 0.3
-    g_low = torch.autograd.grad(out, low, w.to(dtype), allow_unused=True)
-    g_high = torch.autograd.grad(expected, high, w, allow_unused=True)
-    g_same = torch.autograd.grad(same_out, same, w.to(dtype), allow_unused=True)
-    for i, (a, e, r) in enumerate(zip(g_low, g_high, g_same)):
-        assert_close(a, e, dtype, f"grad[{i}]", r)
+    _check_kl_helper(kl_div_pair_loss, ref_pair, shapes, clamp, dtype, backend)
 
 
 def test_kl_div_pair_loss_is_twice_the_kl_plus_half():
