@@ -1,20 +1,29 @@
 """Argument checks with messages that name the argument and what was wrong.
 
-Types and dtypes raise ``TypeError``; shapes, devices and values raise
-``ValueError``. The C++ kernels check again (``RuntimeError``) for direct
-``torch.ops`` callers.
+Types and dtypes raise ``TypeError``; devices and values raise
+``ValueError``; shapes that do not fit raise :class:`ShapeError`, a
+``ValueError`` that is also the ``RuntimeError`` torch raises for them (so
+code written against the pure-PyTorch originals catches it as before). The
+C++ kernels check again (``RuntimeError``) for direct ``torch.ops`` callers.
 """
 
 from __future__ import annotations
 
-import enum
 import math
 import operator
+from enum import Enum
 
 import torch
 from torch import Tensor
 
 FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class ShapeError(ValueError, RuntimeError):
+    """Tensor shapes that do not match or broadcast.
+
+    A ``ValueError`` (a bad argument) and a ``RuntimeError`` (what PyTorch's
+    own broadcasting raises in the original pure-PyTorch code)."""
 LIKELIHOODS = ("gaussian", "bernoulli", "laplace", "bernoulli_probs")
 
 
@@ -33,6 +42,16 @@ def floating(name: str, value: object) -> Tensor:
     return t
 
 
+def real(name: str, value: object) -> Tensor:
+    """A tensor of real numbers: floating, integer or bool (targets such as
+    binarised images); it is promoted with the floating arguments, as
+    PyTorch's arithmetic would."""
+    t = tensor(name, value)
+    if t.is_complex():
+        raise TypeError(f"{name}: expected a real tensor, got {t.dtype}")
+    return t
+
+
 def same_device(**named: Tensor | None) -> None:
     items = [(n, t) for n, t in named.items() if t is not None]
     first_name, first = items[0]
@@ -42,7 +61,8 @@ def same_device(**named: Tensor | None) -> None:
 
 
 def promote(*tensors: Tensor | None) -> list[Tensor | None]:
-    """Casts the given tensors to their common floating dtype (no copy if equal)."""
+    """Casts the given tensors to their common dtype (no copy if equal); one
+    of them is floating, so the common dtype is floating."""
     present = [t for t in tensors if t is not None]
     dtype = present[0].dtype
     if all(t.dtype == dtype for t in present):  # the common case: nothing to do
@@ -54,12 +74,12 @@ def promote(*tensors: Tensor | None) -> list[Tensor | None]:
 
 def min_dim(name: str, t: Tensor, dims: int, layout: str) -> None:
     if t.dim() < dims:
-        raise ValueError(f"{name}: expected shape {layout}, got {tuple(t.shape)}")
+        raise ShapeError(f"{name}: expected shape {layout}, got {tuple(t.shape)}")
 
 
 def exact_dim(name: str, t: Tensor, dims: int, layout: str) -> None:
     if t.dim() != dims:
-        raise ValueError(f"{name}: expected shape {layout}, got {tuple(t.shape)}")
+        raise ShapeError(f"{name}: expected shape {layout}, got {tuple(t.shape)}")
 
 
 def broadcastable(**named: Tensor | None) -> torch.Size:
@@ -71,18 +91,37 @@ def broadcastable(**named: Tensor | None) -> torch.Size:
         return torch.broadcast_shapes(*shapes.values())
     except RuntimeError:
         described = ", ".join(f"{n} {tuple(s)}" for n, s in shapes.items())
-        raise ValueError(f"shapes do not broadcast: {described}") from None
+        raise ShapeError(f"shapes do not broadcast: {described}") from None
+
+
+class LikelihoodType(Enum):
+    """Observation model of the reconstruction term (``pyautoencoder.loss.LikelihoodType``).
+
+    Defined here, where the names are checked, and re-exported by
+    :mod:`pyautoencoder_fast.loss`; ``LAPLACE`` is this library's addition.
+    """
+
+    GAUSSIAN = "gaussian"
+    BERNOULLI = "bernoulli"
+    LAPLACE = "laplace"
+
+
+LikelihoodType.__module__ = "pyautoencoder_fast.loss"
 
 
 def likelihood(value: object) -> str:
-    """A likelihood name or LikelihoodType member -> its canonical lower-case name."""
-    if isinstance(value, enum.Enum):
-        value = value.value
-    if not isinstance(value, str):
-        raise TypeError(f"likelihood: expected a str or LikelihoodType, got {type(value).__name__}")
-    name = value.lower()
+    """A likelihood name (case-insensitive) or :class:`LikelihoodType` member ->
+    its canonical lower-case name.
+
+    Anything else, a member of another enum (pyautoencoder's own
+    ``LikelihoodType`` included) or a non-string, raises
+    ``ValueError("Unsupported likelihood: ...")`` as pyautoencoder does.
+    """
+    if type(value) is LikelihoodType:
+        return value.value
+    name = value.lower() if isinstance(value, str) and not isinstance(value, Enum) else None
     if name not in LIKELIHOODS:
-        raise ValueError(f"likelihood: unknown likelihood {value!r}; expected one of {', '.join(LIKELIHOODS)}")
+        raise ValueError(f"Unsupported likelihood: {value!r} (expected one of {', '.join(LIKELIHOODS)})")
     return name
 
 
@@ -118,3 +157,14 @@ def positive_int(name: str, value: object) -> int:
     if value < 1:
         raise ValueError(f"{name}: expected an integer >= 1, got {value}")
     return value
+
+
+def num_samples(S: object) -> int:
+    """The Monte Carlo sample count ``S`` of the models, pyautoencoder's
+    ``ValueError("S must be >= 1.")`` when it is below 1."""
+    if isinstance(S, bool) or not hasattr(type(S), "__index__"):
+        raise TypeError(f"S: expected an int, got {type(S).__name__}")
+    S = operator.index(S)
+    if S < 1:
+        raise ValueError(f"S must be >= 1. Got S={S}.")
+    return S

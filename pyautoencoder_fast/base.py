@@ -12,8 +12,9 @@ printing their values. :class:`BaseAutoencoder` is the ``nn.Module`` base of
   ``_encode`` / ``_decode`` under ``torch.inference_mode()``;
 * :meth:`~BaseAutoencoder.build` runs one no-grad forward pass to materialise
   lazy layers (``nn.LazyLinear`` and friends);
-* :meth:`~BaseAutoencoder.load_state_dict` raises ``RuntimeError`` while a
-  lazy module is still unmaterialised.
+* :meth:`~BaseAutoencoder.load_state_dict` raises ``RuntimeError("Call
+  build() before load_state_dict(). ...")`` while a lazy module is still
+  unmaterialised.
 """
 
 from __future__ import annotations
@@ -35,27 +36,18 @@ def _summarise(value: Any) -> str:
     return repr(value)
 
 
-@dataclasses.dataclass
-class ModelOutput:
-    """Base of the dataclasses returned by the models.
+@dataclasses.dataclass(slots=True)
+class ModelOutput(ABC):
+    """Base of the dataclasses returned by the models (an ABC, as in the seed).
 
     ``repr`` lists the fields, with every tensor shown as
-    ``Tensor(shape=(...), dtype=...)``. Dataclass subclasses inherit this
-    ``repr`` even when declared with a plain ``@dataclass``.
+    ``Tensor(shape=(...), dtype=...)``. As in pyautoencoder, subclasses are
+    declared ``@dataclass(slots=True, repr=False)`` to keep it.
     """
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # @dataclass only adds __repr__ when the class does not define one, so
-        # placing ours in the subclass keeps the tensor summary.
-        if "__repr__" not in cls.__dict__:
-            cls.__repr__ = ModelOutput.__repr__  # type: ignore[method-assign]
-
     def __repr__(self) -> str:
-        fields = ", ".join(
-            f"{f.name}={_summarise(getattr(self, f.name))}" for f in dataclasses.fields(self) if f.repr
-        )
-        return f"{type(self).__name__}({fields})"
+        parts = ", ".join(f"{f.name}={_summarise(getattr(self, f.name))}" for f in dataclasses.fields(self))
+        return f"{type(self).__name__}({parts})"
 
 
 def unmaterialised_lazy_modules(module: nn.Module) -> list[str]:
@@ -68,19 +60,31 @@ def unmaterialised_lazy_modules(module: nn.Module) -> list[str]:
     ]
 
 
-def _describe(names: list[str]) -> str:
-    shown = ", ".join(repr(n or "<root>") for n in names[:5])
-    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-
-
 def require_built(module: nn.Module, action: str) -> None:
-    """Raises ``RuntimeError`` naming the unmaterialised lazy modules, if any."""
+    """Raises ``RuntimeError("Call build() before <action>(). ...")`` naming the
+    unmaterialised lazy modules, if any."""
     pending = unmaterialised_lazy_modules(module)
     if pending:
+        shown = ", ".join(repr(n or "<root>") for n in pending[:5])
+        if len(pending) > 5:
+            shown += f" and {len(pending) - 5} more"
         raise RuntimeError(
-            f"{action}: the model has unmaterialised lazy modules ({_describe(pending)}); "
-            "call model.build(x) with an example input batch (or run one forward pass) first"
+            f"Call build() before {action}(). The model has unmaterialised lazy modules ({shown}); "
+            "model.build(x) with an example input batch materialises them."
         )
+
+
+def build_in_eval_mode(model: nn.Module, input_sample: Any) -> None:
+    """One no-grad forward pass of ``model`` in eval mode, to materialise lazy
+    layers; every submodule's own train/eval flag is restored afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(input_sample)
+    finally:
+        for m, training in modes.items():
+            m.training = training
 
 
 class BaseAutoencoder(nn.Module, ABC):
@@ -91,6 +95,9 @@ class BaseAutoencoder(nn.Module, ABC):
     ``decode`` are the inference entry points (no autograd graph, tensors
     returned are inference tensors); ``forward`` is the training pass.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
 
     # ------------------------------------------------------------ abstract API
     @abstractmethod
@@ -133,27 +140,21 @@ class BaseAutoencoder(nn.Module, ABC):
         """True when no lazy submodule is waiting to be materialised."""
         return not unmaterialised_lazy_modules(self)
 
-    def build(self, x: Tensor, *args: Any, **kwargs: Any) -> "BaseAutoencoder":
-        """Materialises lazy layers with one forward pass on ``x`` and returns ``self``.
+    def build(self, input_sample: Tensor) -> "BaseAutoencoder":
+        """Materialises lazy layers with one forward pass on ``input_sample``.
 
-        The pass runs under ``torch.no_grad()`` and in eval mode (the previous
-        train/eval state is restored afterwards): it draws no sampling noise
-        and updates no running statistics (BatchNorm), so the only random
-        numbers it consumes are the lazy layers' initialisation. Extra
-        arguments go to ``forward``. Returning ``self`` (pyautoencoder's code ignores the
-        return value) allows ``model = VAE(...).build(x)``.
+        The pass runs under ``torch.no_grad()`` and in eval mode, and every
+        submodule's train/eval flag is restored afterwards: it applies no
+        dropout and updates no running statistics (BatchNorm). Returns
+        ``self`` (pyautoencoder returns ``None``; code that ignores the value
+        is unaffected), which allows ``model = VAE(...).build(x)``.
         """
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                self.forward(x, *args, **kwargs)
-        finally:
-            self.train(was_training)
+        build_in_eval_mode(self, input_sample)
         return self
 
     # ------------------------------------------------------------- state dict
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
-        """``nn.Module.load_state_dict``, refused (``RuntimeError``) before :meth:`build`."""
+        """``nn.Module.load_state_dict``, refused before :meth:`build`:
+        ``RuntimeError("Call build() before load_state_dict(). ...")``."""
         require_built(self, "load_state_dict")
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -55,7 +55,7 @@ def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str = "gaussian") -> Te
         Tensor of the broadcast shape. Differentiable in ``x`` and ``x_hat``.
     """
     likelihood = check.likelihood(likelihood)
-    x, x_hat = check.floating("x", x), check.floating("x_hat", x_hat)
+    x, x_hat = check.real("x", x), check.floating("x_hat", x_hat)
     check.same_device(x=x, x_hat=x_hat)
     check.broadcastable(x=x, x_hat=x_hat)
     x, x_hat = check.promote(x, x_hat)
@@ -70,7 +70,7 @@ def _sample_axis(x: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]:
     if x_hat.dim() == x.dim():
         x_hat = x_hat.unsqueeze(1)
     if x_hat.dim() != x.dim() + 1:
-        raise ValueError(
+        raise check.ShapeError(
             f"x_hat: expected shape [B, ...] or [B, S, ...] for x of shape {tuple(x.shape)}, "
             f"got {tuple(x_hat.shape)}"
         )
@@ -79,7 +79,7 @@ def _sample_axis(x: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]:
         try:
             x = x.expand(target)
         except RuntimeError:
-            raise ValueError(
+            raise check.ShapeError(
                 f"x_hat: shape {tuple(x_hat.shape)} does not match x {tuple(x.shape)} "
                 "(expected [B, S, ...] with the batch and feature sizes of x)"
             ) from None
@@ -100,7 +100,7 @@ def log_likelihood_sum(x: Tensor, x_hat: Tensor, likelihood: str = "gaussian") -
         ``x`` and ``x_hat``. The elementwise term and the sum run in one pass.
     """
     likelihood = check.likelihood(likelihood)
-    x, x_hat = check.floating("x", x), check.floating("x_hat", x_hat)
+    x, x_hat = check.real("x", x), check.floating("x_hat", x_hat)
     check.same_device(x=x, x_hat=x_hat)
     x, x_hat = check.promote(x, x_hat)
     x, x_hat = _sample_axis(x, x_hat)
@@ -141,7 +141,7 @@ def kl_diag_gaussian(
     check.same_device(mu_q=mu_q, log_var_q=log_var_q, mu_p=mu_p, log_var_p=log_var_p)
     shape = check.broadcastable(mu_q=mu_q, log_var_q=log_var_q, mu_p=mu_p, log_var_p=log_var_p)
     if len(shape) == 0:
-        raise ValueError("mu_q: expected at least one dimension [..., D], got 0-d tensors")
+        raise check.ShapeError("mu_q: expected at least one dimension [..., D], got 0-d tensors")
     clamp_min = check.optional_number("clamp_min", clamp_min)
     clamp_max = check.optional_number("clamp_max", clamp_max)
     if clamp_min is not None and clamp_max is not None and clamp_min > clamp_max:
@@ -159,7 +159,7 @@ def _latent_pair(mu: Tensor, log_var: Tensor, names=("mu", "log_var")) -> tuple[
     check.same_device(**{names[0]: mu, names[1]: log_var})
     shape = check.broadcastable(**{names[0]: mu, names[1]: log_var})
     if len(shape) != 2:
-        raise ValueError(
+        raise check.ShapeError(
             f"{names[0]}, {names[1]}: expected shape [B, D], got {tuple(mu.shape)} and {tuple(log_var.shape)}"
         )
     mu, log_var = check.promote(mu, log_var)
@@ -226,13 +226,13 @@ def elbo_stats(
     reads them all)."""
     likelihood = check.likelihood(likelihood)
     beta = check.finite_number("beta", beta)
-    x, x_hat = check.floating("x", x), check.floating("x_hat", x_hat)
+    x, x_hat = check.real("x", x), check.floating("x_hat", x_hat)
     mu, log_var = _latent_pair(mu, log_var)
     check.same_device(x=x, x_hat=x_hat, mu=mu)
     x, x_hat, mu, log_var = check.promote(x, x_hat, mu, log_var)
     x, x_hat = _sample_axis(x, x_hat)
     if mu.shape[0] != x.shape[0]:
-        raise ValueError(f"mu: expected batch size {x.shape[0]} (from x), got shape {tuple(mu.shape)}")
+        raise check.ShapeError(f"mu: expected batch size {x.shape[0]} (from x), got shape {tuple(mu.shape)}")
     need_grad = torch.is_grad_enabled() and (x_hat.requires_grad or mu.requires_grad or log_var.requires_grad)
     return _impl(x).elbo(x, x_hat, mu, log_var, beta, likelihood, need_grad)[0]
 
@@ -283,7 +283,7 @@ def adagvae_posterior(
     mu2, log_var2 = _latent_pair(mu2, log_var2, ("mu2", "log_var2"))
     check.same_device(mu1=mu1, mu2=mu2)
     if mu1.shape != mu2.shape:
-        raise ValueError(f"mu2: expected shape {tuple(mu1.shape)} (from mu1), got {tuple(mu2.shape)}")
+        raise check.ShapeError(f"mu2: expected shape {tuple(mu1.shape)} (from mu1), got {tuple(mu2.shape)}")
     mu1, log_var1, mu2, log_var2 = check.promote(mu1, log_var1, mu2, log_var2)
     mu1a, log_var1a, mu2a, log_var2a, _mask = _impl(mu1).adagvae_posterior(mu1, log_var1, mu2, log_var2)
     return mu1a, log_var1a, mu2a, log_var2a

@@ -19,11 +19,11 @@ between scvi-tools' record and :class:`LossResult`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 from torch import Tensor
 
 from . import functional
+from ._validation import LikelihoodType
 
 __all__ = [
     "BetaVAELoss",
@@ -36,14 +36,6 @@ __all__ = [
     "kl_divergence_diag_gaussian",
     "log_likelihood",
 ]
-
-
-class LikelihoodType(str, Enum):
-    """Observation model of the reconstruction term."""
-
-    GAUSSIAN = "gaussian"
-    BERNOULLI = "bernoulli"
-    LAPLACE = "laplace"
 
 
 @dataclass(slots=True)

@@ -26,13 +26,17 @@ Which reconstruction applies: the distribution's type when ``p`` is a
 subclass, whatever ``default_dist`` says); ``default_dist`` when ``p`` is a
 tensor (the mean for normal/laplace, the success PROBABILITY, not logits,
 for bernoulli). Nothing else is accepted; see
-:class:`UnsupportedDistributionError`.
+:class:`UnsupportedDistributionError`. A ``q`` that is not a ``Normal`` goes
+to ``torch.distributions.kl_divergence`` as in nidl (same values, same
+``NotImplementedError`` for pairs torch does not know).
 
-Differences from nidl, none of them in values: tensors are not wrapped into
-distribution objects (no argument validation sync); probabilities outside
-``[0, 1]`` are not checked up front (that would be a host sync): the
-extension kernels give NaN, the reference backend raises torch's
-``RuntimeError`` as nidl does on CPU; argument errors name the argument.
+Errors are nidl's: a tensor ``p`` is validated as nidl's wrapping of it into
+a distribution would validate it (``ValueError`` for a NaN mean or a
+probability outside [0, 1], while ``torch.distributions`` validation is on,
+its default); with validation off, CPU probabilities outside [0, 1] raise
+torch's ``RuntimeError`` (checked only when the sum came out NaN, so the
+valid case costs nothing). Tensors are not wrapped into distribution
+objects, and argument errors name the argument.
 """
 
 from __future__ import annotations
@@ -133,34 +137,33 @@ class BetaVAELoss:
     def kl_normal_loss(self, q: dist.Distribution) -> Tensor:
         """``KL(q || N(0, 1))`` of a diagonal Normal, mean over dim 0, then sum.
 
-        Raises:
-            UnsupportedDistributionError: ``q`` has no tensor ``loc``/``scale``.
-            ValueError: ``q.loc`` is 0-d (no batch dimension).
+        A ``Normal`` runs on the fused KL op; any other distribution goes to
+        ``torch.distributions.kl_divergence`` (``NotImplementedError`` where
+        torch has no formula, as in nidl).
         """
-        if isinstance(q, dist.Independent):
-            q = q.base_dist
-        loc, scale = getattr(q, "loc", None), getattr(q, "scale", None)
-        if not (isinstance(loc, Tensor) and isinstance(scale, Tensor)):
-            raise UnsupportedDistributionError(
-                f"q: expected a torch.distributions.Normal (tensor loc and scale), got {type(q).__name__}"
-            )
-        if loc.dim() == 0:
-            raise ValueError("q: expected loc/scale with a batch dimension [B, ...], got 0-d tensors")
+        if not isinstance(q, dist.Normal):
+            # Whatever torch.distributions knows (or its NotImplementedError), as nidl.
+            return dist.kl_divergence(q, dist.Normal(0, 1)).mean(dim=0).sum()
+        loc, scale = q.loc, q.scale
+        if loc.dim() == 0:  # nidl's mean(dim=0) of a 0-d KL is the KL itself
+            loc, scale = loc[None], scale[None]
         kl = functional.kl_diag_gaussian(loc, 2.0 * torch.log(scale), reduce_sum=False)
         return kl.mean(0).sum()
 
     # ------------------------------------------------------------ internals
     def _reconstruction(self, p: object, data: object, data_name: str) -> Tensor:
         kind, param = self._decoder_parameter(p)
-        data = check.floating(data_name, data)
+        data = check.real(data_name, data)
         param = check.floating("p", param)
-        if data.dim() == 0:
-            raise ValueError(f"{data_name}: expected a batch dimension [B, ...], got a 0-d tensor")
+        if data.dim() == 0:  # nidl divides by len(data): TypeError for a 0-d tensor
+            raise TypeError(f"{data_name}: expected a batch dimension [B, ...], got a 0-d tensor")
         check.same_device(**{data_name: data, "p": param})
+        if isinstance(p, Tensor) and dist.Distribution._validate_args:
+            _validate_like_distribution(kind, param)
         if kind == "bernoulli":
             # F.binary_cross_entropy refuses a target of another size.
             if param.shape != data.shape:
-                raise ValueError(
+                raise check.ShapeError(
                     f"p: probabilities of shape {tuple(param.shape)} do not match {data_name} "
                     f"of shape {tuple(data.shape)} (binary cross-entropy needs equal shapes)"
                 )
@@ -172,7 +175,7 @@ class BetaVAELoss:
                 try:
                     shape = torch.broadcast_shapes(param.shape, data.shape)
                 except RuntimeError:
-                    raise ValueError(
+                    raise check.ShapeError(
                         f"p: mean of shape {tuple(param.shape)} does not broadcast with {data_name} "
                         f"of shape {tuple(data.shape)}"
                     ) from None
@@ -183,6 +186,8 @@ class BetaVAELoss:
         # Both [B, ...]: log_likelihood_sum gives [B, 1]; the batch size is
         # data's dim 0 (before any broadcast), as in nidl.
         total = functional.log_likelihood_sum(data_b, param, likelihood).sum()
+        if kind == "bernoulli":
+            _refuse_out_of_range(total, data, param)
         batch = data.shape[0]
         return total * (factor / batch if batch else math.nan)
 
@@ -200,3 +205,29 @@ class BetaVAELoss:
             "p: expected a torch.distributions Normal, Laplace or Bernoulli, or a tensor, "
             f"got {type(p).__name__}"
         )
+
+
+_CONSTRAINTS = {"normal": ("loc", dist.constraints.real), "laplace": ("loc", dist.constraints.real),
+                "bernoulli": ("probs", dist.constraints.unit_interval)}
+
+
+def _validate_like_distribution(kind: str, param: Tensor) -> None:
+    """The check nidl's ``Normal(p, 1)`` / ``Laplace(p, 1)`` /
+    ``Bernoulli(probs=p)`` makes of a tensor ``p`` (``ValueError``)."""
+    name, constraint = _CONSTRAINTS[kind]
+    if not torch.compiler.is_compiling() and not bool(constraint.check(param).all()):
+        raise ValueError(
+            f"p: expected parameter {name} (tensor of shape {tuple(param.shape)}) of a {kind} distribution "
+            f"to satisfy the constraint {constraint}, but found invalid values"
+        )
+
+
+def _refuse_out_of_range(total: Tensor, target: Tensor, probs: Tensor) -> None:
+    """torch's ``binary_cross_entropy`` raises on CPU for probabilities or
+    targets outside [0, 1] (NaN included); the fused sum is NaN then, so
+    only a NaN sum is looked into (the valid case costs one scalar read)."""
+    if probs.device.type != "cpu" or torch.compiler.is_compiling() or not bool(total.isnan()):
+        return
+    for name, t in (("p", probs), ("x", target)):
+        if not bool(((t >= 0) & (t <= 1)).all()):
+            raise RuntimeError(f"{name}: all elements should be between 0 and 1 (binary cross-entropy)")

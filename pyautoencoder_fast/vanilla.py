@@ -14,21 +14,21 @@ from .loss import LikelihoodType, LossResult
 __all__ = ["AE", "AEDecodeOutput", "AEEncodeOutput", "AEOutput"]
 
 
-@dataclass
+@dataclass(slots=True, repr=False)
 class AEEncodeOutput(ModelOutput):
     """Output of the encoder stage: latent code ``z`` ``[B, ...]``."""
 
     z: Tensor
 
 
-@dataclass
+@dataclass(slots=True, repr=False)
 class AEDecodeOutput(ModelOutput):
     """Output of the decoder stage: reconstruction (or logits) ``x_hat`` ``[B, ...]``."""
 
     x_hat: Tensor
 
 
-@dataclass
+@dataclass(slots=True, repr=False)
 class AEOutput(ModelOutput):
     """Output of the full forward pass: ``x_hat`` ``[B, ...]`` and ``z`` ``[B, ...]``."""
 
@@ -64,8 +64,10 @@ class AE(BaseAutoencoder):
     def compute_loss(
         self,
         x: Tensor,
-        ae_output: AEOutput,
+        ae_output: AEOutput | None = None,
         likelihood: str | LikelihoodType = LikelihoodType.GAUSSIAN,
+        *,
+        output: AEOutput | None = None,
     ) -> LossResult:
         """Batch-mean reconstruction negative log-likelihood (nats).
 
@@ -74,20 +76,35 @@ class AE(BaseAutoencoder):
 
         Args:
             x: ground truth ``[B, ...]``.
-            ae_output: output of :meth:`forward`; only ``x_hat`` (``[B, ...]``,
-                logits for Bernoulli) is used.
+            ae_output: output of :meth:`forward`; only ``x_hat`` (the shape
+                of ``x``, logits for Bernoulli) is used. ``output=`` is
+                accepted as well (pyautoencoder 2.x's name).
             likelihood: ``"gaussian"``, ``"bernoulli"`` or ``"laplace"`` (or a
-                :class:`LikelihoodType`); unknown names raise ``ValueError``.
+                :class:`LikelihoodType`); anything else raises ``ValueError``.
 
         Returns:
-            ``LossResult(objective, {"log_likelihood": -objective})``.
+            ``LossResult(objective, {"log_likelihood": -objective})``, the
+            diagnostic a Python float.
         """
+        ae_output = model_output("ae_output", ae_output, output)
         likelihood = check.likelihood(likelihood)
-        x_hat = ae_output.x_hat
-        if x_hat.dim() != x.dim():
+        x, x_hat = check.tensor("x", x), check.tensor("ae_output.x_hat", ae_output.x_hat)
+        if x_hat.shape != x.shape:
             raise ValueError(
-                f"ae_output.x_hat: expected the shape of x {tuple(x.shape)}, got {tuple(x_hat.shape)}"
+                f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}."
             )
         ll = functional.log_likelihood_sum(x, x_hat, likelihood)  # [B, 1]
         objective = -ll.mean()
         return LossResult(objective=objective, diagnostics={"log_likelihood": -objective.item()})
+
+
+def model_output(name: str, value: object, alias: object) -> object:
+    """The forward output passed to ``compute_loss`` as ``name`` (the seed's
+    parameter name) or as ``output`` (pyautoencoder 2.x's), not both."""
+    if alias is None:
+        if value is None:
+            raise TypeError(f"compute_loss() missing required argument: '{name}'")
+        return value
+    if value is not None:
+        raise TypeError(f"compute_loss() got both '{name}' and 'output'; pass one")
+    return alias

@@ -6,6 +6,12 @@
   (:func:`functional.elbo_stats`);
 * :class:`AdaGVAE`: Ada-GVAE (Locatello et al., 2020) wrapping a :class:`VAE`.
 
+Sampling follows the seed: in training mode ``z`` is sampled, in eval mode it
+is the posterior mean repeated ``S`` times. The optional ``sample`` argument
+of pyautoencoder 2.x is accepted too: ``sample=True`` always samples,
+``sample=False`` gives ``z = mu`` as ``[B, 1, D_z]`` (and refuses ``S != 1``);
+``None`` (the default) keeps the seed's mode rule.
+
 Sampling uses :func:`functional.reparameterize`: the noise comes from a
 Philox stream seeded from torch's generator, so ``torch.manual_seed`` makes
 runs reproducible and both backends draw the same ``z``. It is not the
@@ -16,7 +22,7 @@ pyautoencoder's for the same seed (same distribution).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +31,7 @@ from . import functional
 from . import _validation as check
 from .base import BaseAutoencoder, ModelOutput, require_built
 from .loss import LikelihoodType, LossResult
-from .vanilla import _module
+from .vanilla import _module, model_output
 
 __all__ = [
     "AdaGVAE",
@@ -38,17 +44,27 @@ __all__ = [
 ]
 
 
-def _num_samples(S: object) -> int:
-    """S as a Python int >= 1 (ValueError / TypeError naming S otherwise)."""
-    return check.positive_int("S", S)
-
-
 def _latent_dim(latent_dim: object) -> int:
     return check.positive_int("latent_dim", latent_dim)
 
 
+def _sampling(sample: object, S: int, training: bool) -> bool:
+    """Whether to draw samples: ``sample`` if given (pyautoencoder 2.x), else
+    the seed's rule (sample in training mode, the mean in eval mode)."""
+    if sample is None:
+        return training
+    if not isinstance(sample, bool):
+        raise TypeError(f"sample: expected None, True or False, got {type(sample).__name__}")
+    if not sample and S != 1:
+        raise ValueError(
+            f"S = {S} Monte Carlo samples were requested with sample=False. Without sampling z is "
+            "the posterior mean, so S must be 1; pass sample=True to draw S samples."
+        )
+    return sample
+
+
 # ------------------------------------------------------------------ outputs
-@dataclass
+@dataclass(slots=True, repr=False)
 class VAEEncodeOutput(ModelOutput):
     """Encoder stage: samples ``z`` ``[B, S, D_z]``, posterior ``mu`` and ``log_var`` ``[B, D_z]``."""
 
@@ -57,14 +73,14 @@ class VAEEncodeOutput(ModelOutput):
     log_var: Tensor
 
 
-@dataclass
+@dataclass(slots=True, repr=False)
 class VAEDecodeOutput(ModelOutput):
     """Decoder stage: reconstructions (or logits) ``x_hat`` ``[B, S, ...]``."""
 
     x_hat: Tensor
 
 
-@dataclass
+@dataclass(slots=True, repr=False)
 class VAEOutput(ModelOutput):
     """Full VAE pass: ``x_hat`` ``[B, S, ...]``, ``z`` ``[B, S, D_z]``, ``mu`` and ``log_var`` ``[B, D_z]``."""
 
@@ -74,26 +90,13 @@ class VAEOutput(ModelOutput):
     log_var: Tensor
 
 
-@dataclass
+@dataclass(slots=True, repr=False)
 class AdaGVAEOutput(ModelOutput):
-    """Ada-GVAE pass on a pair ``(x1, x2)``; index 1 refers to ``x1``, 2 to ``x2``.
+    """Ada-GVAE pass on a pair ``(x1, x2)``: one :class:`VAEOutput` per input,
+    each with the adapted posterior (``mu``, ``log_var``) the loss uses."""
 
-    Attributes:
-        x1_hat, x2_hat: reconstructions (or logits) ``[B, S, ...]``.
-        z1, z2: latent samples ``[B, S, D_z]`` drawn from the adapted posteriors.
-        mu1, log_var1, mu2, log_var2: the adapted posterior parameters
-            ``[B, D_z]`` (dimensions judged shared are averaged), the ones the
-            loss uses.
-    """
-
-    x1_hat: Tensor
-    z1: Tensor
-    mu1: Tensor
-    log_var1: Tensor
-    x2_hat: Tensor
-    z2: Tensor
-    mu2: Tensor
-    log_var2: Tensor
+    output1: VAEOutput
+    output2: VAEOutput
 
 
 # ------------------------------------------------------------ sampling layer
@@ -101,7 +104,7 @@ class FullyFactorizedGaussian(nn.Module):
     """Diagonal Gaussian posterior head ``q(z | x) = N(mu, diag(exp(log_var)))``.
 
     ``mu`` and ``log_var`` are ``nn.LazyLinear(latent_dim)`` layers on the
-    encoder features ``f`` ``[B, F]``.
+    encoder features ``x`` ``[B, F]``.
     """
 
     def __init__(self, latent_dim: int) -> None:
@@ -110,37 +113,40 @@ class FullyFactorizedGaussian(nn.Module):
         self.mu = nn.LazyLinear(self.latent_dim)
         self.log_var = nn.LazyLinear(self.latent_dim)
 
-    def get_params(self, f: Tensor) -> tuple[Tensor, Tensor]:
-        """``(mu, log_var)`` of the posterior for features ``f`` ``[B, F]``."""
-        return self.mu(f), self.log_var(f)
+    def get_params(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mu, log_var)`` of the posterior for features ``x`` ``[B, F]``."""
+        check.tensor("x", x)
+        if x.dim() != 2:
+            raise ValueError(
+                f"FullyFactorizedGaussian expects encoder features of shape [B, F], got {tuple(x.shape)} "
+                "(end the encoder with nn.Flatten())"
+            )
+        return self.mu(x), self.log_var(x)
 
-    def forward(self, f: Tensor, S: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, S: int = 1, sample: bool | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``(z, mu, log_var)``: ``z`` ``[B, S, D]``, ``mu`` and ``log_var`` ``[B, D]``.
 
-        Training mode: ``z = mu + exp(0.5 * log_var) * eps`` (reparameterized,
-        differentiable in ``mu`` and ``log_var``). Eval mode: ``z`` is ``mu``
-        repeated ``S`` times. ``S < 1`` raises ``ValueError``.
+        ``sample=None`` (default): in training mode ``z = mu + exp(0.5 *
+        log_var) * eps`` (reparameterized, differentiable in ``mu`` and
+        ``log_var``), in eval mode ``z`` is ``mu`` repeated ``S`` times (a
+        broadcast view). ``sample=True`` samples in either mode;
+        ``sample=False`` gives ``z = mu`` as ``[B, 1, D]`` and requires ``S == 1``.
+        ``S < 1`` raises ``ValueError("S must be >= 1. ...")``.
         """
-        S = _num_samples(S)
-        if f.dim() != 2:
-            raise ValueError(
-                f"f: expected encoder features of shape [B, F], got {tuple(f.shape)} "
-                "(flatten the encoder output)"
-            )
-        mu, log_var = self.get_params(f)
-        return self.sample(mu, log_var, S), mu, log_var
-
-    def sample(self, mu: Tensor, log_var: Tensor, S: int = 1) -> Tensor:
-        """``[B, S, D]`` samples of ``N(mu, exp(log_var))`` in training mode, ``mu``
-        repeated ``S`` times (a broadcast view, no copy) in eval mode."""
-        S = _num_samples(S)
-        if self.training:
-            return self._reparametrize(mu, log_var, S)
-        return mu.unsqueeze(1).expand(-1, S, -1)
+        S = check.num_samples(S)
+        draw = _sampling(sample, S, self.training)
+        mu, log_var = self.get_params(x)
+        z = self._reparametrize(mu, log_var, S) if draw else mu.unsqueeze(1).expand(-1, S, -1)
+        return z, mu, log_var
 
     def _reparametrize(self, mu: Tensor, log_var: Tensor, S: int = 1) -> Tensor:
-        """``S`` reparameterized samples ``[B, S, D]`` (fused Philox kernel)."""
-        return functional.reparameterize(mu, log_var, S)
+        """``S`` reparameterized samples ``[B, S, D]`` of ``N(mu, exp(log_var))``
+        (fused Philox kernel), in any mode."""
+        return functional.reparameterize(mu, log_var, check.num_samples(S))
+
+    def reparametrize(self, mu: Tensor, log_var: Tensor, S: int = 1) -> Tensor:
+        """pyautoencoder 2.x's name for :meth:`_reparametrize`."""
+        return self._reparametrize(mu, log_var, S)
 
 
 # ----------------------------------------------------------------------- VAE
@@ -160,9 +166,19 @@ class VAE(BaseAutoencoder):
         self.latent_dim = _latent_dim(latent_dim)
         self.sampling_layer = FullyFactorizedGaussian(self.latent_dim)
 
-    def _encode(self, x: Tensor, S: int = 1) -> VAEEncodeOutput:
-        z, mu, log_var = self.sampling_layer(self.encoder(x), S)
+    def _encode(self, x: Tensor, S: int = 1, sample: bool | None = None) -> VAEEncodeOutput:
+        """Posterior and ``S`` latent codes; ``sample`` as in
+        :meth:`FullyFactorizedGaussian.forward`."""
+        z, mu, log_var = self.sampling_layer(self.encoder(x), S, sample)
         return VAEEncodeOutput(z=z, mu=mu, log_var=log_var)
+
+    def encode(self, x: Tensor, S: int = 1, sample: bool | None = None) -> VAEEncodeOutput:
+        """:meth:`_encode` under ``torch.inference_mode()``. By default the
+        seed's mode rule applies (eval mode: ``z`` is the mean repeated ``S``
+        times); ``sample=True``/``False`` as in pyautoencoder 2.x."""
+        require_built(self, "encode")
+        with torch.inference_mode():
+            return self._encode(x, S) if sample is None else self._encode(x, S, sample=sample)
 
     def _decode(self, z: Tensor) -> VAEDecodeOutput:
         """``z`` ``[B, S, D_z]`` -> ``x_hat`` ``[B, S, ...]`` (decoder run on ``[B*S, D_z]``).
@@ -170,39 +186,48 @@ class VAE(BaseAutoencoder):
         A 2-D ``z`` ``[B, D_z]`` (e.g. prior samples) is decoded as it is, to
         ``[B, ...]``.
         """
+        check.tensor("z", z)
+        if z.dim() not in (2, 3) or z.shape[-1] != self.latent_dim:
+            raise ValueError(
+                f"z: expected shape [B, S, D_z] (or [B, D_z]) with D_z = {self.latent_dim}, got {tuple(z.shape)}"
+            )
         if z.dim() == 2:
             return VAEDecodeOutput(x_hat=self.decoder(z))
-        if z.dim() != 3:
-            raise ValueError(f"z: expected shape [B, S, D_z] (or [B, D_z]), got {tuple(z.shape)}")
         batch, samples = z.shape[0], z.shape[1]
         x_hat = self.decoder(z.reshape(batch * samples, z.shape[2]))
         return VAEDecodeOutput(x_hat=x_hat.reshape(batch, samples, *x_hat.shape[1:]))
 
-    def forward(self, x: Tensor, S: int = 1) -> VAEOutput:
-        """Encode, draw ``S`` samples, decode: ``VAEOutput(x_hat, z, mu, log_var)``."""
-        enc = self._encode(x, S)
+    def forward(self, x: Tensor, S: int = 1, sample: bool | None = None) -> VAEOutput:
+        """Encode, draw ``S`` samples (see ``sample`` in
+        :meth:`FullyFactorizedGaussian.forward`), decode:
+        ``VAEOutput(x_hat, z, mu, log_var)``."""
+        enc = self._encode(x, S) if sample is None else self._encode(x, S, sample=sample)
         return VAEOutput(x_hat=self._decode(enc.z).x_hat, z=enc.z, mu=enc.mu, log_var=enc.log_var)
 
     def compute_loss(
         self,
         x: Tensor,
-        vae_output: VAEOutput,
+        vae_output: VAEOutput | None = None,
         beta: float = 1,
         likelihood: str | LikelihoodType = LikelihoodType.GAUSSIAN,
+        *,
+        output: VAEOutput | None = None,
     ) -> LossResult:
         """Negative (beta-)ELBO, batch mean, in one fused op.
 
         ``elbo = mean_B( mean_S sum_features log p(x | x_hat_s) - beta * KL(q(z|x) || N(0, I)) )``.
         A ``[B, ...]`` ``x_hat`` gets a sample axis; ``x`` is broadcast over
-        the S samples without a copy.
+        the S samples without a copy. ``output=`` is accepted in place of
+        ``vae_output`` (pyautoencoder 2.x's name).
 
         Returns:
             ``LossResult(objective=-elbo, diagnostics={"elbo", "log_likelihood",
             "kl_divergence"})``, diagnostics as Python floats (batch means),
             read from the device with one transfer.
         """
+        out = model_output("vae_output", vae_output, output)
         likelihood = check.likelihood(likelihood)
-        stats = functional.elbo_stats(x, vae_output.x_hat, vae_output.mu, vae_output.log_var, beta, likelihood)
+        stats = functional.elbo_stats(x, out.x_hat, out.mu, out.log_var, beta, likelihood)
         _, elbo, log_likelihood, kl = stats.detach().tolist()
         return LossResult(
             objective=stats[0],
@@ -212,11 +237,14 @@ class VAE(BaseAutoencoder):
 
 # -------------------------------------------------------------------- AdaGVAE
 def _pair(name: str, x: object) -> tuple[Tensor, Tensor]:
-    if isinstance(x, Tensor) or not isinstance(x, Sequence):
-        raise TypeError(f"{name}: expected a pair (x1, x2) of tensors, got {type(x).__name__}")
-    if len(x) != 2:
-        raise ValueError(f"{name}: expected a pair (x1, x2) of tensors, got {len(x)} items")
-    x1, x2 = x
+    """``x`` unpacked into two tensors of one batch size (a tuple, a list, or
+    anything else that unpacks to two, as pyautoencoder's ``x1, x2 = x``)."""
+    try:
+        x1, x2 = x  # type: ignore[misc]
+    except TypeError:
+        raise TypeError(f"{name}: expected a pair (x1, x2) of tensors, got {type(x).__name__}") from None
+    except ValueError:
+        raise ValueError(f"{name}: expected a pair (x1, x2) of tensors, got {len(x)} items") from None  # type: ignore[arg-type]
     check.tensor(f"{name}[0]", x1)
     check.tensor(f"{name}[1]", x2)
     if x1.shape[:1] != x2.shape[:1]:
@@ -234,8 +262,9 @@ class AdaGVAE(nn.Module):
     ``KL(q1 || q2)`` is below ``(max + min) / 2`` are treated as shared and
     both posteriors are replaced there by their average
     (:func:`functional.adagvae_posterior`); then each adapted posterior is
-    sampled and decoded. All parameters live in ``self.vae``; for single-image
-    inference use ``model.vae.encode`` / ``model.vae.decode``.
+    sampled and decoded, in training and in eval mode alike (as in the seed).
+    All parameters live in ``self.vae``; for single-image inference use
+    ``model.vae.encode`` / ``model.vae.decode``.
     """
 
     def __init__(self, vae: VAE) -> None:
@@ -244,45 +273,39 @@ class AdaGVAE(nn.Module):
             raise TypeError(f"vae: expected a VAE, got {type(vae).__name__}")
         self.vae = vae
 
-    def forward(self, x: tuple[Tensor, Tensor], S: int = 1) -> AdaGVAEOutput:
-        """Ada-GVAE pass on ``x = (x1, x2)`` (each ``[B, ...]``), ``S`` samples each.
-
-        Training mode samples the adapted posteriors (one fused sampling call
-        for both); eval mode uses their means repeated ``S`` times.
-        """
-        x1, x2 = _pair("x", x)
-        S = _num_samples(S)
+    def _encode_pair(self, x1: Tensor, x2: Tensor, S: int = 1) -> tuple[VAEEncodeOutput, VAEEncodeOutput]:
+        """Both posteriors, adapted, and ``S`` samples of each: ``(enc1, enc2)``
+        with ``z`` ``[B, S, D_z]`` and the adapted ``mu``, ``log_var`` ``[B, D_z]``."""
+        S = check.num_samples(S)
         vae, head = self.vae, self.vae.sampling_layer
-        f1, f2 = vae.encoder(x1), vae.encoder(x2)
-        for name, f in (("x1", f1), ("x2", f2)):
-            if f.dim() != 2:
-                raise ValueError(f"encoder({name}): expected features of shape [B, F], got {tuple(f.shape)}")
-        mu1, log_var1 = head.get_params(f1)
-        mu2, log_var2 = head.get_params(f2)
+        mu1, log_var1 = head.get_params(vae.encoder(x1))
+        mu2, log_var2 = head.get_params(vae.encoder(x2))
         mu1, log_var1, mu2, log_var2 = functional.adagvae_posterior(mu1, log_var1, mu2, log_var2)
-        if head.training:
-            # One Philox launch for both posteriors.
-            z = head.sample(torch.cat([mu1, mu2]), torch.cat([log_var1, log_var2]), S)
-            z1, z2 = z.split(mu1.shape[0])
-        else:
-            z1, z2 = head.sample(mu1, log_var1, S), head.sample(mu2, log_var2, S)
+        # One sampling launch for both posteriors.
+        z1, z2 = head._reparametrize(torch.cat([mu1, mu2]), torch.cat([log_var1, log_var2]), S).split(mu1.shape[0])
+        return (
+            VAEEncodeOutput(z=z1, mu=mu1, log_var=log_var1),
+            VAEEncodeOutput(z=z2, mu=mu2, log_var=log_var2),
+        )
+
+    def forward(self, x: tuple[Tensor, Tensor], S: int = 1) -> AdaGVAEOutput:
+        """Ada-GVAE pass on ``x = (x1, x2)`` (each ``[B, ...]``), ``S`` samples
+        each: :meth:`_encode_pair`, then the VAE's decoder on each."""
+        x1, x2 = _pair("x", x)
+        enc1, enc2 = self._encode_pair(x1, x2, S)
         return AdaGVAEOutput(
-            x1_hat=vae._decode(z1).x_hat,
-            z1=z1,
-            mu1=mu1,
-            log_var1=log_var1,
-            x2_hat=vae._decode(z2).x_hat,
-            z2=z2,
-            mu2=mu2,
-            log_var2=log_var2,
+            output1=VAEOutput(x_hat=self.vae._decode(enc1.z).x_hat, z=enc1.z, mu=enc1.mu, log_var=enc1.log_var),
+            output2=VAEOutput(x_hat=self.vae._decode(enc2.z).x_hat, z=enc2.z, mu=enc2.mu, log_var=enc2.log_var),
         )
 
     def compute_loss(
         self,
         x: tuple[Tensor, Tensor],
-        vae_output: AdaGVAEOutput,
+        vae_output: AdaGVAEOutput | None = None,
         beta: float = 1,
         likelihood: str | LikelihoodType = LikelihoodType.GAUSSIAN,
+        *,
+        output: AdaGVAEOutput | None = None,
     ) -> LossResult:
         """Sum of the two VAE objectives on the adapted posteriors.
 
@@ -290,13 +313,15 @@ class AdaGVAE(nn.Module):
             ``LossResult(objective, diagnostics)`` with ``objective`` the sum of
             both negative mean ELBOs and diagnostics ``"elbo"`` (sum of both
             mean ELBOs), ``"log_likelihood_x1"``, ``"log_likelihood_x2"``,
-            ``"kl_divergence_x1"``, ``"kl_divergence_x2"`` (one host transfer).
+            ``"kl_divergence_x1"``, ``"kl_divergence_x2"`` (floats, one host
+            transfer).
         """
+        out = model_output("vae_output", vae_output, output)
         x1, x2 = _pair("x", x)
         likelihood = check.likelihood(likelihood)
-        out = vae_output
-        stats1 = functional.elbo_stats(x1, out.x1_hat, out.mu1, out.log_var1, beta, likelihood)
-        stats2 = functional.elbo_stats(x2, out.x2_hat, out.mu2, out.log_var2, beta, likelihood)
+        o1, o2 = out.output1, out.output2
+        stats1 = functional.elbo_stats(x1, o1.x_hat, o1.mu, o1.log_var, beta, likelihood)
+        stats2 = functional.elbo_stats(x2, o2.x_hat, o2.mu, o2.log_var, beta, likelihood)
         (_, elbo1, ll1, kl1), (_, elbo2, ll2, kl2) = torch.stack([stats1, stats2]).detach().tolist()
         return LossResult(
             objective=stats1[0] + stats2[0],
@@ -314,17 +339,18 @@ class AdaGVAE(nn.Module):
     def built(self) -> bool:
         return self.vae.built
 
-    def build(self, x: Tensor | tuple[Tensor, Tensor], *args: Any, **kwargs: Any) -> "AdaGVAE":
+    def build(self, input_sample: Tensor | tuple[Tensor, Tensor]) -> "AdaGVAE":
         """Materialises the VAE's lazy layers (``self.vae.build``) and returns ``self``.
 
-        ``x`` may be a pair ``(x1, x2)`` (``x1`` is used) or one batch.
+        ``input_sample`` may be one batch or a pair ``(x1, x2)`` (``x1`` is used).
         """
-        if not isinstance(x, Tensor):
-            x = _pair("x", x)[0]
-        self.vae.build(x, *args, **kwargs)
+        if not isinstance(input_sample, Tensor):
+            input_sample = _pair("input_sample", input_sample)[0]
+        self.vae.build(input_sample)
         return self
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
-        """``nn.Module.load_state_dict``, refused (``RuntimeError``) before :meth:`build`."""
+        """``nn.Module.load_state_dict``, refused before :meth:`build`:
+        ``RuntimeError("Call build() before load_state_dict(). ...")``."""
         require_built(self, "load_state_dict")
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -14,8 +14,8 @@ ops = torch.ops.pyautoencoder_fast
     [
         (lambda: F.log_likelihood([1.0], torch.zeros(1)), TypeError, "x: expected a torch.Tensor"),
         (lambda: F.log_likelihood(torch.zeros(2), torch.zeros(2, dtype=torch.long)), TypeError, "x_hat: expected a floating-point"),
-        (lambda: F.log_likelihood(torch.zeros(2), torch.zeros(2), "poisson"), ValueError, "likelihood: unknown likelihood 'poisson'"),
-        (lambda: F.log_likelihood(torch.zeros(2), torch.zeros(2), 3), TypeError, "likelihood: expected a str"),
+        (lambda: F.log_likelihood(torch.zeros(2), torch.zeros(2), "poisson"), ValueError, "Unsupported likelihood: 'poisson'"),
+        (lambda: F.log_likelihood(torch.zeros(2), torch.zeros(2), 3), ValueError, "Unsupported likelihood: 3"),
         (lambda: F.log_likelihood(torch.zeros(2, 3), torch.zeros(4, 3)), ValueError, "shapes do not broadcast: x .2, 3., x_hat .4, 3."),
         (lambda: F.log_likelihood(torch.zeros(2), torch.zeros(2, device="meta")), ValueError, "x_hat: on device meta, but x is on cpu"),
         (lambda: F.log_likelihood_sum(torch.zeros(()), torch.zeros(3)), ValueError, r"x: expected shape \[B, ...\]"),
@@ -31,9 +31,11 @@ ops = torch.ops.pyautoencoder_fast
         (lambda: F.reparameterize(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)), ValueError, r"mu, log_var: expected shape \[B, D\]"),
         (lambda: F.elbo(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4), beta=float("inf")), ValueError, "beta: expected a finite number, got inf"),
         (lambda: F.elbo(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3, 4), torch.zeros(3, 4)), ValueError, r"mu: expected batch size 2 \(from x\)"),
-        (lambda: F.elbo(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4), likelihood="normal"), ValueError, "likelihood: unknown likelihood 'normal'"),
+        (lambda: F.elbo(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4), likelihood="normal"), ValueError, "Unsupported likelihood: 'normal'"),
         (lambda: F.adagvae_posterior(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4)), ValueError, r"mu2: expected shape \(2, 3\)"),
-        (lambda: loss.log_likelihood(torch.zeros(2), torch.zeros(2), "Cauchy"), ValueError, "unknown likelihood"),
+        (lambda: loss.log_likelihood(torch.zeros(2), torch.zeros(2), "Cauchy"), ValueError, "Unsupported likelihood"),
+        (lambda: F.log_likelihood(torch.zeros(2), torch.zeros(2, dtype=torch.complex64)), TypeError, "x_hat: expected a floating-point"),
+        (lambda: F.log_likelihood(torch.zeros(2, dtype=torch.complex64), torch.zeros(2)), TypeError, "x: expected a real tensor"),
     ],
 )
 def test_functional_errors(call, exc, match):

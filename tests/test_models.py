@@ -92,7 +92,11 @@ def step(model: nn.Module, kind: str, x, backend: str, *, S: int, likelihood: st
 
 def assert_outputs_close(a, b) -> None:
     for field in dataclasses.fields(a):
-        torch.testing.assert_close(getattr(a, field.name), getattr(b, field.name), rtol=RTOL, atol=ATOL)
+        va, vb = getattr(a, field.name), getattr(b, field.name)
+        if dataclasses.is_dataclass(va):  # AdaGVAEOutput holds two VAEOutputs
+            assert_outputs_close(va, vb)
+        else:
+            torch.testing.assert_close(va, vb, rtol=RTOL, atol=ATOL)
 
 
 def assert_diagnostics_close(a: dict, b: dict) -> None:
@@ -266,8 +270,9 @@ def test_adagvae_loss_is_sum_of_vae_losses():
     out = ada((x1, x2), S=2)
     result = ada.compute_loss((x1, x2), out, beta=2.0, likelihood="bernoulli")
     vae = ada.vae
-    r1 = vae.compute_loss(x1, variational.VAEOutput(out.x1_hat, out.z1, out.mu1, out.log_var1), 2.0, "bernoulli")
-    r2 = vae.compute_loss(x2, variational.VAEOutput(out.x2_hat, out.z2, out.mu2, out.log_var2), 2.0, "bernoulli")
+    assert isinstance(out.output1, variational.VAEOutput) and isinstance(out.output2, variational.VAEOutput)
+    r1 = vae.compute_loss(x1, out.output1, 2.0, "bernoulli")
+    r2 = vae.compute_loss(x2, out.output2, 2.0, "bernoulli")
     torch.testing.assert_close(result.objective, r1.objective + r2.objective)
     d = result.diagnostics
     assert set(d) == {"elbo", "log_likelihood_x1", "log_likelihood_x2", "kl_divergence_x1", "kl_divergence_x2"}
@@ -277,7 +282,7 @@ def test_adagvae_loss_is_sum_of_vae_losses():
     assert d["log_likelihood_x2"] == pytest.approx(r2.diagnostics["log_likelihood"], rel=1e-6)
     assert d["kl_divergence_x1"] == pytest.approx(r1.diagnostics["kl_divergence"], rel=1e-6)
     assert d["kl_divergence_x2"] == pytest.approx(r2.diagnostics["kl_divergence"], rel=1e-6)
-    assert out.x1_hat.shape == (6, 2, *SHAPE) and out.z2.shape == (6, 2, LATENT)
+    assert out.output1.x_hat.shape == (6, 2, *SHAPE) and out.output2.z.shape == (6, 2, LATENT)
 
 
 # ------------------------------------------------------ Ada-GVAE threshold rule
@@ -312,14 +317,15 @@ def test_adagvae_threshold_rule(backend):
         out = ada((torch.cat([mu1, lv1], 1), torch.cat([mu2, lv2], 1)))
     mu_avg = 0.5 * (mu1 + mu2)
     lv_avg = torch.log(0.5 * (lv1.exp() + lv2.exp()))
-    torch.testing.assert_close(out.mu1, torch.where(shared, mu_avg, mu1))
-    torch.testing.assert_close(out.mu2, torch.where(shared, mu_avg, mu2))
-    torch.testing.assert_close(out.log_var1, torch.where(shared, lv_avg, lv1))
-    torch.testing.assert_close(out.log_var2, torch.where(shared, lv_avg, lv2))
-    torch.testing.assert_close(out.log_var1[2, 0], torch.tensor(math.log(2.0)))  # variance-space average
-    # eval mode: z is the adapted mean
-    torch.testing.assert_close(out.z1[:, 0], out.mu1)
-    torch.testing.assert_close(out.z2[:, 0], out.mu2)
+    o1, o2 = out.output1, out.output2
+    torch.testing.assert_close(o1.mu, torch.where(shared, mu_avg, mu1))
+    torch.testing.assert_close(o2.mu, torch.where(shared, mu_avg, mu2))
+    torch.testing.assert_close(o1.log_var, torch.where(shared, lv_avg, lv1))
+    torch.testing.assert_close(o2.log_var, torch.where(shared, lv_avg, lv2))
+    torch.testing.assert_close(o1.log_var[2, 0], torch.tensor(math.log(2.0)))  # variance-space average
+    # Eval mode too (the seed): z is sampled from the adapted posteriors.
+    for o in (o1, o2):
+        assert o.z.shape == (3, 1, 4) and not torch.equal(o.z[:, 0], o.mu)
 
 
 # ------------------------------------------------------- build / state dict
@@ -425,14 +431,17 @@ def test_unknown_likelihood():
 
 def test_adagvae_argument_checks():
     ada, (x1, x2) = make_ada(), make_pair()
-    with pytest.raises(TypeError, match="pair"):
+    with pytest.raises(ValueError, match="pair"):  # unpacks to 6 rows, as pyautoencoder's x1, x2 = x
         ada(x1)
+    with pytest.raises(TypeError, match="pair"):
+        ada(3)
     with pytest.raises(ValueError, match="pair"):
         ada((x1, x2, x1))
     with pytest.raises(ValueError, match="batch"):
         ada((x1, x2[:3]))
-    with pytest.raises(TypeError, match="pair"):
+    with pytest.raises(ValueError, match="pair"):
         ada.compute_loss(x1, ada((x1, x2)))
+    assert ada(torch.stack([x1, x2])).output1.mu.shape == (6, LATENT)  # a stacked pair unpacks too
     with pytest.raises(TypeError, match="VAE"):
         paf.AdaGVAE(make_ae())
 
@@ -459,9 +468,9 @@ def test_output_repr():
     text = repr(vae_out)
     assert text.startswith("VAEOutput(x_hat=Tensor(shape=(6, 2, 3, 4), dtype=torch.float32), z=Tensor(shape=(6, 2, 3)")
     assert "tensor(" not in text
-    assert "AdaGVAEOutput(x1_hat=Tensor(shape=(6, 1, 3, 4)" in repr(make_ada()(make_pair()))
+    assert "AdaGVAEOutput(output1=VAEOutput(x_hat=Tensor(shape=(6, 1, 3, 4)" in repr(make_ada()(make_pair()))
 
-    @dataclasses.dataclass
+    @dataclasses.dataclass(slots=True, repr=False)
     class Custom(base.ModelOutput):
         a: torch.Tensor
         n: int

@@ -7,6 +7,7 @@
 #include <c10/util/string_view.h>
 
 #include <cmath>
+#include <limits>
 #include <string>
 #include <type_traits>
 
@@ -56,6 +57,17 @@ C10_ALWAYS_INLINE at::vec::Vectorized<T> if_nonneg(
     const at::vec::Vectorized<T>& cond, const at::vec::Vectorized<T>& a,
     const at::vec::Vectorized<T>& b) {
   return at::vec::Vectorized<T>::blendv(b, a, cond >= at::vec::Vectorized<T>(0));
+}
+// 0 for v in [0, 1], NaN otherwise (NaN included): adds "undefined" to a
+// value whose argument must be a probability.
+template <typename T>
+C10_ALWAYS_INLINE T nan_outside_unit(T v) {
+  return (v >= T(0) && v <= T(1)) ? T(0) : std::numeric_limits<T>::quiet_NaN();
+}
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> nan_outside_unit(const at::vec::Vectorized<T>& v) {
+  using Vec = at::vec::Vectorized<T>;
+  return Vec::blendv(Vec(std::numeric_limits<T>::quiet_NaN()), Vec(0), (v >= Vec(0)) & (v <= Vec(1)));
 }
 template <typename T>
 C10_ALWAYS_INLINE T mul_add(T a, T b, T c) { return a * b + c; }
@@ -209,11 +221,13 @@ template <>
 struct LogLikelihood<Likelihood::BernoulliProbs> {
   // x log p + (1 - x) log(1 - p) with both logs clamped at -100, and the
   // gradient -(p - x) / max(p (1 - p), 1e-12): torch's binary_cross_entropy.
+  // A target x outside [0, 1] gives NaN (torch refuses it; the log of p
+  // already gives NaN for p outside [0, 1]).
   template <typename T>
   static C10_ALWAYS_INLINE T value(T x, T p) {
     const T log_p = vm::max(vm::log(p), T(-100));
     const T log_q = vm::max(vm::log(T(1) - p), T(-100));
-    return x * log_p + (T(1) - x) * log_q;
+    return x * log_p + (T(1) - x) * log_q + vm::nan_outside_unit(x);
   }
   template <typename T>
   static C10_ALWAYS_INLINE T value_and_grad(T x, T p, T& d_p) {
