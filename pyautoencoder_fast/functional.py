@@ -5,7 +5,11 @@ naming the argument), promotes mixed floating dtypes, and runs on the compiled
 extension when it is active and has kernels for the tensors' device, else on
 the pure-PyTorch reference (:mod:`pyautoencoder_fast.reference`). All accept
 float16, bfloat16, float32 and float64, any batch size (0 included) and
-non-contiguous inputs, and are differentiable where stated.
+non-contiguous inputs, and are differentiable where stated. Targets ``x``
+may also be integer or bool tensors (binarised images): they are promoted
+to the floating dtype of ``x_hat``, as PyTorch's arithmetic would. Shapes
+that do not fit raise :class:`~pyautoencoder_fast._validation.ShapeError`
+(a ``ValueError`` and a ``RuntimeError``).
 """
 
 from __future__ import annotations

@@ -181,6 +181,15 @@ def test_same_errors(case, distribution_validation):
     assert str(ours.value)
 
 
+def test_difference_non_tensor_x_is_a_type_error():
+    _, mean, _, loc, scale = leaves(torch.float32)
+    q = Normal(loc, scale)
+    with pytest.raises(AttributeError):
+        NidlBetaVAELoss()([[0.5] * 5] * 6, mean, q)
+    with pytest.raises(TypeError, match="x: expected a torch.Tensor"):
+        BetaVAELoss()([[0.5] * 5] * 6, mean, q)
+
+
 @pytest.fixture
 def no_distribution_validation():
     previous = torch.distributions.Distribution._validate_args

@@ -732,3 +732,21 @@ def test_difference_adagvae_build_accepts_a_pair():
     theirs_fresh = their_variational.AdaGVAE(their_variational.VAE(encoder(), decoder(), LATENT))
     with pytest.raises(Exception):
         theirs_fresh.build(pair())
+
+
+def test_difference_reparametrize_names():
+    assert not hasattr(TheirFFG, "_reparametrize") and hasattr(TheirFFG, "reparametrize")
+    ours = our_variational.FullyFactorizedGaussian
+    assert hasattr(ours, "_reparametrize") and hasattr(ours, "reparametrize")
+
+
+def test_difference_adagvae_samples_both_posteriors_in_one_call(monkeypatch):
+    theirs, ours = twin_models("ada")
+    calls = {"theirs": [], "ours": []}
+    their_layer, our_layer = theirs.vae.sampling_layer, ours.vae.sampling_layer
+    real_theirs, real_ours = their_layer.reparametrize, our_layer._reparametrize
+    monkeypatch.setattr(their_layer, "reparametrize", lambda mu, log_var, S=1: calls["theirs"].append(mu.shape[0]) or real_theirs(mu, log_var, S))
+    monkeypatch.setattr(our_layer, "_reparametrize", lambda mu, log_var, S=1: calls["ours"].append(mu.shape[0]) or real_ours(mu, log_var, S))
+    theirs(pair(), S=2)
+    ours(pair(), S=2)
+    assert calls == {"theirs": [BATCH, BATCH], "ours": [2 * BATCH]}

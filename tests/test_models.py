@@ -525,6 +525,96 @@ def test_models_run_on_extension_ops():
         assert not seen, (kind, seen)
 
 
+# ------------------------------------- no eager arithmetic on x_hat-sized data
+class _OpLog:
+    """A TorchDispatchMode recording (op, largest tensor touched) for every call."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        calls = self.calls = []
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                leaves = tree_flatten((args, kwargs, out))[0]
+                calls.append((func, max((t.numel() for t in leaves if isinstance(t, torch.Tensor)), default=0)))
+                return out
+
+        self.mode = Mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+# Ops that move no data element by element: views and metadata, and the
+# matmuls of the user's own Linear layers (the encoder reading x, the decoder
+# writing x_hat and its weight gradient reading the x_hat gradient).
+_METADATA_OR_USER_MATMUL = {
+    "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "unsqueeze", "squeeze",
+    "select", "slice", "split", "split_with_sizes", "unflatten", "as_strided", "alias", "detach", "mm", "addmm",
+}
+
+
+@needs_extension
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_models_do_no_eager_arithmetic_on_x_hat(likelihood):
+    """VAE.forward (training), the three compute_loss methods with backward and
+    AdaGVAE.forward run the extension's ops, and no op outside them does
+    per-element work on a tensor as large as x_hat."""
+    B, S, D, hidden, image = 4, 2, 3, 2, (4, 16)  # hidden * features < B * features: weight grads stay smaller than x
+    features = image[0] * image[1]
+
+    def encoder(out=None):
+        layers = [nn.Flatten(), nn.Linear(features, hidden), nn.Tanh()]
+        return nn.Sequential(*layers, *([nn.Linear(hidden, out)] if out else []))
+
+    def decoder():  # no bias: its gradient would be a (user-side) sum over x_hat
+        return nn.Sequential(nn.Linear(D, features, bias=False), nn.Unflatten(1, image))
+
+    x = torch.rand(B, *image)
+    vae = paf.VAE(encoder(), decoder(), D).build(x).train()
+    ae = paf.AE(encoder(D), decoder())
+    ada = paf.AdaGVAE(paf.VAE(encoder(), decoder(), D).build(x)).train()
+    x_pair = (x, torch.rand(B, *image))
+    vae_out, ada_out = vae(x, S=S), ada(x_pair, S=S)
+
+    steps = {
+        "VAE.forward": (lambda: vae(x, S=S), {"reparameterize"}),
+        "VAE.compute_loss": (lambda: vae.compute_loss(x, vae_out, likelihood=likelihood).objective.backward(), {"elbo"}),
+        "AE.compute_loss": (lambda: ae.compute_loss(x, ae(x), likelihood=likelihood).objective.backward(), {"log_likelihood_sum"}),
+        "AdaGVAE.forward": (lambda: ada(x_pair, S=S), {"adagvae_posterior", "reparameterize"}),
+        "AdaGVAE.compute_loss": (
+            lambda: ada.compute_loss(x_pair, ada_out, likelihood=likelihood).objective.backward(),
+            {"elbo"},
+        ),
+    }
+    x_hat_numel = B * S * features
+    for name, (step, expected) in steps.items():
+        with paf.use_backend("extension"), _OpLog() as log:
+            step()
+        ours = {f._opname for f, _ in log.calls if f.namespace == "pyautoencoder_fast"}
+        assert expected <= ours, (name, ours)
+        eager = sorted(
+            {
+                str(f)
+                for f, numel in log.calls
+                if f.namespace != "pyautoencoder_fast" and numel >= min(x_hat_numel, x.numel())
+                and f._opname not in _METADATA_OR_USER_MATMUL
+            }
+        )
+        assert not eager, f"{name}: eager ops on x_hat-sized tensors: {eager}"
+    # The check can fail: the reference backend does exactly that arithmetic.
+    with paf.use_backend("reference"), _OpLog() as log:
+        vae.compute_loss(x, vae(x, S=S), likelihood=likelihood).objective.backward()
+    assert any(f._opname not in _METADATA_OR_USER_MATMUL and n >= x_hat_numel for f, n in log.calls)
+
+
 # ------------------------------------------------------------- training
 def _train(backend: str, model: nn.Module, data: torch.Tensor, steps: int, kind: str) -> list[float]:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)

@@ -130,3 +130,30 @@ def test_nan_propagates_to_value_and_gradient(likelihood):
     stats = F.elbo_stats(x.unsqueeze(0), x_hat.unsqueeze(0), torch.zeros(1, 2), torch.zeros(1, 2), 1.0, likelihood)
     (grad,) = torch.autograd.grad(stats[0], x_hat)
     assert torch.isnan(grad[[3, 19]]).all() and torch.isfinite(grad[[0, 1, 2, 4]]).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bernoulli_probs_is_undefined_outside_the_unit_interval(dtype):
+    # torch's binary_cross_entropy refuses targets or probabilities outside
+    # [0, 1]; the kernels give NaN there (body and scalar tail), and finite
+    # values at the ends 0 and 1.
+    x, p = torch.rand(3, 21, dtype=dtype), torch.rand(3, 21, dtype=dtype)
+    x[0, :] = torch.tensor([0.0, 1.0] * 10 + [0.5], dtype=dtype)
+    x[1, 4], x[1, 20], x[2, 7] = 1.5, -0.25, 0.5
+    p[2, 7] = 1.25
+    value = F.log_likelihood(x, p, "bernoulli_probs")
+    bad = torch.zeros(3, 21, dtype=torch.bool)
+    bad[1, 4] = bad[1, 20] = bad[2, 7] = True
+    assert value[bad].isnan().all() and value[~bad].isfinite().all()
+    sums = F.log_likelihood_sum(x, p, "bernoulli_probs")[:, 0]
+    assert sums[0].isfinite() and sums[1:].isnan().all()
+    torch.testing.assert_close(value[0], -torch.nn.functional.binary_cross_entropy(p[0], x[0], reduction="none"))
+
+
+def test_integer_and_bool_targets_are_promoted():
+    x_hat = torch.randn(4, 9)
+    for target in (torch.randint(0, 2, (4, 9)), torch.randint(0, 2, (4, 9)).bool(), torch.randint(0, 2, (4, 9)).to(torch.uint8)):
+        for likelihood in ("gaussian", "bernoulli", "laplace"):
+            expected = F.log_likelihood(target.float(), x_hat, likelihood)
+            torch.testing.assert_close(F.log_likelihood(target, x_hat, likelihood), expected)
+            torch.testing.assert_close(F.log_likelihood_sum(target, x_hat, likelihood)[:, 0], expected.sum(1))
