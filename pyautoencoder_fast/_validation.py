@@ -149,22 +149,18 @@ def optional_number(name: str, value: object) -> float | None:
     return value
 
 
-def positive_int(name: str, value: object) -> int:
-    """An integer >= 1 (anything with __index__ but bool) as a Python int."""
+def positive_int(name: str, value: object, message: str = "{name}: expected an integer >= 1, got {value}") -> int:
+    """An integer >= 1 (anything with __index__ but bool) as a Python int;
+    ``message`` is the ``ValueError``'s text for one below 1."""
     if isinstance(value, bool) or not hasattr(type(value), "__index__"):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
     value = operator.index(value)
     if value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value}")
+        raise ValueError(message.format(name=name, value=value))
     return value
 
 
 def num_samples(S: object) -> int:
-    """The Monte Carlo sample count ``S`` of the models, pyautoencoder's
-    ``ValueError("S must be >= 1.")`` when it is below 1."""
-    if isinstance(S, bool) or not hasattr(type(S), "__index__"):
-        raise TypeError(f"S: expected an int, got {type(S).__name__}")
-    S = operator.index(S)
-    if S < 1:
-        raise ValueError(f"S must be >= 1. Got S={S}.")
-    return S
+    """The Monte Carlo sample count ``S`` of the models, with the seed's
+    ``ValueError("S must be >= 1. ...")`` when it is below 1."""
+    return positive_int("S", S, "S must be >= 1. Got S={value}.")

@@ -160,13 +160,22 @@ def _error_cases():
     }
 
 
+def _validation(enabled: bool):
+    previous = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(enabled)
+    yield
+    torch.distributions.Distribution.set_default_validate_args(previous)
+
+
 @pytest.fixture
 def distribution_validation():
     # On by default, but torch.compile turns it off for the whole process.
-    previous = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(True)
-    yield
-    torch.distributions.Distribution.set_default_validate_args(previous)
+    yield from _validation(True)
+
+
+@pytest.fixture
+def no_distribution_validation():
+    yield from _validation(False)
 
 
 @pytest.mark.parametrize("case", list(_error_cases()))
@@ -188,14 +197,6 @@ def test_difference_non_tensor_x_is_a_type_error():
         NidlBetaVAELoss()([[0.5] * 5] * 6, mean, q)
     with pytest.raises(TypeError, match="x: expected a torch.Tensor"):
         BetaVAELoss()([[0.5] * 5] * 6, mean, q)
-
-
-@pytest.fixture
-def no_distribution_validation():
-    previous = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(False)
-    yield
-    torch.distributions.Distribution.set_default_validate_args(previous)
 
 
 @pytest.mark.parametrize("as_tensor", [False, True])

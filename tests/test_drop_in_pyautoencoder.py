@@ -195,14 +195,20 @@ def test_same_numbers_as_pyautoencoder(kind, S, likelihood, dtype, train):
     assert_same_grads(theirs, ours, dtype)
 
 
-@pytest.mark.parametrize("likelihood", LIKELIHOODS)
-def test_likelihood_enum_members_work_like_theirs(likelihood):
+def eval_outputs(x):
+    """Twin VAEs in eval mode and their outputs at z = mu."""
     theirs, ours = twin_models("vae")
-    x = data()
     theirs.eval(), ours.eval()
     out_ours = ours(x)
     with noise_feed(torch.zeros_like(out_ours.z)):
         out_theirs = theirs(x)
+    return theirs, ours, out_theirs, out_ours
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_likelihood_enum_members_work_like_theirs(likelihood):
+    x = data()
+    theirs, ours, out_theirs, out_ours = eval_outputs(x)
     r_theirs = theirs.compute_loss(x, out_theirs, likelihood=their_loss.LikelihoodType(likelihood))
     r_ours = ours.compute_loss(x, out_ours, likelihood=our_loss.LikelihoodType(likelihood))
     assert_same_loss(r_theirs, r_ours, torch.float32)
@@ -212,12 +218,8 @@ def test_likelihood_enum_members_work_like_theirs(likelihood):
 
 
 def test_sample_axis_is_inserted_like_theirs():
-    theirs, ours = twin_models("vae")
     x = data()
-    theirs.eval(), ours.eval()
-    out_ours = ours(x)
-    with noise_feed(torch.zeros_like(out_ours.z)):
-        out_theirs = theirs(x)
+    theirs, ours, out_theirs, out_ours = eval_outputs(x)
     squeeze = lambda o: dataclasses.replace(o, x_hat=o.x_hat[:, 0])  # [B, ...] x_hat
     assert_same_loss(theirs.compute_loss(x, squeeze(out_theirs)), ours.compute_loss(x, squeeze(out_ours)), torch.float32)
 
