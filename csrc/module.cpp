@@ -1,17 +1,11 @@
 // The Python module object of pyautoencoder_fast._C. Importing it loads this
 // shared library, whose static initialisers register the schemas
-// (schemas.cpp) and kernels (cpu/, cuda/) with the PyTorch dispatcher.
+// (schemas.cpp) and the CUDA kernels (cuda/) with the PyTorch dispatcher.
+// The CPU kernels live in one library per instruction set
+// (pyautoencoder_fast._cpu_<capability>), loaded after this one.
 #include <Python.h>
 
-#ifndef PAF_CPU_CAPABILITY_NAME
-#define PAF_CPU_CAPABILITY_NAME "DEFAULT"
-#endif
-
 namespace {
-
-PyObject* cpu_capability(PyObject*, PyObject*) {
-  return PyUnicode_FromString(PAF_CPU_CAPABILITY_NAME);
-}
 
 PyObject* with_cuda(PyObject*, PyObject*) {
 #ifdef WITH_CUDA
@@ -22,8 +16,6 @@ PyObject* with_cuda(PyObject*, PyObject*) {
 }
 
 PyMethodDef methods[] = {
-    {"cpu_capability", cpu_capability, METH_NOARGS,
-     "Instruction set the CPU kernels were compiled for."},
     {"with_cuda", with_cuda, METH_NOARGS, "Whether CUDA kernels were compiled in."},
     {nullptr, nullptr, 0, nullptr}};
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
 import warnings
 from typing import Iterator
@@ -32,16 +33,25 @@ _default_backend = "reference"
 _override: str | None = None
 
 
-def _cpu_supports(capability: str) -> bool:
-    if capability == "AVX512":
-        return torch.cpu._is_avx512_supported()
-    if capability == "AVX2":
-        return torch.cpu._is_avx2_supported()
-    return True
+# Most capable first; ATen's names (torch.backends.cpu.get_cpu_capability()).
+CPU_CAPABILITY_ORDER = ("AVX512", "AVX2", "DEFAULT")
+_cpu_capability: str | None = None
+
+
+def cpu_library_for(aten_capability: str, built: tuple[str, ...]) -> str:
+    """The CPU kernel library to load: the most capable one built that ATen's
+    capability includes (ATen reports what this CPU supports, lowered by
+    ``ATEN_CPU_CAPABILITY``; other architectures' names mean DEFAULT)."""
+    if aten_capability in CPU_CAPABILITY_ORDER:
+        allowed = CPU_CAPABILITY_ORDER[CPU_CAPABILITY_ORDER.index(aten_capability):]
+    else:
+        allowed = ("DEFAULT",)
+    return next(c for c in allowed if c in built)
 
 
 def _load_extension() -> str | None:
-    """Loads ``_C`` and registers fake kernels and autograd; returns why not."""
+    """Loads ``_C``, then the CPU kernel library for this CPU, and registers
+    fake kernels and autograd; returns why not."""
     try:
         build_config = importlib.import_module("pyautoencoder_fast._build_config")
     except ImportError:
@@ -49,20 +59,24 @@ def _load_extension() -> str | None:
             "the compiled extension pyautoencoder_fast._C is not built "
             "(install with: pip install --no-build-isolation -e .)"
         )
-    if not _cpu_supports(build_config.CPU_CAPABILITY):
-        return (
-            f"pyautoencoder_fast._C was compiled for {build_config.CPU_CAPABILITY}, which this "
-            "CPU lacks; rebuild here or with PYAUTOENCODER_FAST_CPU_CAPABILITY=DEFAULT"
-        )
+    built = tuple(getattr(build_config, "CPU_CAPABILITIES", ()))
+    if "DEFAULT" not in built:
+        return "the build lists no CPU kernel library (rebuild: pip install --no-build-isolation -e .)"
+    capability = cpu_library_for(torch.backends.cpu.get_cpu_capability(), built)
     try:
         importlib.import_module("pyautoencoder_fast._C")
+        spec = importlib.util.find_spec(f"pyautoencoder_fast._cpu_{capability.lower()}")
+        if spec is None or spec.origin is None:
+            raise ImportError(f"the CPU kernel library _cpu_{capability.lower()} is missing")
+        torch.ops.load_library(spec.origin)
     except Exception as exc:  # noqa: BLE001 - any load failure means "use the reference"
-        return f"importing pyautoencoder_fast._C failed: {type(exc).__name__}: {exc}"
+        return f"loading pyautoencoder_fast's compiled libraries failed: {type(exc).__name__}: {exc}"
     from . import _ops
 
     _ops.register_all()
-    global _with_cuda
+    global _with_cuda, _cpu_capability
     _with_cuda = bool(build_config.WITH_CUDA)
+    _cpu_capability = capability
     return None
 
 
@@ -106,12 +120,20 @@ def active_backend() -> str:
 
 
 def extension_info() -> dict[str, object]:
-    """Build facts of the loaded extension (CPU instruction set, CUDA)."""
+    """Facts of the loaded extension: the instruction set of the CPU kernels
+    in use (``cpu_capability``), ATen's own choice, the ones built, CUDA."""
     if not _loaded:
         return {"loaded": False, "error": _load_error}
     from . import _C  # type: ignore[attr-defined]
+    from . import _build_config  # type: ignore[attr-defined]
 
-    return {"loaded": True, "cpu_capability": _C.cpu_capability(), "with_cuda": _C.with_cuda()}
+    return {
+        "loaded": True,
+        "cpu_capability": _cpu_capability,
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_capabilities_built": list(_build_config.CPU_CAPABILITIES),
+        "with_cuda": _C.with_cuda(),
+    }
 
 
 @contextlib.contextmanager

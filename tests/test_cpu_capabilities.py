@@ -1,0 +1,84 @@
+"""One build, every x86-64 CPU: the CPU kernels per instruction set agree.
+
+The extension holds one CPU kernel library per instruction set (DEFAULT,
+AVX2, AVX512) and loads the one ATen's capability names. Each capability
+this CPU supports is forced with ``ATEN_CPU_CAPABILITY`` in a subprocess
+that runs every op (values and gradients, four dtypes, odd sizes that hit
+vector bodies and scalar tails; ``_capability_probe.py``); the results must
+agree with the DEFAULT library's within the dtype's tolerance.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import pyautoencoder_fast as paf
+from pyautoencoder_fast import _backend
+
+pytestmark = pytest.mark.skipif(not paf.extension_available(), reason="extension not loaded")
+
+PROBE = Path(__file__).with_name("_capability_probe.py")
+ORDER = ("DEFAULT", "AVX2", "AVX512")
+# Different vector widths sum in a different order; these bound the difference.
+TOL = {
+    "torch.float64": dict(rtol=1e-12, atol=1e-12),
+    "torch.float32": dict(rtol=1e-5, atol=1e-5),
+    "torch.float16": dict(rtol=4e-3, atol=4e-3),
+    "torch.bfloat16": dict(rtol=3e-2, atol=3e-2),
+}
+
+
+def _this_cpu_supports() -> list[str]:
+    best = torch.backends.cpu.get_cpu_capability()  # without ATEN_CPU_CAPABILITY set here
+    if os.environ.get("ATEN_CPU_CAPABILITY"):
+        pytest.skip("ATEN_CPU_CAPABILITY is set for the whole run")
+    return list(ORDER[: ORDER.index(best) + 1]) if best in ORDER else ["DEFAULT"]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = {}
+    for capability in _this_cpu_supports():
+        path = tmp_path_factory.mktemp("cap") / f"{capability}.pt"
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": capability.lower(), "PYAUTOENCODER_FAST_BACKEND": "extension"}
+        proc = subprocess.run([sys.executable, str(PROBE), str(path)], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[capability] = torch.load(path)
+    return out
+
+
+def test_each_capability_loads_its_own_library(results):
+    built = paf.extension_info()["cpu_capabilities_built"]
+    for capability, result in results.items():
+        assert result["aten"] == capability
+        assert result["info"]["cpu_capability"] == (capability if capability in built else "DEFAULT")
+
+
+@pytest.mark.parametrize("capability", ["AVX2", "AVX512"])
+def test_same_results_as_default(results, capability):
+    if capability not in results:
+        pytest.skip(f"this CPU lacks {capability} (ATen reports {torch.backends.cpu.get_cpu_capability()})")
+    base, other = results["DEFAULT"], results[capability]
+    compared = 0
+    for dtype, tol in TOL.items():
+        assert base[dtype].keys() == other[dtype].keys()
+        for key, expected in base[dtype].items():
+            torch.testing.assert_close(other[dtype][key], expected, **tol, equal_nan=True, msg=f"{dtype} {key}")
+            compared += 1
+    assert compared > 150
+
+
+def test_library_choice_follows_aten():
+    built = ("DEFAULT", "AVX2", "AVX512")
+    assert _backend.cpu_library_for("AVX512", built) == "AVX512"
+    assert _backend.cpu_library_for("AVX2", built) == "AVX2"
+    assert _backend.cpu_library_for("DEFAULT", built) == "DEFAULT"
+    assert _backend.cpu_library_for("AVX512", ("DEFAULT", "AVX2")) == "AVX2"
+    assert _backend.cpu_library_for("AVX2", ("DEFAULT", "AVX512")) == "DEFAULT"  # never above ATen's choice
+    assert _backend.cpu_library_for("SVE256", built) == "DEFAULT"  # other architectures
