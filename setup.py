@@ -1,7 +1,7 @@
 """Builds the compiled extension of pyautoencoder_fast.
 
-* ``pyautoencoder_fast._C``: the op schemas (and the CUDA kernels when built
-  with CUDA); imported first.
+* ``pyautoencoder_fast._C``: the op schemas, the autograd kernels (csrc/autograd)
+  and, when built with CUDA, the CUDA kernels; imported first.
 * ``pyautoencoder_fast._cpu_<capability>``: the CPU kernels (csrc/cpu), compiled
   once per instruction set (DEFAULT, AVX2, AVX512) with that set's flags, as
   ATen compiles its own kernels. At import the package loads the one that
@@ -82,6 +82,7 @@ def extensions():
     link = ["-fopenmp"] + (["-g"] if debug else [])
 
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join("csrc", "autograd", "*.cpp")))
     extra_compile_args = {"cxx": common}
     extension = CppExtension
     if with_cuda:
@@ -113,7 +114,21 @@ def extensions():
     return modules
 
 
+class BuildPerExtensionDir(BuildExtension):
+    """BuildExtension with one object folder per extension: the CPU kernel
+    libraries compile the same sources with different flags, and separate
+    folders keep every library's objects (incremental rebuilds stay incremental)."""
+
+    def build_extension(self, ext):
+        shared = self.build_temp
+        self.build_temp = os.path.join(shared, ext.name.rsplit(".", 1)[-1])
+        try:
+            super().build_extension(ext)
+        finally:
+            self.build_temp = shared
+
+
 setup(
     ext_modules=extensions(),
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildPerExtensionDir.with_options(use_ninja=True)},
 )

@@ -6,6 +6,7 @@
 // With need_grad the same passes write d objective / d (x_hat, mu, log_var),
 // so backward only rescales them, and returns them as they are when
 // grad_stats is [1, 0, 0, 0] (objective.backward()).
+#include "../common/elbo_stats.h"
 #include "../common/kl_columns.h"
 #include "../common/loglik_rows.h"
 
@@ -13,16 +14,6 @@
 
 namespace paf {
 namespace {
-
-enum Stat { kObjective = 0, kElbo = 1, kLogLikelihood = 2, kKl = 3, kNumStats = 4 };
-
-std::array<double, kNumStats> read_grad_stats(const at::Tensor& grad_stats) {
-  TORCH_CHECK(grad_stats.numel() == kNumStats, "grad_stats: expected ", kNumStats,
-              " elements, got shape ", grad_stats.sizes());
-  const at::Tensor g = grad_stats.to(at::kDouble).contiguous();
-  const double* p = g.const_data_ptr<double>();
-  return {p[0], p[1], p[2], p[3]};
-}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cpu(const at::Tensor& x, const at::Tensor& x_hat,
                                             const at::Tensor& mu, const at::Tensor& log_var,

@@ -1,9 +1,11 @@
-"""Fake kernels and autograd formulas of the compiled ops, one module per op.
+"""Fake kernels of the compiled ops, one module per op.
 
 Each module registers, for its op and the op's backward op(s), a fake
-(meta) kernel for torch.compile / FakeTensor and the autograd formula that
-calls the backward op. They run once, after ``pyautoencoder_fast._C`` has
-loaded the schemas (see ``_backend._load_extension``).
+(meta) kernel for torch.compile / FakeTensor. They run once, after
+``pyautoencoder_fast._C`` has loaded the schemas (see
+``_backend._load_extension``). The autograd of every op is registered in
+C++ (csrc/autograd/<op>.cpp), so neither the forward nor the backward of an
+op passes through Python.
 """
 
 from . import adagvae_posterior, elbo, kl_diag_gaussian, log_likelihood, log_likelihood_sum, reparameterize

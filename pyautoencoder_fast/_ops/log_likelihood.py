@@ -1,10 +1,10 @@
-"""log_likelihood: fake kernels and autograd (kernel: csrc/cpu/log_likelihood.cpp)."""
+"""log_likelihood: fake kernels (kernels: csrc/<device>/log_likelihood; autograd: csrc/autograd/log_likelihood.cpp)."""
 
 from __future__ import annotations
 
 import torch
 
-from ._common import empty_like_shape, ops, sum_to
+from ._common import empty_like_shape
 
 OP = "pyautoencoder_fast::log_likelihood"
 BACKWARD_OP = "pyautoencoder_fast::log_likelihood_backward"
@@ -18,23 +18,6 @@ def _fake_backward(grad, x, x_hat, likelihood, wrt_x):
     return empty_like_shape(x, torch.broadcast_shapes(grad.shape, x.shape, x_hat.shape))
 
 
-def _setup_context(ctx, inputs, output):
-    x, x_hat, likelihood = inputs
-    ctx.save_for_backward(x, x_hat)
-    ctx.likelihood = likelihood
-
-
-def _backward(ctx, grad):
-    x, x_hat = ctx.saved_tensors
-    grad_x = grad_x_hat = None
-    if ctx.needs_input_grad[0]:
-        grad_x = sum_to(ops.log_likelihood_backward(grad, x, x_hat, ctx.likelihood, True), x.shape)
-    if ctx.needs_input_grad[1]:
-        grad_x_hat = sum_to(ops.log_likelihood_backward(grad, x, x_hat, ctx.likelihood, False), x_hat.shape)
-    return grad_x, grad_x_hat, None
-
-
 def register() -> None:
     torch.library.register_fake(OP, _fake)
     torch.library.register_fake(BACKWARD_OP, _fake_backward)
-    torch.library.register_autograd(OP, _backward, setup_context=_setup_context)

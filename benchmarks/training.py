@@ -1,0 +1,340 @@
+"""Whole training steps: what a user of the models sees.
+
+``python -m benchmarks.training [--quick | --smoke] [--device cpu|cuda] [--threads N]``
+
+One training step = zero_grad, forward (encode, sample, decode), loss,
+backward, Adam step. Two providers train the same model (same weights, same
+data), interleaved step by step:
+
+* ``eager``: pyautoencoder's code written out in plain PyTorch: sampling with
+  ``mu + exp(0.5 * log_var) * randn_like``, the loss of
+  :func:`benchmarks.workloads.eager_vae_loss` (elementwise log-likelihood,
+  sums, means, one ``.item()`` per diagnostic);
+* ``fast``: this library's ``VAE``/``AE`` (fused sampling op, fused loss op,
+  one transfer for the diagnostics).
+
+Reported per case and provider: median [p20, p80] ms per step, the speed-up,
+and the loss's share of the step: the median time of the loss alone
+(forward and backward, on the step's ``x_hat``, ``mu``, ``log_var`` as leaf
+tensors) divided by the median step time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+import pyautoencoder_fast as paf
+
+from . import harness as H
+from .workloads import eager_vae_loss
+
+PROVIDERS = ("eager", "fast")
+
+
+# ------------------------------------------------------------------ models
+@dataclass(frozen=True)
+class Case:
+    name: str
+    kind: str  # "vae" or "ae"
+    batch: int
+    samples: int
+    likelihood: str
+    beta: float
+    make: Callable[[], tuple[nn.Module, nn.Module, int, int]]  # encoder, decoder, features, latent
+    input_shape: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        s = f", S={self.samples}" if self.kind == "vae" else ""
+        return f"{self.name} (B={self.batch}{s}, {self.likelihood})"
+
+
+def mlp(latent: int, hidden: int = 400, side: int = 28, ae: bool = False):
+    features = side * side
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(features, hidden), nn.ReLU())
+    if ae:
+        encoder.append(nn.Linear(hidden, latent))
+    decoder = nn.Sequential(
+        nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, features), nn.Unflatten(1, (1, side, side))
+    )
+    return encoder, decoder, hidden, latent
+
+
+def conv(latent: int = 32, width: int = 32):
+    chans = [3, width, 2 * width, 4 * width, 8 * width]
+    enc: list[nn.Module] = []
+    for a, b in zip(chans, chans[1:]):
+        enc += [nn.Conv2d(a, b, 4, 2, 1), nn.ReLU()]
+    encoder = nn.Sequential(*enc, nn.Flatten())  # 64x64 -> 4x4
+    dec: list[nn.Module] = [nn.Linear(latent, chans[-1] * 16), nn.ReLU(), nn.Unflatten(1, (chans[-1], 4, 4))]
+    rev = chans[::-1]
+    for i, (a, b) in enumerate(zip(rev, rev[1:])):
+        dec.append(nn.ConvTranspose2d(a, b, 4, 2, 1))
+        if i < len(rev) - 2:
+            dec.append(nn.ReLU())
+    return encoder, nn.Sequential(*dec), chans[-1] * 16, latent
+
+
+CASES = [
+    Case("MLP VAE 784-400-20", "vae", 128, 1, "bernoulli", 1.0, lambda: mlp(20), (1, 28, 28)),
+    Case("MLP VAE 784-400-20", "vae", 128, 8, "bernoulli", 1.0, lambda: mlp(20), (1, 28, 28)),
+    Case("conv VAE 3x64x64", "vae", 32, 1, "gaussian", 1.0, lambda: conv(32), (3, 64, 64)),
+    Case("MLP AE 784-400-20", "ae", 128, 1, "bernoulli", 1.0, lambda: mlp(20, ae=True), (1, 28, 28)),
+]
+SMOKE_CASES = [
+    Case("MLP VAE tiny", "vae", 4, 2, "bernoulli", 1.0, lambda: mlp(3, hidden=8, side=4), (1, 4, 4)),
+    Case("MLP AE tiny", "ae", 4, 1, "gaussian", 1.0, lambda: mlp(3, hidden=8, side=4, ae=True), (1, 4, 4)),
+]
+
+
+class EagerVAE(nn.Module):
+    """pyautoencoder's VAE in plain PyTorch (the seed: sample in training
+    mode, the mean in eval mode), with its loss code."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, features: int, latent: int):
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+        self.mu, self.log_var = nn.Linear(features, latent), nn.Linear(features, latent)
+
+    def forward(self, x, S=1):
+        f = self.encoder(x)
+        mu, log_var = self.mu(f), self.log_var(f)
+        mu_e = mu.unsqueeze(1).expand(-1, S, -1)
+        if self.training:
+            std_e = torch.exp(0.5 * log_var).unsqueeze(1).expand(-1, S, -1)
+            z = mu_e + std_e * torch.randn_like(std_e)
+        else:
+            z = mu_e
+        B, S_, D = z.shape
+        x_hat = self.decoder(z.reshape(B * S_, D))
+        return x_hat.reshape(B, S_, *x_hat.shape[1:]), mu, log_var
+
+    @staticmethod
+    def loss(x, x_hat, mu, log_var, beta, likelihood):
+        return eager_vae_loss(x, x_hat, mu, log_var, beta, likelihood)
+
+
+class EagerAE(nn.Module):
+    def __init__(self, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+    @staticmethod
+    def loss(x, x_hat, likelihood):
+        """pyautoencoder's AE.compute_loss: elementwise, sum, batch mean, .item()."""
+        from .workloads import eager_log_likelihood
+
+        nll = -eager_log_likelihood(x, x_hat, likelihood).reshape(x.shape[0], -1).sum(-1).mean()
+        return nll, {"log_likelihood": -nll.item()}
+
+
+def build_pair(case: Case, device: str, seed: int = 0):
+    """(eager model, fast model) with the same weights, on ``device``."""
+    torch.manual_seed(seed)
+    encoder, decoder, features, latent = case.make()
+    if case.kind == "ae":
+        eager = EagerAE(encoder, decoder)
+        fast = paf.AE(copy.deepcopy(encoder), copy.deepcopy(decoder))
+    else:
+        eager = EagerVAE(encoder, decoder, features, latent)
+        fast = paf.VAE(copy.deepcopy(encoder), copy.deepcopy(decoder), latent)
+        fast.build(torch.zeros(2, *case.input_shape))
+        fast.sampling_layer.mu.load_state_dict(eager.mu.state_dict())
+        fast.sampling_layer.log_var.load_state_dict(eager.log_var.state_dict())
+    return eager.to(device), fast.to(device)
+
+
+def make_data(case: Case, device: str, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(case.batch, *case.input_shape, generator=g)
+    if case.likelihood == "gaussian":
+        x = (x - 0.5) * 2
+    return x.to(device)
+
+
+# ------------------------------------------------------------ one provider
+class Trainer:
+    """One provider's model, optimiser and step / loss-only functions."""
+
+    def __init__(self, provider: str, model: nn.Module, case: Case, x: torch.Tensor):
+        self.provider, self.model, self.case, self.x = provider, model, case, x
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def forward(self):
+        c, m, x = self.case, self.model, self.x
+        if c.kind == "ae":
+            out = m(x)
+            return (out.x_hat,) if self.provider == "fast" else (out,)
+        out = m(x, S=c.samples)
+        return (out.x_hat, out.mu, out.log_var) if self.provider == "fast" else out
+
+    def loss(self, x_hat, mu=None, log_var=None):
+        """(objective, diagnostics as floats)."""
+        c, x = self.case, self.x
+        if self.provider == "eager":
+            if c.kind == "ae":
+                return EagerAE.loss(x, x_hat, c.likelihood)
+            result = EagerVAE.loss(x, x_hat, mu, log_var, c.beta, c.likelihood)
+            return result.objective, result.diagnostics
+        if c.kind == "ae":
+            result = self.model.compute_loss(x, paf.AEOutput(x_hat=x_hat, z=x_hat), c.likelihood)
+        else:
+            z = mu.detach().unsqueeze(1)  # unused by the loss
+            result = self.model.compute_loss(x, paf.VAEOutput(x_hat, z, mu, log_var), c.beta, c.likelihood)
+        return result.objective, result.diagnostics
+
+    def step(self) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        objective, _ = self.loss(*self.forward())
+        objective.backward()
+        self.optimizer.step()
+        return objective.item()
+
+    def loss_inputs(self) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return [t.detach().clone().requires_grad_() for t in self.forward()]
+
+    def loss_only(self, leaves: list[torch.Tensor]) -> None:
+        for t in leaves:
+            t.grad = None
+        objective, _ = self.loss(*leaves)
+        objective.backward()
+
+
+def check_same_numbers(eager: Trainer, fast: Trainer) -> float:
+    """Both compute the same objective at z = mu (eval mode); returns it."""
+    eager.model.eval(), fast.model.eval()
+    with torch.no_grad():
+        a = eager.loss(*eager.forward())[0].item()
+        b = fast.loss(*fast.forward())[0].item()
+    eager.model.train(), fast.model.train()
+    if abs(a - b) > 1e-4 * max(1.0, abs(a)):
+        raise H.ProviderMismatch(f"{eager.case.label}: eager objective {a} != fast {b}")
+    return a
+
+
+# ------------------------------------------------------------------ timing
+@dataclass
+class Result:
+    case: str
+    provider: str
+    step_ms: float
+    step_p20_ms: float
+    step_p80_ms: float
+    loss_ms: float
+    loss_share: float
+    speedup: float = 1.0  # eager step median / this provider's
+
+
+PRESETS = {
+    "full": dict(warmup=5, rounds=40, loss_rounds=60),
+    "quick": dict(warmup=2, rounds=10, loss_rounds=15),
+    "smoke": dict(warmup=1, rounds=2, loss_rounds=2),
+}
+
+
+def run_case(case: Case, device: str, preset: str) -> list[Result]:
+    p = PRESETS[preset]
+    eager_model, fast_model = build_pair(case, device)
+    x = make_data(case, device)
+    trainers = {"eager": Trainer("eager", eager_model, case, x), "fast": Trainer("fast", fast_model, case, x)}
+    check_same_numbers(trainers["eager"], trainers["fast"])
+    for _ in range(p["warmup"]):
+        for t in trainers.values():
+            t.step()
+    steps: dict[str, list[float]] = {k: [] for k in trainers}
+    for _ in range(p["rounds"]):  # interleaved: one step of each, in turn
+        for name, t in trainers.items():
+            steps[name].append(1e3 * H.time_call(t.step, device))
+    leaves = {k: t.loss_inputs() for k, t in trainers.items()}
+    losses: dict[str, list[float]] = {k: [] for k in trainers}
+    for _ in range(p["loss_rounds"]):
+        for name, t in trainers.items():
+            losses[name].append(1e3 * H.time_call(lambda: t.loss_only(leaves[name]), device))
+    results = []
+    for name in trainers:
+        median = H.percentile(steps[name], 50)
+        loss = H.percentile(losses[name], 50)
+        results.append(
+            Result(case.label, name, median, H.percentile(steps[name], 20), H.percentile(steps[name], 80), loss, loss / median)
+        )
+    eager_ms = results[0].step_ms
+    for r in results:
+        r.speedup = eager_ms / r.step_ms
+    return results
+
+
+def render_markdown(results: list[Result], meta: dict[str, str]) -> str:
+    lines = [f"- **{k}**: {v}" for k, v in meta.items()]
+    lines += [
+        "",
+        "| training step | provider | ms / step [p20, p80] | speed-up | loss ms | loss share |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.case} | {r.provider} | {r.step_ms:.2f} [{r.step_p20_ms:.2f}, {r.step_p80_ms:.2f}] | "
+            f"{r.speedup:.2f}x | {r.loss_ms:.3f} | {100 * r.loss_share:.1f}% |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(device: str = "cpu", preset: str = "full", command: str = "", out_dir: Path | None = None,
+        cases: list[Case] | None = None) -> list[Result]:
+    cases = cases if cases is not None else (SMOKE_CASES if preset == "smoke" else CASES)
+    meta = {
+        "device": H.device_description(device),
+        "threads": str(torch.get_num_threads()),
+        "torch": torch.__version__,
+        "extension": str(paf.extension_info()),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": command or "(in-process)",
+    }
+    results = []
+    for case in cases:
+        results += run_case(case, device, preset)
+    text = render_markdown(results, meta)
+    print(text)
+    if out_dir is not None:
+        suffix = "" if preset == "full" else f"-{preset}"
+        path = Path(out_dir) / f"training-{H.device_tag(device)}{suffix}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("# Training steps\n\n" + text)
+        print(f"wrote {path}", file=sys.stderr)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="python -m benchmarks.training", description=__doc__.split("\n\n")[0])
+    preset = p.add_mutually_exclusive_group()
+    preset.add_argument("--quick", action="store_true", help="fewer steps")
+    preset.add_argument("--smoke", action="store_true", help="tiny models, 2 steps (for tests)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: all cores)")
+    p.add_argument("--out", default=str(H.RESULTS_DIR))
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(raw)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    preset_name = "quick" if args.quick else "smoke" if args.smoke else "full"
+    command = " ".join(["python -m benchmarks.training", *map(shlex.quote, raw)])
+    run(args.device, preset_name, command, None if args.no_write else Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

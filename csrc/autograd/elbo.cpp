@@ -1,0 +1,104 @@
+// elbo: autograd (schema: csrc/schemas.cpp; kernels: csrc/<device>/elbo).
+//
+// With need_grad the forward op already wrote d objective / d (x_hat, mu,
+// log_var). For the usual objective.backward() (grad_stats = [1, 0, 0, 0])
+// those buffers are the gradients and are returned as they are: backward
+// launches nothing and touches no x_hat-sized memory. Other grad_stats (or
+// grad_stats whose values cannot be read now: another device, tracing)
+// rescale the x_hat gradient by (g_objective - g_elbo - g_log_likelihood)
+// and recompute the small latent gradients.
+#include "../common/elbo_stats.h"
+#include "autograd_common.h"
+
+namespace paf::autograd {
+namespace {
+
+using Tensors2 = std::tuple<at::Tensor, at::Tensor>;
+using Tensors4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Forward = Tensors4(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+                         c10::string_view, bool);
+using LikelihoodSumBackward =
+    at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view, bool);
+using BackwardXHat = at::Tensor(const at::Tensor&, const at::Tensor&);
+using BackwardLatent = Tensors2(const at::Tensor&, const at::Tensor&, const at::Tensor&, double);
+
+bool is_objective_only(const at::Tensor& grad_stats) {
+  if (!values_readable_on_host(grad_stats)) return false;
+  const auto g = read_grad_stats(grad_stats);
+  return g[kObjective] == 1.0 && g[kElbo] == 0.0 && g[kLogLikelihood] == 0.0 && g[kKl] == 0.0;
+}
+
+// d stats / d ll[b, s] = (-1, 1, 1, 0) / (B * S), as a [B, S] gradient.
+at::Tensor ll_row_grad(const at::Tensor& grad_stats, const at::Tensor& x_hat) {
+  const int64_t batch = x_hat.size(0), samples = x_hat.size(1);
+  const at::Tensor per_row =
+      (grad_stats.select(0, kElbo) + grad_stats.select(0, kLogLikelihood) - grad_stats.select(0, kObjective)) /
+      static_cast<double>(std::max<int64_t>(batch * samples, 1));
+  return per_row.expand({batch, samples}).contiguous();
+}
+
+class Elbo : public torch::autograd::Function<Elbo> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& x_hat,
+                               const at::Tensor& mu, const at::Tensor& log_var, double beta,
+                               c10::string_view likelihood, bool need_grad) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [stats, dobj_dx_hat, dobj_dmu, dobj_dlv] =
+        PAF_OP(elbo, Forward).call(x, x_hat, mu, log_var, beta, likelihood, need_grad);
+    ctx->mark_non_differentiable({dobj_dx_hat, dobj_dmu, dobj_dlv});
+    // Without this autograd would build an x_hat-sized zero gradient for the
+    // (never used) dobj_dx_hat output: a full extra write and 2x the memory.
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({x, x_hat, mu, log_var, dobj_dx_hat, dobj_dmu, dobj_dlv});
+    ctx->saved_data["beta"] = beta;
+    ctx->saved_data["likelihood"] = std::string(likelihood);
+    return {stats, dobj_dx_hat, dobj_dmu, dobj_dlv};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list result(7);
+    const at::Tensor& grad_stats = grads[0];
+    if (!grad_stats.defined()) return result;  // only the gradient buffers were used
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &x_hat = saved[1], &mu = saved[2], &log_var = saved[3];
+    const at::Tensor &dobj_dx_hat = saved[4], &dobj_dmu = saved[5], &dobj_dlv = saved[6];
+    const double beta = ctx->saved_data["beta"].toDouble();
+    const std::string likelihood = ctx->saved_data["likelihood"].toStringRef();
+    const bool have_buffers = dobj_dx_hat.sizes() == x_hat.sizes();
+    const bool objective_only = have_buffers && is_objective_only(grad_stats);
+    const auto& ll_sum_backward = PAF_OP(log_likelihood_sum_backward, LikelihoodSumBackward);
+    if (ctx->needs_input_grad(0)) {
+      result[0] = ll_sum_backward.call(ll_row_grad(grad_stats, x_hat), x, x_hat, likelihood, true);
+    }
+    if (ctx->needs_input_grad(1)) {
+      if (objective_only) {
+        result[1] = dobj_dx_hat;
+      } else if (have_buffers) {
+        result[1] = PAF_OP(elbo_backward_x_hat, BackwardXHat).call(grad_stats, dobj_dx_hat);
+      } else {  // the forward ran without gradient buffers
+        result[1] = ll_sum_backward.call(ll_row_grad(grad_stats, x_hat), x, x_hat, likelihood, false);
+      }
+    }
+    if (ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
+      if (objective_only) {
+        result[2] = dobj_dmu;
+        result[3] = dobj_dlv;
+      } else {
+        std::tie(result[2], result[3]) = PAF_OP(elbo_backward_latent, BackwardLatent).call(grad_stats, mu, log_var, beta);
+      }
+    }
+    return result;
+  }
+};
+
+Tensors4 elbo_autograd(const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& mu, const at::Tensor& log_var,
+                       double beta, c10::string_view likelihood, bool need_grad) {
+  auto out = Elbo::apply(x, x_hat, mu, log_var, beta, likelihood, need_grad);
+  return {out[0], out[1], out[2], out[3]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) { m.impl("elbo", &elbo_autograd); }
+
+}  // namespace paf::autograd

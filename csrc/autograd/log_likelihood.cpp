@@ -1,0 +1,21 @@
+// log_likelihood: autograd (schema: csrc/schemas.cpp; kernels: csrc/<device>/log_likelihood).
+#include "likelihood_function.h"
+
+namespace paf::autograd {
+namespace {
+
+struct LogLikelihoodOps {
+  static constexpr bool kBroadcasts = true;  // x and x_hat broadcast against each other
+  static const auto& forward() { return PAF_OP(log_likelihood, LikelihoodForward); }
+  static const auto& backward() { return PAF_OP(log_likelihood_backward, LikelihoodBackward); }
+};
+
+at::Tensor log_likelihood_autograd(const at::Tensor& x, const at::Tensor& x_hat, c10::string_view likelihood) {
+  return LikelihoodFunction<LogLikelihoodOps>::apply(x, x_hat, likelihood);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) { m.impl("log_likelihood", &log_likelihood_autograd); }
+
+}  // namespace paf::autograd

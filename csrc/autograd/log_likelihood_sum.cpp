@@ -1,0 +1,21 @@
+// log_likelihood_sum: autograd (schema: csrc/schemas.cpp; kernels: csrc/<device>/log_likelihood_sum).
+#include "likelihood_function.h"
+
+namespace paf::autograd {
+namespace {
+
+struct LogLikelihoodSumOps {
+  static constexpr bool kBroadcasts = false;  // the backward op writes x's and x_hat's shapes
+  static const auto& forward() { return PAF_OP(log_likelihood_sum, LikelihoodForward); }
+  static const auto& backward() { return PAF_OP(log_likelihood_sum_backward, LikelihoodBackward); }
+};
+
+at::Tensor log_likelihood_sum_autograd(const at::Tensor& x, const at::Tensor& x_hat, c10::string_view likelihood) {
+  return LikelihoodFunction<LogLikelihoodSumOps>::apply(x, x_hat, likelihood);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) { m.impl("log_likelihood_sum", &log_likelihood_sum_autograd); }
+
+}  // namespace paf::autograd
