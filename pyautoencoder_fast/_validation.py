@@ -82,6 +82,20 @@ def exact_dim(name: str, t: Tensor, dims: int, layout: str) -> None:
         raise ShapeError(f"{name}: expected shape {layout}, got {tuple(t.shape)}")
 
 
+def same_floating_tensors(*tensors: object) -> bool:
+    """True for the usual call: tensors of one floating dtype on one device
+    (one cheap test; anything else goes through the detailed checks, which
+    name what is wrong)."""
+    first = tensors[0]
+    if not isinstance(first, Tensor) or first.dtype not in FLOATING_DTYPES:
+        return False
+    dtype, device = first.dtype, first.device
+    for t in tensors[1:]:
+        if not isinstance(t, Tensor) or t.dtype is not dtype or t.device != device:
+            return False
+    return True
+
+
 def broadcastable(**named: Tensor | None) -> torch.Size:
     shapes = {n: t.shape for n, t in named.items() if t is not None}
     first = next(iter(shapes.values()))
@@ -109,6 +123,9 @@ class LikelihoodType(Enum):
 LikelihoodType.__module__ = "pyautoencoder_fast.loss"
 
 
+_CANONICAL = frozenset(LIKELIHOODS)
+
+
 def likelihood(value: object) -> str:
     """A likelihood name (case-insensitive) or :class:`LikelihoodType` member ->
     its canonical lower-case name.
@@ -117,6 +134,8 @@ def likelihood(value: object) -> str:
     ``LikelihoodType`` included) or a non-string, raises
     ``ValueError("Unsupported likelihood: ...")`` as pyautoencoder does.
     """
+    if type(value) is str and value in _CANONICAL:  # the usual call, once checked by a caller
+        return value
     if type(value) is LikelihoodType:
         return value.value
     name = value.lower() if isinstance(value, str) and not isinstance(value, Enum) else None
@@ -126,6 +145,8 @@ def likelihood(value: object) -> str:
 
 
 def finite_number(name: str, value: object) -> float:
+    if type(value) in (float, int) and math.isfinite(value):  # the usual call
+        return float(value)
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise ValueError(f"{name}: expected a number, got a tensor of shape {tuple(value.shape)}")

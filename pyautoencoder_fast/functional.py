@@ -34,9 +34,22 @@ __all__ = [
 ]
 
 
+class _ExtensionOps:
+    """The compiled ops by name, as their default overloads (calling one
+    directly skips the overload resolution of ``torch.ops.<ns>.<name>``)."""
+
+    def __getattr__(self, name: str):
+        op = getattr(torch.ops.pyautoencoder_fast, name).default
+        setattr(self, name, op)
+        return op
+
+
+_EXTENSION_OPS = _ExtensionOps()
+
+
 def _impl(*tensors: Tensor):
     """The namespace whose functions implement the ops for these tensors."""
-    return torch.ops.pyautoencoder_fast if _backend.runs_on_extension(*tensors) else reference
+    return _EXTENSION_OPS if _backend.runs_on_extension(*tensors) else reference
 
 
 # ---------------------------------------------------------------- log_likelihood
@@ -136,6 +149,16 @@ def kl_diag_gaussian(
     Returns:
         ``[...]`` or ``[..., D]``. Differentiable in all four tensors.
     """
+    if (
+        mu_p is None
+        and log_var_p is None
+        and clamp_min is None
+        and clamp_max is None
+        and check.same_floating_tensors(mu_q, log_var_q)
+        and mu_q.dim() >= 1
+        and mu_q.shape == log_var_q.shape
+    ):  # the usual call (KL to N(0, I)): nothing to promote, broadcast or clamp
+        return _impl(mu_q).kl_diag_gaussian(mu_q, log_var_q, None, None, bool(reduce_sum), None, None)
     mu_q = check.floating("mu_q", mu_q)
     log_var_q = check.floating("log_var_q", log_var_q)
     if mu_p is not None:
@@ -201,8 +224,15 @@ def reparameterize(
     Returns:
         ``z`` of shape ``[B, S, D]``. Differentiable in ``mu`` and ``log_var``.
     """
-    mu, log_var = _latent_pair(mu, log_var)
-    num_samples = check.positive_int("num_samples", num_samples)
+    if not (
+        check.same_floating_tensors(mu, log_var)
+        and mu.dim() == 2
+        and mu.shape == log_var.shape
+        and type(num_samples) is int
+        and num_samples >= 1
+    ):  # anything but the usual call: the detailed checks
+        mu, log_var = _latent_pair(mu, log_var)
+        num_samples = check.positive_int("num_samples", num_samples)
     seed = draw_seed(mu.device, generator)
     return _impl(mu).reparameterize(mu, log_var, num_samples, seed)
 
@@ -230,6 +260,23 @@ def elbo_stats(
     reads them all)."""
     likelihood = check.likelihood(likelihood)
     beta = check.finite_number("beta", beta)
+    if not (
+        check.same_floating_tensors(x_hat, x, mu, log_var)
+        and x.dim() >= 1
+        and mu.dim() == 2
+        and log_var.shape == mu.shape
+        and x_hat.dim() == x.dim() + 1
+        and x_hat.shape[0] == x.shape[0] == mu.shape[0]
+        and x_hat.shape[2:] == x.shape[1:]
+    ):  # anything but the usual call: the detailed checks (and promotion, broadcasting)
+        x, x_hat, mu, log_var = _elbo_arguments(x, x_hat, mu, log_var)
+    need_grad = torch.is_grad_enabled() and (x_hat.requires_grad or mu.requires_grad or log_var.requires_grad)
+    return _impl(x).elbo(x, x_hat, mu, log_var, beta, likelihood, need_grad)[0]
+
+
+def _elbo_arguments(x, x_hat, mu, log_var) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """elbo's arguments checked one by one (errors name them), promoted to one
+    dtype, x_hat with its sample axis and x broadcast to it."""
     x, x_hat = check.real("x", x), check.floating("x_hat", x_hat)
     mu, log_var = _latent_pair(mu, log_var)
     check.same_device(x=x, x_hat=x_hat, mu=mu)
@@ -237,8 +284,7 @@ def elbo_stats(
     x, x_hat = _sample_axis(x, x_hat)
     if mu.shape[0] != x.shape[0]:
         raise check.ShapeError(f"mu: expected batch size {x.shape[0]} (from x), got shape {tuple(mu.shape)}")
-    need_grad = torch.is_grad_enabled() and (x_hat.requires_grad or mu.requires_grad or log_var.requires_grad)
-    return _impl(x).elbo(x, x_hat, mu, log_var, beta, likelihood, need_grad)[0]
+    return x, x_hat, mu, log_var
 
 
 def elbo(
@@ -283,11 +329,16 @@ def adagvae_posterior(
         ``(mu1, log_var1, mu2, log_var2)`` adapted, each ``[B, D]``;
         differentiable in all four inputs (the selection itself is not).
     """
-    mu1, log_var1 = _latent_pair(mu1, log_var1, ("mu1", "log_var1"))
-    mu2, log_var2 = _latent_pair(mu2, log_var2, ("mu2", "log_var2"))
-    check.same_device(mu1=mu1, mu2=mu2)
-    if mu1.shape != mu2.shape:
-        raise check.ShapeError(f"mu2: expected shape {tuple(mu1.shape)} (from mu1), got {tuple(mu2.shape)}")
-    mu1, log_var1, mu2, log_var2 = check.promote(mu1, log_var1, mu2, log_var2)
+    if not (
+        check.same_floating_tensors(mu1, log_var1, mu2, log_var2)
+        and mu1.dim() == 2
+        and mu1.shape == log_var1.shape == mu2.shape == log_var2.shape
+    ):  # anything but the usual call: the detailed checks, promotion, broadcasting
+        mu1, log_var1 = _latent_pair(mu1, log_var1, ("mu1", "log_var1"))
+        mu2, log_var2 = _latent_pair(mu2, log_var2, ("mu2", "log_var2"))
+        check.same_device(mu1=mu1, mu2=mu2)
+        if mu1.shape != mu2.shape:
+            raise check.ShapeError(f"mu2: expected shape {tuple(mu1.shape)} (from mu1), got {tuple(mu2.shape)}")
+        mu1, log_var1, mu2, log_var2 = check.promote(mu1, log_var1, mu2, log_var2)
     mu1a, log_var1a, mu2a, log_var2a, _mask = _impl(mu1).adagvae_posterior(mu1, log_var1, mu2, log_var2)
     return mu1a, log_var1a, mu2a, log_var2a
