@@ -58,6 +58,16 @@ C10_ALWAYS_INLINE at::vec::Vectorized<T> if_nonneg(
     const at::vec::Vectorized<T>& b) {
   return at::vec::Vectorized<T>::blendv(b, a, cond >= at::vec::Vectorized<T>(0));
 }
+// x < y ? a : b (false for NaN, as the scalar comparison).
+template <typename T>
+C10_ALWAYS_INLINE T if_less(T x, T y, T a, T b) { return x < y ? a : b; }
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> if_less(const at::vec::Vectorized<T>& x,
+                                                 const at::vec::Vectorized<T>& y,
+                                                 const at::vec::Vectorized<T>& a,
+                                                 const at::vec::Vectorized<T>& b) {
+  return at::vec::Vectorized<T>::blendv(b, a, x < y);
+}
 // 0 for v in [0, 1], NaN otherwise (NaN included): adds "undefined" to a
 // value whose argument must be a probability.
 template <typename T>
@@ -286,6 +296,17 @@ C10_ALWAYS_INLINE T kl_general(T mu_q, T lv_q, T mu_p, T lv_p) {
   const T diff = mu_q - mu_p;
   const T ratio = vm::exp(lv_q - lv_p);
   return T(0.5) * ((lv_p - lv_q) + ratio + diff * diff * vm::exp(T(0) - lv_p) - T(1));
+}
+// log((exp(a) + exp(b)) / 2) without overflow: the log-variance of the
+// average of two variances (Ada-GVAE).
+template <typename T>
+C10_ALWAYS_INLINE T log_mean_exp(T a, T b) {
+  return vm::max(a, b) + vm::log1p(vm::exp(T(0) - vm::abs(a - b))) - T(0.6931471805599453);
+}
+// d log_mean_exp(a, b) / d a = exp(a) / (exp(a) + exp(b)) = sigmoid(a - b).
+template <typename T>
+C10_ALWAYS_INLINE T log_mean_exp_weight(T a, T b) {
+  return T(1) / (T(1) + vm::exp(b - a));
 }
 template <typename T>
 C10_ALWAYS_INLINE T kl_general_and_grad(T mu_q, T lv_q, T mu_p, T lv_p,

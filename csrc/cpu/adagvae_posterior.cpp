@@ -27,11 +27,36 @@ void check_posteriors(const std::array<const at::Tensor*, 4>& ts, const Names& n
   }
 }
 
-// log((exp(a) + exp(b)) / 2) without overflow.
+// The four outputs of one element (or one vector of elements) of a row
+// whose threshold is tau: the average where kl < tau, the inputs elsewhere.
 template <typename T>
-T log_mean_exp(T a, T b) {
-  return std::max(a, b) + std::log1p(std::exp(-std::abs(a - b))) - T(0.6931471805599453);
-}
+struct Adapted {
+  T mu1, lv1, mu2, lv2, averaged;  // averaged: 1 or 0
+  C10_ALWAYS_INLINE Adapted(T m1, T l1, T m2, T l2, T kl, T tau) {
+    const T mu = T(0.5) * (m1 + m2), lv = log_mean_exp(l1, l2);
+    mu1 = vm::if_less(kl, tau, mu, m1);
+    lv1 = vm::if_less(kl, tau, lv, l1);
+    mu2 = vm::if_less(kl, tau, mu, m2);
+    lv2 = vm::if_less(kl, tau, lv, l2);
+    averaged = vm::if_less(kl, tau, T(1), T(0));
+  }
+};
+
+// The gradients of one element (or vector) given the upstream ones:
+// averaged dimensions: d mu_avg / d mu_i = 1/2 and d lv_avg / d lv_1 =
+// sigmoid(lv1 - lv2); the selection (the mask) is piecewise constant.
+template <typename T>
+struct AdaptedGrad {
+  T mu1, lv1, mu2, lv2;
+  C10_ALWAYS_INLINE AdaptedGrad(T gm1, T gl1, T gm2, T gl2, T l1, T l2, T averaged) {
+    const T mu = T(0.5) * (gm1 + gm2), gl = gl1 + gl2;
+    const T zero(0);
+    mu1 = vm::if_less(zero, averaged, mu, gm1);
+    mu2 = vm::if_less(zero, averaged, mu, gm2);
+    lv1 = vm::if_less(zero, averaged, log_mean_exp_weight(l1, l2) * gl, gl1);
+    lv2 = vm::if_less(zero, averaged, log_mean_exp_weight(l2, l1) * gl, gl2);
+  }
+};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> adagvae_posterior_cpu(
     const at::Tensor& mu1, const at::Tensor& log_var1, const at::Tensor& mu2,
@@ -45,49 +70,71 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> adagvae_p
   const at::Tensor in[4] = {as_rows(mu1, B, D), as_rows(log_var1, B, D), as_rows(mu2, B, D),
                             as_rows(log_var2, B, D)};
   PAF_DISPATCH_FLOATING(mu1.scalar_type(), "adagvae_posterior_cpu", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
+    using IO = VecIO<scalar_t>;
+    using opmath_t = typename IO::opmath_t;
+    using Vec = typename IO::Vec;
+    constexpr int64_t W = IO::kWidth;
     const auto m1 = const_row_matrix<scalar_t>(in[0]), l1 = const_row_matrix<scalar_t>(in[1]);
     const auto m2 = const_row_matrix<scalar_t>(in[2]), l2 = const_row_matrix<scalar_t>(in[3]);
-    scalar_t *pm1 = o_mu1.data_ptr<scalar_t>(), *pl1 = o_lv1.data_ptr<scalar_t>();
-    scalar_t *pm2 = o_mu2.data_ptr<scalar_t>(), *pl2 = o_lv2.data_ptr<scalar_t>();
+    scalar_t* out[4] = {o_mu1.data_ptr<scalar_t>(), o_lv1.data_ptr<scalar_t>(), o_mu2.data_ptr<scalar_t>(),
+                        o_lv2.data_ptr<scalar_t>()};
     bool* pmask = mask.data_ptr<bool>();
     at::parallel_for(0, B, row_grain(4 * D), [&](int64_t begin, int64_t end) {
       std::vector<opmath_t> kl(D);
+      opmath_t lanes[W];
       for (int64_t b = begin; b < end; ++b) {
         const scalar_t *a_mu = m1.row(b), *a_lv = l1.row(b), *b_mu = m2.row(b), *b_lv = l2.row(b);
-        opmath_t lo = std::numeric_limits<opmath_t>::infinity(), hi = -lo;
-        for (const auto d : c10::irange(D)) {
-          kl[d] = kl_general(static_cast<opmath_t>(a_mu[d]), static_cast<opmath_t>(a_lv[d]),
-                             static_cast<opmath_t>(b_mu[d]), static_cast<opmath_t>(b_lv[d]));
-          lo = std::min(lo, kl[d]);
-          hi = std::max(hi, kl[d]);
+        // kl per dimension and its range; NaN is skipped, as by std::min/max.
+        const opmath_t inf = std::numeric_limits<opmath_t>::infinity();
+        Vec v_lo(inf), v_hi(-inf);
+        opmath_t lo = inf, hi = -inf;
+        for_each_column<W>(
+            D,
+            [&](int64_t j) {
+              const Vec k = kl_general(IO::load(a_mu + j), IO::load(a_lv + j), IO::load(b_mu + j), IO::load(b_lv + j));
+              k.store(kl.data() + j);
+              v_lo = vm::if_less(k, v_lo, k, v_lo);
+              v_hi = vm::if_less(v_hi, k, k, v_hi);
+            },
+            [&](int64_t j) {
+              kl[j] = kl_general<opmath_t>(a_mu[j], a_lv[j], b_mu[j], b_lv[j]);
+              lo = vm::if_less(kl[j], lo, kl[j], lo);
+              hi = vm::if_less(hi, kl[j], kl[j], hi);
+            });
+        if (D >= W) {
+          v_lo.store(lanes);
+          for (const opmath_t v : lanes) lo = vm::if_less(v, lo, v, lo);
+          v_hi.store(lanes);
+          for (const opmath_t v : lanes) hi = vm::if_less(hi, v, v, hi);
         }
         const opmath_t tau = opmath_t(0.5) * (hi + lo);
         const int64_t o = b * D;
-        for (const auto d : c10::irange(D)) {
-          const bool average = kl[d] < tau;
-          pmask[o + d] = average;
-          if (average) {
-            const opmath_t mu = opmath_t(0.5) * (static_cast<opmath_t>(a_mu[d]) + static_cast<opmath_t>(b_mu[d]));
-            const opmath_t lv = log_mean_exp(static_cast<opmath_t>(a_lv[d]), static_cast<opmath_t>(b_lv[d]));
-            pm1[o + d] = pm2[o + d] = static_cast<scalar_t>(mu);
-            pl1[o + d] = pl2[o + d] = static_cast<scalar_t>(lv);
-          } else {
-            pm1[o + d] = a_mu[d];
-            pl1[o + d] = a_lv[d];
-            pm2[o + d] = b_mu[d];
-            pl2[o + d] = b_lv[d];
-          }
-        }
+        for_each_column<W>(
+            D,
+            [&](int64_t j) {
+              const Adapted<Vec> r(IO::load(a_mu + j), IO::load(a_lv + j), IO::load(b_mu + j), IO::load(b_lv + j),
+                                   Vec::loadu(kl.data() + j), Vec(tau));
+              IO::store(out[0] + o + j, r.mu1);
+              IO::store(out[1] + o + j, r.lv1);
+              IO::store(out[2] + o + j, r.mu2);
+              IO::store(out[3] + o + j, r.lv2);
+              r.averaged.store(lanes);
+              for (int64_t i = 0; i < W; ++i) pmask[o + j + i] = lanes[i] != opmath_t(0);
+            },
+            [&](int64_t j) {
+              const Adapted<opmath_t> r(a_mu[j], a_lv[j], b_mu[j], b_lv[j], kl[j], tau);
+              out[0][o + j] = static_cast<scalar_t>(r.mu1);
+              out[1][o + j] = static_cast<scalar_t>(r.lv1);
+              out[2][o + j] = static_cast<scalar_t>(r.mu2);
+              out[3][o + j] = static_cast<scalar_t>(r.lv2);
+              pmask[o + j] = r.averaged != opmath_t(0);
+            });
       }
     });
   });
   return {o_mu1, o_lv1, o_mu2, o_lv2, mask};
 }
 
-// Averaged dimensions: d mu_avg / d mu_i = 1/2 and
-// d lv_avg / d lv_1 = exp(lv1) / (exp(lv1) + exp(lv2)) = sigmoid(lv1 - lv2).
-// The selection itself (the mask) is piecewise constant: no gradient.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adagvae_posterior_backward_cpu(
     const at::Tensor& g_mu1, const at::Tensor& g_lv1, const at::Tensor& g_mu2,
     const at::Tensor& g_lv2, const at::Tensor& log_var1, const at::Tensor& log_var2,
@@ -108,33 +155,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adagvae_posterior_bac
                             as_rows(g_lv2, B, D), as_rows(log_var1, B, D), as_rows(log_var2, B, D)};
   const at::Tensor mask_c = mask.contiguous();
   PAF_DISPATCH_FLOATING(g_mu1.scalar_type(), "adagvae_posterior_backward_cpu", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
+    using IO = VecIO<scalar_t>;
+    using opmath_t = typename IO::opmath_t;
+    using Vec = typename IO::Vec;
+    constexpr int64_t W = IO::kWidth;
     RowMatrix<const scalar_t> r[6];
     for (int i = 0; i < 6; ++i) r[i] = const_row_matrix<scalar_t>(in[i]);
     const bool* pmask = mask_c.const_data_ptr<bool>();
-    scalar_t *pm1 = o_mu1.data_ptr<scalar_t>(), *pl1 = o_lv1.data_ptr<scalar_t>();
-    scalar_t *pm2 = o_mu2.data_ptr<scalar_t>(), *pl2 = o_lv2.data_ptr<scalar_t>();
+    scalar_t* out[4] = {o_mu1.data_ptr<scalar_t>(), o_lv1.data_ptr<scalar_t>(), o_mu2.data_ptr<scalar_t>(),
+                        o_lv2.data_ptr<scalar_t>()};
     at::parallel_for(0, B, row_grain(6 * D), [&](int64_t begin, int64_t end) {
+      opmath_t lanes[W];
       for (int64_t b = begin; b < end; ++b) {
         const int64_t o = b * D;
-        for (const auto d : c10::irange(D)) {
-          const opmath_t gm1 = r[0].row(b)[d], gl1 = r[1].row(b)[d];
-          const opmath_t gm2 = r[2].row(b)[d], gl2 = r[3].row(b)[d];
-          if (pmask[o + d]) {
-            const opmath_t a = r[4].row(b)[d], c = r[5].row(b)[d];
-            const opmath_t w1 = opmath_t(1) / (opmath_t(1) + std::exp(c - a));
-            const opmath_t w2 = opmath_t(1) / (opmath_t(1) + std::exp(a - c));
-            const opmath_t mu_g = opmath_t(0.5) * (gm1 + gm2);
-            pm1[o + d] = pm2[o + d] = static_cast<scalar_t>(mu_g);
-            pl1[o + d] = static_cast<scalar_t>(w1 * (gl1 + gl2));
-            pl2[o + d] = static_cast<scalar_t>(w2 * (gl1 + gl2));
-          } else {
-            pm1[o + d] = static_cast<scalar_t>(gm1);
-            pl1[o + d] = static_cast<scalar_t>(gl1);
-            pm2[o + d] = static_cast<scalar_t>(gm2);
-            pl2[o + d] = static_cast<scalar_t>(gl2);
-          }
-        }
+        const scalar_t* row[6];
+        for (int i = 0; i < 6; ++i) row[i] = r[i].row(b);
+        for_each_column<W>(
+            D,
+            [&](int64_t j) {
+              for (int64_t i = 0; i < W; ++i) lanes[i] = pmask[o + j + i] ? opmath_t(1) : opmath_t(0);
+              const AdaptedGrad<Vec> g(IO::load(row[0] + j), IO::load(row[1] + j), IO::load(row[2] + j),
+                                       IO::load(row[3] + j), IO::load(row[4] + j), IO::load(row[5] + j),
+                                       Vec::loadu(lanes));
+              IO::store(out[0] + o + j, g.mu1);
+              IO::store(out[1] + o + j, g.lv1);
+              IO::store(out[2] + o + j, g.mu2);
+              IO::store(out[3] + o + j, g.lv2);
+            },
+            [&](int64_t j) {
+              const AdaptedGrad<opmath_t> g(row[0][j], row[1][j], row[2][j], row[3][j], row[4][j], row[5][j],
+                                            pmask[o + j] ? opmath_t(1) : opmath_t(0));
+              out[0][o + j] = static_cast<scalar_t>(g.mu1);
+              out[1][o + j] = static_cast<scalar_t>(g.lv1);
+              out[2][o + j] = static_cast<scalar_t>(g.mu2);
+              out[3][o + j] = static_cast<scalar_t>(g.lv2);
+            });
       }
     });
   });
