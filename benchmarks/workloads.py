@@ -67,6 +67,7 @@ class Size:
 
 SIZES = {
     "small": Size("small", 64, 1, (784,)),
+    "small-b128": Size("small-b128", 128, 1, (784,)),
     "large": Size("large", 128, 4, (3, 64, 64)),
 }
 SWEEP_FEATURES = (256, 1024, 4096, 12288, 49152)

@@ -157,7 +157,7 @@ def test_minimum_bytes_formulas():
 def test_presets():
     quick = H.plan("quick", "cpu", (torch.float32,))
     labels = [s.label for s in quick]
-    for size in ("small", "large"):
+    for size in ("small", "small-b128", "large"):
         for lik in ("gaussian", "bernoulli"):
             assert f"vae_loss[{lik}] {size} fp32 fwd+bwd" in labels
     assert {s.workload for s in quick} == set(W.WORKLOADS)
