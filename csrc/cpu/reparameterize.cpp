@@ -27,22 +27,31 @@ uint64_t read_seed(const at::Tensor& seed) {
   return static_cast<uint64_t>(seed.item<int64_t>());
 }
 
-// The noise of row b, sample s: flat indices [(b*S + s) * D, ... + D).
-// Work is split over rows b; each row's std = exp(log_var / 2) is computed
-// once and the noise is generated kChunk columns at a time.
+// The noise of z[b, s, :] is at flat indices [(b*S + s) * D, ... + D): the
+// rows of a range of b are one contiguous stretch of the Philox stream.
+// Work is split over b; the noise is generated kChunk values at a time,
+// several (b, s) rows per fill when D is small (a fill makes whole Philox
+// blocks, so short fills would waste most of them).
 constexpr int64_t kChunk = 256;
 
-// For row b: fills eps with the noise of z[b, s, d0 : d0 + n] for every
-// sample s and column chunk, then calls fn(offset of z[b, s, d0], d0, n).
+// For the batch rows [begin, end): calls fn(b, offset, d0, n, eps) for every
+// stretch z[b, s, d0 : d0 + n] (offset: its flat index), with its noise in
+// eps[0 : n], in order of increasing offset.
 template <typename opmath_t, typename Fn>
-C10_ALWAYS_INLINE void for_each_noise_chunk(uint64_t key, int64_t b, int64_t S, int64_t D,
-                                            opmath_t* eps, Fn&& fn) {
-  for (int64_t s = 0; s < S; ++s) {
-    const int64_t row = (b * S + s) * D;
-    for (int64_t d0 = 0; d0 < D; d0 += kChunk) {
-      const int64_t n = std::min(kChunk, D - d0);
-      PhiloxNormalFiller<opmath_t>::fill(key, row + d0, n, eps);
-      fn(row + d0, d0, n);
+C10_ALWAYS_INLINE void for_each_noise_span(uint64_t key, int64_t begin, int64_t end, int64_t S, int64_t D,
+                                           opmath_t* eps, Fn&& fn) {
+  const int64_t rows_per_fill = std::max<int64_t>(1, kChunk / D);
+  for (int64_t r0 = begin * S; r0 < end * S; r0 += rows_per_fill) {
+    if (D <= kChunk) {  // whole rows r0 .. r0 + rows - 1 in one fill
+      const int64_t rows = std::min(rows_per_fill, end * S - r0);
+      PhiloxNormalFiller<opmath_t>::fill(key, r0 * D, rows * D, eps);
+      for (int64_t k = 0; k < rows; ++k) fn((r0 + k) / S, (r0 + k) * D, int64_t(0), D, eps + k * D);
+    } else {  // one row, kChunk columns at a time
+      for (int64_t d0 = 0; d0 < D; d0 += kChunk) {
+        const int64_t n = std::min(kChunk, D - d0);
+        PhiloxNormalFiller<opmath_t>::fill(key, r0 * D + d0, n, eps);
+        fn(r0 / S, r0 * D + d0, d0, n, eps);
+      }
     }
   }
 }
@@ -66,23 +75,24 @@ at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& log_var,
     at::parallel_for(0, B, row_grain(4 * S * D), [&](int64_t begin, int64_t end) {
       std::vector<opmath_t> mean(D), std(D);
       opmath_t eps[kChunk];
-      for (int64_t b = begin; b < end; ++b) {
-        for (const auto d : c10::irange(D)) {
-          mean[d] = static_cast<opmath_t>(m.row(b)[d]);
-          std[d] = std::exp(opmath_t(0.5) * static_cast<opmath_t>(l.row(b)[d]));
+      int64_t loaded = -1;  // the batch row whose mean and std are in mean, std
+      for_each_noise_span(key, begin, end, S, D, eps,
+                          [&](int64_t b, int64_t offset, int64_t d0, int64_t n, const opmath_t* e) {
+        if (b != loaded) {
+          for (const auto d : c10::irange(D)) {
+            mean[d] = static_cast<opmath_t>(m.row(b)[d]);
+            std[d] = std::exp(opmath_t(0.5) * static_cast<opmath_t>(l.row(b)[d]));
+          }
+          loaded = b;
         }
-        for_each_noise_chunk(key, b, S, D, eps, [&](int64_t offset, int64_t d0, int64_t n) {
-          for_each_column<IO::kWidth>(
-              n,
-              [&](int64_t j) {
-                const Vec v = Vec::loadu(&mean[d0 + j]) + Vec::loadu(&std[d0 + j]) * Vec::loadu(eps + j);
-                IO::store(zp + offset + j, v);
-              },
-              [&](int64_t j) {
-                zp[offset + j] = static_cast<scalar_t>(mean[d0 + j] + std[d0 + j] * eps[j]);
-              });
-        });
-      }
+        for_each_column<IO::kWidth>(
+            n,
+            [&](int64_t j) {
+              const Vec v = Vec::loadu(&mean[d0 + j]) + Vec::loadu(&std[d0 + j]) * Vec::loadu(e + j);
+              IO::store(zp + offset + j, v);
+            },
+            [&](int64_t j) { zp[offset + j] = static_cast<scalar_t>(mean[d0 + j] + std[d0 + j] * e[j]); });
+      });
     });
   });
   return z;
@@ -115,29 +125,36 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(const at::Tensor&
     at::parallel_for(0, B, row_grain(4 * S * D), [&](int64_t begin, int64_t end) {
       std::vector<opmath_t> sum_g(D), sum_g_eps(D);
       opmath_t eps[kChunk];
-      for (int64_t b = begin; b < end; ++b) {
-        std::fill(sum_g.begin(), sum_g.end(), opmath_t(0));
-        std::fill(sum_g_eps.begin(), sum_g_eps.end(), opmath_t(0));
-        for_each_noise_chunk(key, b, S, D, eps, [&](int64_t offset, int64_t d0, int64_t n) {
-          for_each_column<IO::kWidth>(
-              n,
-              [&](int64_t j) {
-                const Vec gv = IO::load(gp + offset + j);
-                (Vec::loadu(&sum_g[d0 + j]) + gv).store(&sum_g[d0 + j]);
-                (Vec::loadu(&sum_g_eps[d0 + j]) + gv * Vec::loadu(eps + j)).store(&sum_g_eps[d0 + j]);
-              },
-              [&](int64_t j) {
-                const opmath_t gi = static_cast<opmath_t>(gp[offset + j]);
-                sum_g[d0 + j] += gi;
-                sum_g_eps[d0 + j] += gi * eps[j];
-              });
-        });
+      int64_t current = -1;  // the batch row whose sums are being accumulated
+      auto finish = [&](int64_t b) {  // writes row b's gradients and clears the sums
         for (const auto d : c10::irange(D)) {
           const opmath_t sd = std::exp(opmath_t(0.5) * static_cast<opmath_t>(l.row(b)[d]));
           o_mu[b * D + d] = static_cast<scalar_t>(sum_g[d]);
           o_lv[b * D + d] = static_cast<scalar_t>(opmath_t(0.5) * sd * sum_g_eps[d]);
         }
-      }
+        std::fill(sum_g.begin(), sum_g.end(), opmath_t(0));
+        std::fill(sum_g_eps.begin(), sum_g_eps.end(), opmath_t(0));
+      };
+      for_each_noise_span(key, begin, end, S, D, eps,
+                          [&](int64_t b, int64_t offset, int64_t d0, int64_t n, const opmath_t* e) {
+        if (b != current) {
+          if (current >= 0) finish(current);
+          current = b;
+        }
+        for_each_column<IO::kWidth>(
+            n,
+            [&](int64_t j) {
+              const Vec gv = IO::load(gp + offset + j);
+              (Vec::loadu(&sum_g[d0 + j]) + gv).store(&sum_g[d0 + j]);
+              (Vec::loadu(&sum_g_eps[d0 + j]) + gv * Vec::loadu(e + j)).store(&sum_g_eps[d0 + j]);
+            },
+            [&](int64_t j) {
+              const opmath_t gi = static_cast<opmath_t>(gp[offset + j]);
+              sum_g[d0 + j] += gi;
+              sum_g_eps[d0 + j] += gi * e[j];
+            });
+      });
+      finish(current);
     });
   });
   return {g_mu, g_lv};
