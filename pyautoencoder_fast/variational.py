@@ -228,7 +228,7 @@ class VAE(BaseAutoencoder):
         out = model_output("vae_output", vae_output, output)
         likelihood = check.likelihood(likelihood)
         stats = functional.elbo_stats(x, out.x_hat, out.mu, out.log_var, beta, likelihood)
-        _, elbo, log_likelihood, kl = stats.detach().tolist()
+        _, elbo, log_likelihood, kl = stats.tolist()  # one transfer for the three diagnostics
         return LossResult(
             objective=stats[0],
             diagnostics={"elbo": elbo, "log_likelihood": log_likelihood, "kl_divergence": kl},
@@ -322,7 +322,7 @@ class AdaGVAE(nn.Module):
         o1, o2 = out.output1, out.output2
         stats1 = functional.elbo_stats(x1, o1.x_hat, o1.mu, o1.log_var, beta, likelihood)
         stats2 = functional.elbo_stats(x2, o2.x_hat, o2.mu, o2.log_var, beta, likelihood)
-        (_, elbo1, ll1, kl1), (_, elbo2, ll2, kl2) = torch.stack([stats1, stats2]).detach().tolist()
+        (_, elbo1, ll1, kl1), (_, elbo2, ll2, kl2) = torch.stack([stats1.detach(), stats2.detach()]).tolist()
         return LossResult(
             objective=stats1[0] + stats2[0],
             diagnostics={
