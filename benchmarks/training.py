@@ -15,8 +15,9 @@ data), interleaved step by step:
 
 Reported per case and provider: median [p20, p80] ms per step, the speed-up,
 and the loss's share of the step: the median time of the loss alone
-(forward and backward, on the step's ``x_hat``, ``mu``, ``log_var`` as leaf
-tensors) divided by the median step time.
+(forward and backward, on ``x_hat``, ``mu``, ``log_var`` as leaf tensors
+freshly computed by the model's forward, as in a step) divided by the
+median step time.
 """
 
 from __future__ import annotations
@@ -259,11 +260,12 @@ def run_case(case: Case, device: str, preset: str) -> list[Result]:
     for _ in range(p["rounds"]):  # interleaved: one step of each, in turn
         for name, t in trainers.items():
             steps[name].append(1e3 * H.time_call(t.step, device))
-    leaves = {k: t.loss_inputs() for k, t in trainers.items()}
     losses: dict[str, list[float]] = {k: [] for k in trainers}
     for _ in range(p["loss_rounds"]):
         for name, t in trainers.items():
-            losses[name].append(1e3 * H.time_call(lambda: t.loss_only(leaves[name]), device))
+            # As in a step, the loss reads the x_hat the decoder has just written.
+            leaves = t.loss_inputs()
+            losses[name].append(1e3 * H.time_call(lambda: t.loss_only(leaves), device))
     results = []
     for name in trainers:
         median = H.percentile(steps[name], 50)

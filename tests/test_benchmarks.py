@@ -173,3 +173,27 @@ def test_cli_arguments():
     assert args.quick and args.device == "cpu" and args.no_plot
     with pytest.raises(SystemExit):
         parse_args(["--quick", "--smoke"])
+
+
+def test_training_benchmark_smoke(tmp_path):
+    from benchmarks import training as T
+
+    results = T.run("cpu", "smoke", command="pytest", out_dir=tmp_path)
+    assert {(r.case, r.provider) for r in results} == {
+        (c.label, p) for c in T.SMOKE_CASES for p in T.PROVIDERS
+    }
+    for r in results:
+        assert 0 < r.step_p20_ms <= r.step_ms <= r.step_p80_ms
+        assert r.loss_ms > 0 and r.loss_share > 0 and r.speedup > 0
+    text = next(tmp_path.glob("training-*-smoke.md")).read_text()
+    assert "cpu_capability" in text and "| training step |" in text
+
+
+def test_training_benchmark_providers_train_the_same_model():
+    from benchmarks import training as T
+
+    for case in T.SMOKE_CASES:
+        eager, fast = T.build_pair(case, "cpu")
+        x = T.make_data(case, "cpu")
+        objective = T.check_same_numbers(T.Trainer("eager", eager, case, x), T.Trainer("fast", fast, case, x))
+        assert math.isfinite(objective)
