@@ -197,3 +197,14 @@ def test_training_benchmark_providers_train_the_same_model():
         x = T.make_data(case, "cpu")
         objective = T.check_same_numbers(T.Trainer("eager", eager, case, x), T.Trainer("fast", fast, case, x))
         assert math.isfinite(objective)
+
+
+def test_overhead_breakdown_runs(capsys):
+    import pyautoencoder_fast as paf
+    from benchmarks import overhead
+
+    if not paf.extension_available():
+        pytest.skip("extension not loaded")
+    assert overhead.main(["--reps", "3", "--batch", "4", "--features", "7", "--latent", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 7 and all(float(line.split()[0]) > 0 for line in lines[1:])
