@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 
 FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+LIKELIHOODS = ("gaussian", "bernoulli", "laplace", "bernoulli_probs")
+_CANONICAL = frozenset(LIKELIHOODS)
 
 
 class ShapeError(ValueError, RuntimeError):
@@ -24,7 +26,6 @@ class ShapeError(ValueError, RuntimeError):
 
     A ``ValueError`` (a bad argument) and a ``RuntimeError`` (what PyTorch's
     own broadcasting raises in the original pure-PyTorch code)."""
-LIKELIHOODS = ("gaussian", "bernoulli", "laplace", "bernoulli_probs")
 
 
 def tensor(name: str, value: object) -> Tensor:
@@ -123,9 +124,6 @@ class LikelihoodType(Enum):
 LikelihoodType.__module__ = "pyautoencoder_fast.loss"
 
 
-_CANONICAL = frozenset(LIKELIHOODS)
-
-
 def likelihood(value: object) -> str:
     """A likelihood name (case-insensitive) or :class:`LikelihoodType` member ->
     its canonical lower-case name.
@@ -139,7 +137,7 @@ def likelihood(value: object) -> str:
     if type(value) is LikelihoodType:
         return value.value
     name = value.lower() if isinstance(value, str) and not isinstance(value, Enum) else None
-    if name not in LIKELIHOODS:
+    if name not in _CANONICAL:
         raise ValueError(f"Unsupported likelihood: {value!r} (expected one of {', '.join(LIKELIHOODS)})")
     return name
 

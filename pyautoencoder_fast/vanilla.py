@@ -90,7 +90,7 @@ class AE(BaseAutoencoder):
         likelihood = check.likelihood(likelihood)
         x, x_hat = check.tensor("x", x), check.tensor("ae_output.x_hat", ae_output.x_hat)
         if x_hat.shape != x.shape:
-            raise ValueError(
+            raise check.ShapeError(
                 f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}."
             )
         ll = functional.log_likelihood_sum(x, x_hat, likelihood)  # [B, 1]

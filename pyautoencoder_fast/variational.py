@@ -117,7 +117,7 @@ class FullyFactorizedGaussian(nn.Module):
         """``(mu, log_var)`` of the posterior for features ``x`` ``[B, F]``."""
         check.tensor("x", x)
         if x.dim() != 2:
-            raise ValueError(
+            raise check.ShapeError(
                 f"FullyFactorizedGaussian expects encoder features of shape [B, F], got {tuple(x.shape)} "
                 "(end the encoder with nn.Flatten())"
             )
@@ -188,7 +188,7 @@ class VAE(BaseAutoencoder):
         """
         check.tensor("z", z)
         if z.dim() not in (2, 3) or z.shape[-1] != self.latent_dim:
-            raise ValueError(
+            raise check.ShapeError(
                 f"z: expected shape [B, S, D_z] (or [B, D_z]) with D_z = {self.latent_dim}, got {tuple(z.shape)}"
             )
         if z.dim() == 2:
@@ -243,8 +243,8 @@ def _pair(name: str, x: object) -> tuple[Tensor, Tensor]:
         x1, x2 = x  # type: ignore[misc]
     except TypeError:
         raise TypeError(f"{name}: expected a pair (x1, x2) of tensors, got {type(x).__name__}") from None
-    except ValueError:
-        raise ValueError(f"{name}: expected a pair (x1, x2) of tensors, got {len(x)} items") from None  # type: ignore[arg-type]
+    except ValueError:  # unpacked to more or fewer than two items
+        raise ValueError(f"{name}: expected a pair (x1, x2) of tensors, got a {type(x).__name__} of another length") from None
     check.tensor(f"{name}[0]", x1)
     check.tensor(f"{name}[1]", x2)
     if x1.shape[:1] != x2.shape[:1]:

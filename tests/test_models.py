@@ -437,6 +437,8 @@ def test_adagvae_argument_checks():
         ada(3)
     with pytest.raises(ValueError, match="pair"):
         ada((x1, x2, x1))
+    with pytest.raises(ValueError, match="pair"):  # an iterator of another length (no len())
+        ada(t for t in (x1, x2, x1))
     with pytest.raises(ValueError, match="batch"):
         ada((x1, x2[:3]))
     with pytest.raises(ValueError, match="pair"):

@@ -10,8 +10,6 @@
 #include "../common/elbo_stats.h"
 #include "autograd_common.h"
 
-#include <ATen/Dispatch.h>
-
 namespace paf::autograd {
 namespace {
 
@@ -24,17 +22,11 @@ using LikelihoodSumBackward =
 using BackwardXHat = at::Tensor(const at::Tensor&, const at::Tensor&);
 using BackwardLatent = Tensors2(const at::Tensor&, const at::Tensor&, const at::Tensor&, double);
 
-// grad_stats == [1, 0, 0, 0] (objective.backward()), read in place.
+// grad_stats == [1, 0, 0, 0] (objective.backward()), when its values can be read now.
 bool is_objective_only(const at::Tensor& grad_stats) {
-  if (!values_readable_on_host(grad_stats) || grad_stats.numel() != kNumStats) return false;
-  bool result = false;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_stats.scalar_type(), "elbo_objective_only", [&] {
-    const scalar_t* g = grad_stats.const_data_ptr<scalar_t>();
-    const int64_t step = grad_stats.stride(0);
-    result = g[kObjective * step] == scalar_t(1) && g[kElbo * step] == scalar_t(0) &&
-             g[kLogLikelihood * step] == scalar_t(0) && g[kKl * step] == scalar_t(0);
-  });
-  return result;
+  constexpr std::array<double, kNumStats> kObjectiveOnly{1.0, 0.0, 0.0, 0.0};
+  return values_readable_on_host(grad_stats) && grad_stats.numel() == kNumStats &&
+         read_grad_stats(grad_stats) == kObjectiveOnly;
 }
 
 // d stats / d ll[b, s] = (-1, 1, 1, 0) / (B * S), as a [B, S] gradient.
