@@ -30,9 +30,14 @@ TORCH_LIBRARY(pyautoencoder_fast, m) {
   m.def(
       "reparameterize(Tensor mu, Tensor log_var, int num_samples, "
       "Tensor seed) -> Tensor");
+  // ... and the noise eps it used, in the accumulation dtype, for backward.
+  m.def(
+      "reparameterize_with_noise(Tensor mu, Tensor log_var, int num_samples, "
+      "Tensor seed) -> (Tensor, Tensor)");
+  // Reads eps from `noise` when given, else regenerates it from the seed.
   m.def(
       "reparameterize_backward(Tensor grad_z, Tensor mu, Tensor log_var, "
-      "Tensor seed) -> (Tensor, Tensor)");
+      "Tensor seed, Tensor? noise=None) -> (Tensor, Tensor)");
 
   // elbo: stats = [objective, elbo, log_likelihood, kl] (batch means) and,
   // when need_grad, d objective / d (x_hat, mu, log_var) from the same passes.

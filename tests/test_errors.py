@@ -53,6 +53,8 @@ def test_functional_errors(call, exc, match):
         (lambda: ops.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), 0, torch.tensor(1)), "num_samples: expected S >= 1"),
         (lambda: ops.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), 1, torch.tensor(1.0)), "seed: expected a one-element int64 tensor"),
         (lambda: ops.reparameterize(torch.zeros(2, 3), torch.zeros(3, 3), 1, torch.tensor(1)), r"log_var: expected shape \[2, 3\]"),
+        (lambda: ops.reparameterize_backward(torch.zeros(2, 1, 3), torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor(1), torch.zeros(2, 1, 3, dtype=torch.float64)), "noise: expected Float"),
+        (lambda: ops.reparameterize_backward(torch.zeros(2, 1, 3), torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor(1), torch.zeros(2, 2, 3)), r"noise: expected shape \[2, 1, 3\]"),
         (lambda: ops.elbo(torch.zeros(2, 3), torch.zeros(2, 1, 3), torch.zeros(3, 4), torch.zeros(3, 4), 1.0, "gaussian", False), "mu: expected batch size 2"),
         (lambda: ops.elbo_backward_x_hat(torch.zeros(3), torch.zeros(2, 3)), "grad_stats: expected 4 elements"),
         (lambda: ops.kl_diag_gaussian(torch.zeros(2, 3), torch.zeros(2, 3), None, None, True, 1.0, 0.0), r"clamp_min \(1\) must not exceed clamp_max \(0\)"),

@@ -40,7 +40,9 @@ def _sample_args(grad):
         (ops.kl_diag_gaussian_backward, (_t(4), _t(4, 3), _t(4, 3), None, None, True, None, None)),
         (ops.kl_diag_gaussian_backward, (_t(4, 3), _t(4, 3), _t(4, 3), _t(4, 3), None, False, -1.0, 1.0)),
         (ops.reparameterize, (_t(4, 3, grad=grad), _t(4, 3, grad=grad), 2, seed)),
+        (ops.reparameterize_with_noise, (_t(4, 3), _t(4, 3), 2, seed)),
         (ops.reparameterize_backward, (_t(4, 2, 3), _t(4, 3), _t(4, 3), seed)),
+        (ops.reparameterize_backward, (_t(4, 2, 3), _t(4, 3), _t(4, 3), seed, _t(4, 2, 3))),
         (ops.elbo, (_x(3, 6), _t(3, 2, 6, grad=grad), _t(3, 4, grad=grad), _t(3, 4, grad=grad), 2.0, "bernoulli", grad)),
         (ops.elbo, (_t(3, 6, grad=grad), _t(3, 1, 6, grad=grad), _t(3, 4, grad=grad), _t(3, 4, grad=grad), 1.0, "gaussian", grad)),
         (ops.elbo_backward_x_hat, (_t(4), _t(3, 2, 6))),
@@ -60,7 +62,7 @@ def test_opcheck(index, grad):
 def test_every_op_is_covered_by_opcheck():
     covered = {op._qualified_op_name for op, _ in _sample_args(False)}
     defined = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("pyautoencoder_fast::")}
-    assert len(defined) == 13 and defined <= covered, defined - covered
+    assert len(defined) == 14 and defined <= covered, defined - covered
 
 
 GRADCHECK_CASES = {

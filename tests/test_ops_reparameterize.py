@@ -98,15 +98,50 @@ def test_functional_backends_draw_the_same_noise():
     assert_accurate(a, b)
 
 
-def test_backward_keeps_no_noise_tensor():
-    mu = torch.randn(8, 4, requires_grad=True)
-    lv = torch.randn(8, 4, requires_grad=True)
+def _saved_shapes_and_dtypes(mu, lv, samples):
     saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
-        z = F.reparameterize(mu, lv, 16)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append((tuple(t.shape), t.dtype)) or t, lambda t: t):
+        z = F.reparameterize(mu, lv, samples)
+    return z, saved
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_backward_keeps_small_noise_in_the_accumulation_dtype(dtype):
+    mu = torch.randn(8, 4, dtype=dtype, requires_grad=True)
+    lv = torch.randn(8, 4, dtype=dtype, requires_grad=True)
+    z, saved = _saved_shapes_and_dtypes(mu, lv, 16)
     assert z.shape == (8, 16, 4)
-    assert saved, "expected mu, log_var and the seed to be saved"
-    assert all(s in {(8, 4), ()} for s in saved), saved
+    assert ((8, 16, 4), torch.float32) in saved, saved  # eps, never z (which is z's dtype)
+    assert all(shape in {(8, 4), (), (8, 16, 4)} for shape, _ in saved), saved
+
+
+def test_backward_keeps_no_large_noise_tensor():
+    mu = torch.randn(1024, 64, requires_grad=True)
+    lv = torch.randn(1024, 64, requires_grad=True)
+    z, saved = _saved_shapes_and_dtypes(mu, lv, 17)  # 1024 * 17 * 64 > 2^20 elements
+    assert z.shape == (1024, 17, 64)
+    assert saved and all(shape in {(1024, 64), ()} for shape, _ in saved), saved
+    z_no_grad, saved_no_grad = _saved_shapes_and_dtypes(mu.detach(), lv.detach(), 2)
+    assert saved_no_grad == []
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_saved_and_regenerated_noise_give_the_same_gradients_bitwise(dtype):
+    ops = torch.ops.pyautoencoder_fast
+    mu, lv = torch.randn(33, 19, dtype=dtype), torch.randn(33, 19, dtype=dtype)
+    seed = torch.tensor(31337)
+    z, noise = ops.reparameterize_with_noise(mu, lv, 5, seed)
+    assert torch.equal(z, ops.reparameterize(mu, lv, 5, seed))
+    grad_z = torch.randn_like(z)
+    from_noise = ops.reparameterize_backward(grad_z, mu, lv, seed, noise)
+    regenerated = ops.reparameterize_backward(grad_z, mu, lv, seed)
+    for a, b in zip(from_noise, regenerated):
+        assert torch.equal(a, b)
+    # and the autograd paths above and below the saved-noise limit agree with them
+    mu_g, lv_g = mu.clone().requires_grad_(), lv.clone().requires_grad_()
+    grads = torch.autograd.grad(ops.reparameterize(mu_g, lv_g, 5, seed), (mu_g, lv_g), grad_z)
+    for a, b in zip(grads, regenerated):
+        assert torch.equal(a, b)
 
 
 def test_broadcast_log_var():

@@ -123,12 +123,33 @@ struct VecIO {
     }
   }
 
+  // The sum of the lanes as a tree (lane i + lane i + w, w halving):
+  // log2(kWidth) dependent adds in registers, pairwise accurate. (Through
+  // memory, the narrow reloads of a wide store stall store forwarding.)
   static C10_ALWAYS_INLINE opmath_t sum(const Vec& v) {
+#if defined(CPU_CAPABILITY_AVX512)
+    if constexpr (std::is_same_v<opmath_t, float>) {
+      return _mm512_reduce_add_ps(v);
+    } else {
+      return _mm512_reduce_add_pd(v);
+    }
+#elif defined(CPU_CAPABILITY_AVX2)
+    if constexpr (std::is_same_v<opmath_t, float>) {
+      __m128 s = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+      s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+      return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+    } else {
+      const __m128d s = _mm_add_pd(_mm256_extractf128_pd(v, 1), _mm256_castpd256_pd128(v));
+      return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+    }
+#else
     opmath_t lanes[kWidth];
     v.store(lanes);
-    opmath_t s = 0;
-    for (const auto i : c10::irange(kWidth)) s += lanes[i];
-    return s;
+    for (int64_t w = kWidth / 2; w >= 1; w /= 2) {
+      for (int64_t i = 0; i < w; ++i) lanes[i] += lanes[i + w];
+    }
+    return lanes[0];
+#endif
   }
 };
 

@@ -1,6 +1,7 @@
 // reparameterize: z[b, s, :] = mu[b] + exp(0.5 * log_var[b]) * eps[b, s, :]
 // with eps drawn inside the kernel from Philox(seed) (common/philox_normal.h).
-// The backward regenerates eps from the seed instead of saving it or z.
+// The backward reads eps from the forward's saved noise, or regenerates it
+// from the seed when the noise was too large to keep (autograd/reparameterize).
 #include "../common/kernel_utils.h"
 #include "../common/philox_normal.h"
 
@@ -34,36 +35,56 @@ uint64_t read_seed(const at::Tensor& seed) {
 // blocks, so short fills would waste most of them).
 constexpr int64_t kChunk = 256;
 
+// std[d] = exp(0.5 * log_var[d]) for one row of D values, vectorised; the
+// forward and the backward both call it, so they use the same std bitwise.
+template <typename scalar_t>
+void row_std(const scalar_t* log_var, int64_t D, at::opmath_type<scalar_t>* std) {
+  using IO = VecIO<scalar_t>;
+  using opmath_t = typename IO::opmath_t;
+  using Vec = typename IO::Vec;
+  for_each_column<IO::kWidth>(
+      D, [&](int64_t j) { (Vec(opmath_t(0.5)) * IO::load(log_var + j)).exp().store(std + j); },
+      [&](int64_t j) { std[j] = std::exp(opmath_t(0.5) * static_cast<opmath_t>(log_var[j])); });
+}
+
 // For the batch rows [begin, end): calls fn(b, offset, d0, n, eps) for every
 // stretch z[b, s, d0 : d0 + n] (offset: its flat index), with its noise in
-// eps[0 : n], in order of increasing offset.
+// eps[0 : n], in order of increasing offset. The noise is read from `saved`
+// (a [B, S, D] tensor's data) when given, else generated into `buffer`.
 template <typename opmath_t, typename Fn>
-C10_ALWAYS_INLINE void for_each_noise_span(uint64_t key, int64_t begin, int64_t end, int64_t S, int64_t D,
-                                           opmath_t* eps, Fn&& fn) {
+C10_ALWAYS_INLINE void for_each_noise_span(uint64_t key, const opmath_t* saved, int64_t begin, int64_t end,
+                                           int64_t S, int64_t D, opmath_t* buffer, Fn&& fn) {
+  if (saved != nullptr) {
+    for (int64_t r = begin * S; r < end * S; ++r) fn(r / S, r * D, int64_t(0), D, saved + r * D);
+    return;
+  }
   const int64_t rows_per_fill = std::max<int64_t>(1, kChunk / D);
   for (int64_t r0 = begin * S; r0 < end * S; r0 += rows_per_fill) {
     if (D <= kChunk) {  // whole rows r0 .. r0 + rows - 1 in one fill
       const int64_t rows = std::min(rows_per_fill, end * S - r0);
-      PhiloxNormalFiller<opmath_t>::fill(key, r0 * D, rows * D, eps);
-      for (int64_t k = 0; k < rows; ++k) fn((r0 + k) / S, (r0 + k) * D, int64_t(0), D, eps + k * D);
+      PhiloxNormalFiller<opmath_t>::fill(key, r0 * D, rows * D, buffer);
+      for (int64_t k = 0; k < rows; ++k) fn((r0 + k) / S, (r0 + k) * D, int64_t(0), D, buffer + k * D);
     } else {  // one row, kChunk columns at a time
       for (int64_t d0 = 0; d0 < D; d0 += kChunk) {
         const int64_t n = std::min(kChunk, D - d0);
-        PhiloxNormalFiller<opmath_t>::fill(key, r0 * D + d0, n, eps);
-        fn(r0 / S, r0 * D + d0, d0, n, eps);
+        PhiloxNormalFiller<opmath_t>::fill(key, r0 * D + d0, n, buffer);
+        fn(r0 / S, r0 * D + d0, d0, n, buffer);
       }
     }
   }
 }
 
-at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& log_var,
-                              int64_t num_samples, const at::Tensor& seed) {
+// z, and the noise it used when keep_noise (else an undefined tensor).
+std::tuple<at::Tensor, at::Tensor> sample(const at::Tensor& mu, const at::Tensor& log_var, int64_t num_samples,
+                                          const at::Tensor& seed, bool keep_noise) {
   check_latent_pair(mu, log_var);
   TORCH_CHECK_VALUE(num_samples >= 1, "num_samples: expected S >= 1, got ", num_samples);
   const uint64_t key = read_seed(seed);
   const int64_t B = mu.size(0), D = mu.size(1), S = num_samples;
   at::Tensor z = at::empty({B, S, D}, mu.options());
-  if (z.numel() == 0) return z;
+  at::Tensor noise;
+  if (keep_noise) noise = at::empty({B, S, D}, mu.options().dtype(at::toOpMathType(mu.scalar_type())));
+  if (z.numel() == 0) return {z, noise};
   const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
   PAF_DISPATCH_FLOATING(mu.scalar_type(), "reparameterize_cpu", [&] {
     using IO = VecIO<scalar_t>;
@@ -72,19 +93,19 @@ at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& log_var,
     const auto m = const_row_matrix<scalar_t>(mu2);
     const auto l = const_row_matrix<scalar_t>(lv2);
     scalar_t* zp = z.data_ptr<scalar_t>();
+    opmath_t* noise_out = keep_noise ? noise.data_ptr<opmath_t>() : nullptr;
     at::parallel_for(0, B, row_grain(4 * S * D), [&](int64_t begin, int64_t end) {
       std::vector<opmath_t> mean(D), std(D);
       opmath_t eps[kChunk];
       int64_t loaded = -1;  // the batch row whose mean and std are in mean, std
-      for_each_noise_span(key, begin, end, S, D, eps,
+      for_each_noise_span(key, static_cast<const opmath_t*>(nullptr), begin, end, S, D, eps,
                           [&](int64_t b, int64_t offset, int64_t d0, int64_t n, const opmath_t* e) {
         if (b != loaded) {
-          for (const auto d : c10::irange(D)) {
-            mean[d] = static_cast<opmath_t>(m.row(b)[d]);
-            std[d] = std::exp(opmath_t(0.5) * static_cast<opmath_t>(l.row(b)[d]));
-          }
+          for (const auto d : c10::irange(D)) mean[d] = static_cast<opmath_t>(m.row(b)[d]);
+          row_std(l.row(b), D, std.data());
           loaded = b;
         }
+        if (noise_out != nullptr) std::copy(e, e + n, noise_out + offset);
         for_each_column<IO::kWidth>(
             n,
             [&](int64_t j) {
@@ -95,20 +116,40 @@ at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& log_var,
       });
     });
   });
-  return z;
+  return {z, noise};
+}
+
+at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& log_var, int64_t num_samples,
+                              const at::Tensor& seed) {
+  return std::get<0>(sample(mu, log_var, num_samples, seed, /*keep_noise=*/false));
+}
+
+std::tuple<at::Tensor, at::Tensor> reparameterize_with_noise_cpu(const at::Tensor& mu, const at::Tensor& log_var,
+                                                                 int64_t num_samples, const at::Tensor& seed) {
+  return sample(mu, log_var, num_samples, seed, /*keep_noise=*/true);
 }
 
 // d z / d mu = 1 and d z / d log_var = 0.5 * std * eps, summed over samples.
 std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(const at::Tensor& grad_z,
                                                                const at::Tensor& mu,
                                                                const at::Tensor& log_var,
-                                                               const at::Tensor& seed) {
+                                                               const at::Tensor& seed,
+                                                               const std::optional<at::Tensor>& noise) {
   check_latent_pair(mu, log_var);
   check_same_dtype_device(mu, "mu", grad_z, "grad_z");
   check_dim(grad_z, 3, "grad_z");
   const int64_t B = mu.size(0), D = mu.size(1), S = grad_z.size(1);
   check_shape(grad_z, {B, S, D}, "grad_z");
   const uint64_t key = read_seed(seed);
+  at::Tensor saved_noise;
+  if (noise.has_value()) {
+    const auto opmath = at::toOpMathType(mu.scalar_type());
+    TORCH_CHECK(noise->scalar_type() == opmath && noise->device() == mu.device(), "noise: expected ", opmath,
+                " on ", mu.device(), " (mu's accumulation dtype and device), got ", noise->scalar_type(), " on ",
+                noise->device());
+    check_shape(*noise, {B, S, D}, "noise");
+    saved_noise = noise->contiguous();
+  }
   at::Tensor g_mu = at::empty({B, D}, mu.options());
   at::Tensor g_lv = at::empty({B, D}, mu.options());
   if (g_mu.numel() == 0) return {g_mu, g_lv};
@@ -122,20 +163,21 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(const at::Tensor&
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     scalar_t* o_mu = g_mu.data_ptr<scalar_t>();
     scalar_t* o_lv = g_lv.data_ptr<scalar_t>();
+    const opmath_t* saved = saved_noise.defined() ? saved_noise.const_data_ptr<opmath_t>() : nullptr;
     at::parallel_for(0, B, row_grain(4 * S * D), [&](int64_t begin, int64_t end) {
-      std::vector<opmath_t> sum_g(D), sum_g_eps(D);
+      std::vector<opmath_t> sum_g(D), sum_g_eps(D), sd(D);
       opmath_t eps[kChunk];
       int64_t current = -1;  // the batch row whose sums are being accumulated
       auto finish = [&](int64_t b) {  // writes row b's gradients and clears the sums
+        row_std(l.row(b), D, sd.data());
         for (const auto d : c10::irange(D)) {
-          const opmath_t sd = std::exp(opmath_t(0.5) * static_cast<opmath_t>(l.row(b)[d]));
           o_mu[b * D + d] = static_cast<scalar_t>(sum_g[d]);
-          o_lv[b * D + d] = static_cast<scalar_t>(opmath_t(0.5) * sd * sum_g_eps[d]);
+          o_lv[b * D + d] = static_cast<scalar_t>(opmath_t(0.5) * sd[d] * sum_g_eps[d]);
         }
         std::fill(sum_g.begin(), sum_g.end(), opmath_t(0));
         std::fill(sum_g_eps.begin(), sum_g_eps.end(), opmath_t(0));
       };
-      for_each_noise_span(key, begin, end, S, D, eps,
+      for_each_noise_span(key, saved, begin, end, S, D, eps,
                           [&](int64_t b, int64_t offset, int64_t d0, int64_t n, const opmath_t* e) {
         if (b != current) {
           if (current >= 0) finish(current);
@@ -164,6 +206,7 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(const at::Tensor&
 
 TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) {
   m.impl("reparameterize", &reparameterize_cpu);
+  m.impl("reparameterize_with_noise", &reparameterize_with_noise_cpu);
   m.impl("reparameterize_backward", &reparameterize_backward_cpu);
 }
 
