@@ -35,7 +35,25 @@ def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str) -> Tensor:
     x, x_hat = torch.broadcast_tensors(x, x_hat)
     if likelihood == "bernoulli_probs":  # x_hat are probabilities
         return -F.binary_cross_entropy(x_hat, x, reduction="none")
-    return -F.binary_cross_entropy_with_logits(x_hat, x, reduction="none")
+    return _bernoulli_logits(x, x_hat)
+
+
+def _bernoulli_logits(x: Tensor, logits: Tensor) -> Tensor:
+    """-binary_cross_entropy_with_logits, with the limits at infinite logits:
+    x log sigmoid(l) + (1 - x) log sigmoid(-l), where a zero weight times an
+    infinite log counts 0 (torch's formula gives inf - inf = NaN there)."""
+    return _mul_or_zero(x, F.logsigmoid(logits)) + _mul_or_zero(1 - x, F.logsigmoid(-logits))
+
+
+def _mul_or_zero(c: Tensor, v: Tensor) -> Tensor:
+    """c * v, but 0 where c is exactly 0 and v infinite (finite v: plain c * v)."""
+    product = c * v
+    return torch.where((c == 0) & v.isinf(), torch.zeros_like(product), product)
+
+
+def _exp_minus_self(t: Tensor) -> Tensor:
+    """exp(t) - t, +inf at t = +inf (where the difference is inf - inf)."""
+    return torch.where(t == math.inf, t, t.exp() - t)
 
 
 # ------------------------------------------------------------ log_likelihood_sum
@@ -60,14 +78,15 @@ def kl_diag_gaussian(
         log_var_q = log_var_q.clamp(clamp_min, clamp_max)
         if log_var_p is not None:
             log_var_p = log_var_p.clamp(clamp_min, clamp_max)
+    # (exp(lv) - lv and a zero mean difference over a zero variance are
+    # written to give their limits at infinite log-variances, not NaN.)
     if mu_p is None and log_var_p is None:
-        kl = 0.5 * (log_var_q.exp() + mu_q**2 - 1.0 - log_var_q)
+        kl = 0.5 * (_exp_minus_self(log_var_q) + mu_q**2 - 1.0)
     else:
         mu_p = torch.zeros_like(mu_q) if mu_p is None else mu_p
         log_var_p = torch.zeros_like(log_var_q) if log_var_p is None else log_var_p
-        kl = 0.5 * (
-            (log_var_p - log_var_q) + (log_var_q.exp() + (mu_q - mu_p) ** 2) / log_var_p.exp() - 1.0
-        )
+        mahalanobis = _mul_or_zero((mu_q - mu_p) ** 2, (-log_var_p).exp())
+        kl = 0.5 * (_exp_minus_self(log_var_q - log_var_p) + mahalanobis - 1.0)
     return kl.sum(-1) if reduce_sum else kl
 
 

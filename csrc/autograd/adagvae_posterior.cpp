@@ -36,7 +36,7 @@ class AdagvaePosterior : public torch::autograd::Function<AdagvaePosterior> {
     for (int i = 0; i < 4; ++i) {
       if (ctx->needs_input_grad(i)) result[i] = computed[i];
     }
-    return result;
+    return first_order_only(std::move(result), saved, grads, "adagvae_posterior");
   }
 };
 

@@ -10,6 +10,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -45,6 +46,31 @@ inline bool values_readable_on_host(const at::Tensor& t) {
                                               c10::DispatchKey::Functionalize});
   return t.defined() && t.device().is_cpu() && t.layout() == at::kStrided && t.has_storage() &&
          !t.key_set().has_any(tracing_keys) && !c10::impl::TorchDispatchModeTLS::any_modes_set();
+}
+
+// The gradients a backward returns, made once-differentiable: the backward
+// kernels have no derivatives of their own, so while the graph of the
+// gradient is being built (create_graph=True) each gradient gets a node
+// that raises if anything differentiates through it, instead of a gradient
+// autograd would silently treat as constant (None or zero downstream). The
+// node's edges lead to what the gradient depends on (the saved tensors and
+// the incoming gradients), so torch.autograd.grad(..., inputs) reaches it.
+inline variable_list first_order_only(variable_list grads, const variable_list& saved,
+                                      const variable_list& grad_outputs, const char* op) {
+  if (!at::GradMode::is_enabled()) return grads;
+  torch::autograd::edge_list edges = torch::autograd::collect_next_edges(saved, grad_outputs);
+  if (std::none_of(edges.begin(), edges.end(), [](const auto& e) { return e.is_valid(); })) return grads;
+  auto refuse = c10::make_intrusive<torch::autograd::Error>(
+      std::string("pyautoencoder_fast::") + op +
+          ": double backward (differentiating its gradient) is not supported; run it under "
+          "pyautoencoder_fast.use_backend('reference'), whose PyTorch ops differentiate twice",
+      std::move(edges));
+  for (auto& g : grads) {
+    if (!g.defined()) continue;
+    g = g.detach();
+    torch::autograd::create_gradient_edge(g, refuse);
+  }
+  return grads;
 }
 
 }  // namespace paf::autograd

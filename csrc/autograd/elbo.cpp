@@ -88,7 +88,7 @@ class Elbo : public torch::autograd::Function<Elbo> {
         std::tie(result[2], result[3]) = PAF_OP(elbo_backward_latent, BackwardLatent).call(grad_stats, mu, log_var, beta);
       }
     }
-    return result;
+    return first_order_only(std::move(result), saved, grads, "elbo");
   }
 };
 

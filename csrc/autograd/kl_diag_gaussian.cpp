@@ -38,7 +38,7 @@ class KlDiagGaussian : public torch::autograd::Function<KlDiagGaussian> {
       if (!saved[i].defined()) continue;
       if (ctx->needs_input_grad(edge++)) result[i] = sum_to(computed[i], saved[i]);
     }
-    return result;
+    return first_order_only(std::move(result), saved, grads, "kl_diag_gaussian");
   }
 };
 

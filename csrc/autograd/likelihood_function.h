@@ -11,8 +11,8 @@ using LikelihoodForward = at::Tensor(const at::Tensor&, const at::Tensor&, c10::
 using LikelihoodBackward =
     at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view, bool);
 
-// Ops: static forward() / backward() returning the typed handles, and
-// kBroadcasts (whether a gradient may come in the broadcast shape).
+// Ops: static forward() / backward() returning the typed handles, kName,
+// and kBroadcasts (whether a gradient may come in the broadcast shape).
 template <typename Ops>
 class LikelihoodFunction : public torch::autograd::Function<LikelihoodFunction<Ops>> {
  public:
@@ -34,7 +34,7 @@ class LikelihoodFunction : public torch::autograd::Function<LikelihoodFunction<O
       at::Tensor grad = Ops::backward().call(grads[0], saved[0], saved[1], likelihood, wrt_x);
       result[index] = Ops::kBroadcasts ? sum_to(grad, saved[index]) : grad;
     }
-    return result;
+    return first_order_only(std::move(result), saved, grads, Ops::kName);
   }
 };
 

@@ -5,6 +5,7 @@ namespace paf::autograd {
 namespace {
 
 struct LogLikelihoodOps {
+  static constexpr const char* kName = "log_likelihood";
   static constexpr bool kBroadcasts = true;  // x and x_hat broadcast against each other
   static const auto& forward() { return PAF_OP(log_likelihood, LikelihoodForward); }
   static const auto& backward() { return PAF_OP(log_likelihood_backward, LikelihoodBackward); }

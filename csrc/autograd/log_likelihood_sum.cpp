@@ -5,6 +5,7 @@ namespace paf::autograd {
 namespace {
 
 struct LogLikelihoodSumOps {
+  static constexpr const char* kName = "log_likelihood_sum";
   static constexpr bool kBroadcasts = false;  // the backward op writes x's and x_hat's shapes
   static const auto& forward() { return PAF_OP(log_likelihood_sum, LikelihoodForward); }
   static const auto& backward() { return PAF_OP(log_likelihood_sum_backward, LikelihoodBackward); }

@@ -42,8 +42,9 @@ class Reparameterize : public torch::autograd::Function<Reparameterize> {
     const auto noise = saved.size() > 3 ? optional(saved[3]) : std::nullopt;
     auto [grad_mu, grad_log_var] =
         PAF_OP(reparameterize_backward, Backward).call(grads[0], saved[0], saved[1], saved[2], noise);
-    return {ctx->needs_input_grad(0) ? grad_mu : at::Tensor(), ctx->needs_input_grad(1) ? grad_log_var : at::Tensor(),
-            at::Tensor(), at::Tensor()};
+    return first_order_only({ctx->needs_input_grad(0) ? grad_mu : at::Tensor(),
+                             ctx->needs_input_grad(1) ? grad_log_var : at::Tensor(), at::Tensor(), at::Tensor()},
+                            saved, grads, "reparameterize");
   }
 };
 

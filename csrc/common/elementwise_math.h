@@ -88,6 +88,41 @@ C10_ALWAYS_INLINE at::vec::Vectorized<T> mul_add(const at::vec::Vectorized<T>& a
   return at::vec::fmadd(a, b, c);
 }
 
+// c * v, but 0 where c is exactly 0 and v infinite: the limit the formulas
+// below need where a coefficient vanishes (0 * inf is NaN). NaN v stays NaN.
+template <typename T>
+C10_ALWAYS_INLINE T mul_or_zero(T c, T v) {
+  return (c == T(0) && std::isinf(v)) ? T(0) : c * v;
+}
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> mul_or_zero(const at::vec::Vectorized<T>& c,
+                                                   const at::vec::Vectorized<T>& v) {
+  using Vec = at::vec::Vectorized<T>;
+  const Vec inf(std::numeric_limits<T>::infinity());
+  return Vec::blendv(c * v, Vec(0), (c == Vec(0)) & (v.abs() == inf));
+}
+// exp(t) - t given e = exp(t), and +inf at t = +inf, where exp dominates
+// (the plain difference is inf - inf).
+template <typename T>
+C10_ALWAYS_INLINE T exp_minus_self(T e, T t) {
+  return t == std::numeric_limits<T>::infinity() ? t : e - t;
+}
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> exp_minus_self(const at::vec::Vectorized<T>& e,
+                                                        const at::vec::Vectorized<T>& t) {
+  using Vec = at::vec::Vectorized<T>;
+  return Vec::blendv(e - t, t, t == Vec(std::numeric_limits<T>::infinity()));
+}
+// v, or l where l is NaN: carries a NaN argument through approximations
+// (the clamping fast exp) that would turn it into a finite number.
+template <typename T>
+C10_ALWAYS_INLINE T propagate_nan(T v, T l) { return l != l ? l : v; }
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> propagate_nan(const at::vec::Vectorized<T>& v,
+                                                       const at::vec::Vectorized<T>& l) {
+  return at::vec::Vectorized<T>::blendv(v, l, l != l);
+}
+
 template <typename T>
 inline constexpr bool is_float_v =
     std::is_same_v<T, float> || std::is_same_v<T, at::vec::Vectorized<float>>;
@@ -175,32 +210,38 @@ struct LogLikelihood<Likelihood::Gaussian> {
 
 template <>
 struct LogLikelihood<Likelihood::Bernoulli> {
-  // x*l - softplus(l) = x*l - max(l, 0) - log1p(exp(-|l|)). This is the one
+  // x*l - softplus(l) = linear(x, l) - log1p(exp(-|l|)) with
+  // linear = x*l - max(l, 0), written as (x - 1)*l for l >= 0 and x*l
+  // below, so that an infinite logit gives the limit (-inf, or 0 where the
+  // coefficient vanishes) rather than inf - inf. This is the one
   // compute-bound likelihood: a single e = exp(-|l|) serves the value and
   // the sigmoid of the gradient, and both exp and log1p use short
   // polynomials on the bounded ranges they see here (see vm::).
   template <typename T>
   static C10_ALWAYS_INLINE T value(T x, T l) {
     const T e = vm::exp_nonpositive(T(0) - vm::abs(l));
-    return x * l - vm::max(l, T(0)) - vm::log1p_unit(e);
+    return linear(x, l) - vm::log1p_unit(e);
   }
   template <typename T>
   static C10_ALWAYS_INLINE T value_and_grad(T x, T l, T& d_l) {
     const T e = vm::exp_nonpositive(T(0) - vm::abs(l));
     d_l = x - sigmoid_from_exp(l, e);
-    return x * l - vm::max(l, T(0)) - vm::log1p_unit(e);
+    return linear(x, l) - vm::log1p_unit(e);
   }
   template <typename T>
   static C10_ALWAYS_INLINE T grad_x_hat(T x, T l) {
     return x - sigmoid_from_exp(l, vm::exp_nonpositive(T(0) - vm::abs(l)));
   }
-  // sigmoid(l) given e = exp(-|l|), without overflow for either sign. The
-  // (l - l) term is 0, or NaN for a NaN logit, which the clamping fast exp
-  // would otherwise turn into a finite number.
+  template <typename T>
+  static C10_ALWAYS_INLINE T linear(T x, T l) {
+    return vm::mul_or_zero(vm::if_nonneg(l, x - T(1), x), l);
+  }
+  // sigmoid(l) given e = exp(-|l|), without overflow for either sign; a
+  // NaN logit stays NaN (the clamping fast exp would make e finite).
   template <typename T>
   static C10_ALWAYS_INLINE T sigmoid_from_exp(T l, T e) {
     const T r = T(1) / (T(1) + e);
-    return vm::if_nonneg(l, r, e * r) + (l - l);
+    return vm::propagate_nan(vm::if_nonneg(l, r, e * r), l);
   }
   template <typename T>
   static C10_ALWAYS_INLINE T grad_x(T /*x*/, T l) { return l; }
@@ -277,10 +318,11 @@ decltype(auto) dispatch_likelihood(Likelihood l, Fn&& fn) {
 // ------------------------------------------------ diagonal-Gaussian KL
 // KL(q || p) for one dimension and its partial derivatives. With the
 // standard-normal prior (mu_p = lv_p = 0) the general form reduces to
-// 0.5*(exp(lv_q) + mu_q^2 - 1 - lv_q).
+// 0.5*(exp(lv_q) + mu_q^2 - 1 - lv_q). exp_minus_self and mul_or_zero give
+// the limits at infinite log-variances (+inf, not inf - inf).
 template <typename T>
 C10_ALWAYS_INLINE T kl_standard(T mu, T lv) {
-  return T(0.5) * (vm::exp(lv) + mu * mu - T(1) - lv);
+  return T(0.5) * (vm::exp_minus_self(vm::exp(lv), lv) + mu * mu - T(1));
 }
 // d/dmu = mu, d/dlv = 0.5*(exp(lv) - 1)
 template <typename T>
@@ -288,14 +330,14 @@ C10_ALWAYS_INLINE T kl_standard_and_grad(T mu, T lv, T& d_mu, T& d_lv) {
   const T var = vm::exp(lv);
   d_mu = mu;
   d_lv = T(0.5) * (var - T(1));
-  return T(0.5) * (var + mu * mu - T(1) - lv);
+  return T(0.5) * (vm::exp_minus_self(var, lv) + mu * mu - T(1));
 }
 
 template <typename T>
 C10_ALWAYS_INLINE T kl_general(T mu_q, T lv_q, T mu_p, T lv_p) {
   const T diff = mu_q - mu_p;
-  const T ratio = vm::exp(lv_q - lv_p);
-  return T(0.5) * ((lv_p - lv_q) + ratio + diff * diff * vm::exp(T(0) - lv_p) - T(1));
+  const T t = lv_q - lv_p;
+  return T(0.5) * (vm::exp_minus_self(vm::exp(t), t) + vm::mul_or_zero(diff * diff, vm::exp(T(0) - lv_p)) - T(1));
 }
 // log((exp(a) + exp(b)) / 2) without overflow: the log-variance of the
 // average of two variances (Ada-GVAE).
@@ -313,14 +355,15 @@ C10_ALWAYS_INLINE T kl_general_and_grad(T mu_q, T lv_q, T mu_p, T lv_p,
                                         T& d_mu_q, T& d_lv_q, T& d_mu_p,
                                         T& d_lv_p) {
   const T diff = mu_q - mu_p;
-  const T ratio = vm::exp(lv_q - lv_p);
-  const T scaled = diff * vm::exp(T(0) - lv_p);  // (mu_q - mu_p) / var_p
+  const T t = lv_q - lv_p;
+  const T ratio = vm::exp(t);
+  const T scaled = vm::mul_or_zero(diff, vm::exp(T(0) - lv_p));  // (mu_q - mu_p) / var_p
   const T mahal = diff * scaled;
   d_mu_q = scaled;
   d_mu_p = T(0) - scaled;
   d_lv_q = T(0.5) * (ratio - T(1));
   d_lv_p = T(0.5) * (T(1) - ratio - mahal);
-  return T(0.5) * ((lv_p - lv_q) + ratio + mahal - T(1));
+  return T(0.5) * (vm::exp_minus_self(ratio, t) + mahal - T(1));
 }
 
 }  // namespace paf

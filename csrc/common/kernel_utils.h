@@ -11,6 +11,7 @@
 #include <c10/util/irange.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <type_traits>
@@ -161,6 +162,54 @@ C10_ALWAYS_INLINE void for_each_column(int64_t n, VecBody&& vec_body,
   int64_t j = 0;
   for (; j + W <= n; j += W) vec_body(j);
   for (; j < n; ++j) scalar_body(j);
+}
+
+// --------------------------------------------------------- long row sums
+// A running double sum with Neumaier compensation: the error of adding
+// millions of partial sums stays at a few units of double rounding.
+// Infinite and NaN partial sums propagate as in plain addition.
+class CompensatedSum {
+ public:
+  C10_ALWAYS_INLINE void add(double v) {
+    const double t = sum_ + v;
+    compensation_ += std::abs(sum_) >= std::abs(v) ? (sum_ - t) + v : (v - t) + sum_;
+    sum_ = t;
+  }
+  double value() const { return std::isfinite(sum_) ? sum_ + compensation_ : sum_; }
+
+ private:
+  double sum_ = 0.0, compensation_ = 0.0;
+};
+
+// Columns per block of a row sum: each of the 4 * W lanes adds at most
+// kSumBlock / (4 * W) terms before its block is folded into the
+// compensated sum, so float32 rows of any length sum as accurately as
+// torch.sum's (the per-lane accumulators alone stop growing past 2^24 terms).
+constexpr int64_t kSumBlock = 2048;
+
+// sum_j term(j) over the columns [0, n) of a row, in double: vec_term(j)
+// gives the Vec of terms of columns [j, j + W), scalar_term(j) one tail
+// term. Each is called once per column, in increasing j, so they may also
+// write per-column outputs (the fused gradients).
+template <typename IO, typename VecTerm, typename ScalarTerm>
+C10_ALWAYS_INLINE double row_sum(int64_t n, VecTerm&& vec_term, ScalarTerm&& scalar_term) {
+  using Vec = typename IO::Vec;
+  constexpr int64_t W = IO::kWidth;
+  constexpr int kAcc = 4;  // independent accumulators hide the add latency
+  static_assert(kSumBlock % (kAcc * W) == 0, "blocks hold whole accumulator rounds");
+  CompensatedSum total;
+  int64_t j = 0;
+  while (j + W <= n) {
+    const int64_t block_end = std::min(n, j + kSumBlock);
+    Vec acc[kAcc] = {Vec(0), Vec(0), Vec(0), Vec(0)};
+    for (; j + kAcc * W <= block_end; j += kAcc * W) {
+      for (int a = 0; a < kAcc; ++a) acc[a] = acc[a] + vec_term(j + a * W);
+    }
+    for (; j + W <= block_end; j += W) acc[0] = acc[0] + vec_term(j);
+    total.add(static_cast<double>(IO::sum((acc[0] + acc[1]) + (acc[2] + acc[3]))));
+  }
+  for (; j < n; ++j) total.add(static_cast<double>(scalar_term(j)));  // padded lanes would not sum to 0
+  return total.value();
 }
 
 // Reads an optional double argument, with a default for "not given".

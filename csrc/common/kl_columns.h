@@ -21,29 +21,57 @@ struct KlRowPtrs {
   const scalar_t *mu_q, *lv_q, *mu_p, *lv_p;
 };
 
-// Visits every column of a row with the four (clamped) inputs loaded as T
-// (Vectorized or scalar opmath): fn(j, mu_q, lv_q, mu_p, lv_p).
+// Calls fn(mu_q, lv_q, mu_p, lv_p) with the four (clamped) inputs of
+// column j loaded as T: Vectorized opmath (columns [j, j + W)) or opmath.
+template <bool kStandard, typename T, typename scalar_t, typename Fn>
+C10_ALWAYS_INLINE auto with_kl_inputs(const KlRowPtrs<scalar_t>& in, int64_t j, double lo, double hi, Fn&& fn) {
+  using IO = VecIO<scalar_t>;
+  using opmath_t = typename IO::opmath_t;
+  if constexpr (std::is_arithmetic_v<T>) {
+    const opmath_t slo = static_cast<opmath_t>(lo), shi = static_cast<opmath_t>(hi);
+    auto clamp = [&](opmath_t v) { return std::min(std::max(v, slo), shi); };
+    return fn(static_cast<opmath_t>(in.mu_q[j]), clamp(static_cast<opmath_t>(in.lv_q[j])),
+              kStandard ? opmath_t(0) : static_cast<opmath_t>(in.mu_p[j]),
+              kStandard ? opmath_t(0) : clamp(static_cast<opmath_t>(in.lv_p[j])));
+  } else {
+    const T vlo(static_cast<opmath_t>(lo)), vhi(static_cast<opmath_t>(hi)), zero(0);
+    return fn(IO::load(in.mu_q + j), at::vec::clamp(IO::load(in.lv_q + j), vlo, vhi),
+              kStandard ? zero : IO::load(in.mu_p + j),
+              kStandard ? zero : at::vec::clamp(IO::load(in.lv_p + j), vlo, vhi));
+  }
+}
+
+// Visits every column of a row with its four (clamped) inputs:
+// fn(j, mu_q, lv_q, mu_p, lv_p), vectorised then a scalar tail.
 template <bool kStandard, typename scalar_t, typename Fn>
 C10_ALWAYS_INLINE void for_each_kl_column(const KlRowPtrs<scalar_t>& in, int64_t n,
                                           double lo, double hi, Fn&& fn) {
   using IO = VecIO<scalar_t>;
-  using opmath_t = typename IO::opmath_t;
-  using Vec = typename IO::Vec;
-  const Vec vlo(static_cast<opmath_t>(lo)), vhi(static_cast<opmath_t>(hi));
-  const opmath_t slo = static_cast<opmath_t>(lo), shi = static_cast<opmath_t>(hi);
   for_each_column<IO::kWidth>(
       n,
       [&](int64_t j) {
-        const Vec zero(0);
-        fn(j, IO::load(in.mu_q + j), at::vec::clamp(IO::load(in.lv_q + j), vlo, vhi),
-           kStandard ? zero : IO::load(in.mu_p + j),
-           kStandard ? zero : at::vec::clamp(IO::load(in.lv_p + j), vlo, vhi));
+        with_kl_inputs<kStandard, typename IO::Vec>(in, j, lo, hi, [&](auto... v) { fn(j, v...); });
       },
       [&](int64_t j) {
-        auto clamp = [&](opmath_t v) { return std::min(std::max(v, slo), shi); };
-        fn(j, static_cast<opmath_t>(in.mu_q[j]), clamp(static_cast<opmath_t>(in.lv_q[j])),
-           kStandard ? opmath_t(0) : static_cast<opmath_t>(in.mu_p[j]),
-           kStandard ? opmath_t(0) : clamp(static_cast<opmath_t>(in.lv_p[j])));
+        with_kl_inputs<kStandard, typename IO::opmath_t>(in, j, lo, hi, [&](auto... v) { fn(j, v...); });
+      });
+}
+
+// sum_j term(j, mu_q, lv_q, mu_p, lv_p) over one row (accurate at any
+// length: row_sum); term returns the column's KL and may write outputs.
+template <bool kStandard, typename scalar_t, typename Term>
+C10_ALWAYS_INLINE double kl_row_reduce(const KlRowPtrs<scalar_t>& in, int64_t n, double lo, double hi,
+                                       Term&& term) {
+  using IO = VecIO<scalar_t>;
+  return row_sum<IO>(
+      n,
+      [&](int64_t j) {
+        return with_kl_inputs<kStandard, typename IO::Vec>(in, j, lo, hi,
+                                                           [&](auto... v) { return term(j, v...); });
+      },
+      [&](int64_t j) {
+        return with_kl_inputs<kStandard, typename IO::opmath_t>(in, j, lo, hi,
+                                                                [&](auto... v) { return term(j, v...); });
       });
 }
 
@@ -74,22 +102,12 @@ C10_ALWAYS_INLINE T kl_value(T mu_q, T lv_q, T mu_p, T lv_p) {
   }
 }
 
-// sum_j KL(q_j || p_j) over one row, vectorised.
+// sum_j KL(q_j || p_j) over one row.
 template <bool kStandard, typename scalar_t>
-at::opmath_type<scalar_t> kl_row_sum(const KlRowPtrs<scalar_t>& in, int64_t n, double lo,
-                                     double hi) {
-  using IO = VecIO<scalar_t>;
-  typename IO::Vec acc(0);
-  typename IO::opmath_t tail = 0;
-  for_each_kl_column<kStandard>(in, n, lo, hi, [&](int64_t, auto mq, auto lq, auto mp, auto lp) {
-    const auto v = kl_value<kStandard>(mq, lq, mp, lp);
-    if constexpr (std::is_arithmetic_v<decltype(v)>) {
-      tail += v;
-    } else {
-      acc = acc + v;
-    }
+double kl_row_sum(const KlRowPtrs<scalar_t>& in, int64_t n, double lo, double hi) {
+  return kl_row_reduce<kStandard>(in, n, lo, hi, [](int64_t, auto mq, auto lq, auto mp, auto lp) {
+    return kl_value<kStandard>(mq, lq, mp, lp);
   });
-  return IO::sum(acc) + tail;
 }
 
 }  // namespace paf

@@ -10,8 +10,9 @@
 
 namespace paf {
 
-// Sum over one row of ll(x, x_hat); with kWriteGrad also writes
-// grad[j] = grad_scale * d ll / d x_hat[j] in the same pass.
+// Sum over one row of ll(x, x_hat) (accurate at any length: row_sum); with
+// kWriteGrad also writes grad[j] = grad_scale * d ll / d x_hat[j] in the
+// same pass.
 template <Likelihood L, bool kWriteGrad, typename scalar_t>
 at::opmath_type<scalar_t> loglik_row(const scalar_t* x, const scalar_t* x_hat,
                                      int64_t n, scalar_t* grad,
@@ -20,41 +21,34 @@ at::opmath_type<scalar_t> loglik_row(const scalar_t* x, const scalar_t* x_hat,
   using opmath_t = typename IO::opmath_t;
   using Vec = typename IO::Vec;
   using Term = LogLikelihood<L>;
-  constexpr int64_t W = IO::kWidth;
-  constexpr int kAcc = 4;  // independent accumulators hide FMA latency
-
   const Vec scale(grad_scale);
-  auto step = [&](int64_t j, Vec& acc) C10_ALWAYS_INLINE_ATTRIBUTE {
-    const Vec xv = IO::load(x + j);
-    const Vec hv = IO::load(x_hat + j);
-    if constexpr (kWriteGrad) {
-      Vec d;
-      acc = acc + Term::value_and_grad(xv, hv, d);
-      IO::store(grad + j, d * scale);
-    } else {
-      acc = acc + Term::value(xv, hv);
-    }
-  };
-
-  Vec acc[kAcc] = {Vec(0), Vec(0), Vec(0), Vec(0)};
-  int64_t j = 0;
-  for (; j + kAcc * W <= n; j += kAcc * W) {
-    for (int a = 0; a < kAcc; ++a) step(j + a * W, acc[a]);
-  }
-  for (; j + W <= n; j += W) step(j, acc[0]);
-  opmath_t total = IO::sum((acc[0] + acc[1]) + (acc[2] + acc[3]));
-  for (; j < n; ++j) {  // scalar tail: padded lanes would not sum to 0
-    const opmath_t xs = static_cast<opmath_t>(x[j]);
-    const opmath_t hs = static_cast<opmath_t>(x_hat[j]);
-    if constexpr (kWriteGrad) {
-      opmath_t d;
-      total += Term::value_and_grad(xs, hs, d);
-      grad[j] = static_cast<scalar_t>(d * grad_scale);
-    } else {
-      total += Term::value(xs, hs);
-    }
-  }
-  return total;
+  const double total = row_sum<IO>(
+      n,
+      [&](int64_t j) C10_ALWAYS_INLINE_ATTRIBUTE {
+        const Vec xv = IO::load(x + j);
+        const Vec hv = IO::load(x_hat + j);
+        if constexpr (kWriteGrad) {
+          Vec d;
+          const Vec v = Term::value_and_grad(xv, hv, d);
+          IO::store(grad + j, d * scale);
+          return v;
+        } else {
+          return Term::value(xv, hv);
+        }
+      },
+      [&](int64_t j) {
+        const opmath_t xs = static_cast<opmath_t>(x[j]);
+        const opmath_t hs = static_cast<opmath_t>(x_hat[j]);
+        if constexpr (kWriteGrad) {
+          opmath_t d;
+          const opmath_t v = Term::value_and_grad(xs, hs, d);
+          grad[j] = static_cast<scalar_t>(d * grad_scale);
+          return v;
+        } else {
+          return Term::value(xs, hs);
+        }
+      });
+  return static_cast<opmath_t>(total);
 }
 
 // row_sums[r] = sum_j ll(x[r / S, j], x_hat[r, j]) for every r in [0, B*S);

@@ -58,37 +58,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cpu(const at::Te
     // The [B, D] KL term is small next to x_hat: one serial vectorised pass,
     // with d objective / d (mu, log_var) = beta / B * d KL.
     const auto m = const_row_matrix<scalar_t>(mu2), l = const_row_matrix<scalar_t>(lv2);
-    double kl_total = 0.0;
+    CompensatedSum kl_total;  // over the batch: accurate for any B
     for (const auto b : c10::irange(B)) {
       const KlRowPtrs<scalar_t> in{m.row(b), l.row(b), nullptr, nullptr};
       if (!need_grad) {
-        kl_total += kl_row_sum<true>(in, D, -kNoClamp, kNoClamp);
+        kl_total.add(kl_row_sum<true>(in, D, -kNoClamp, kNoClamp));
         continue;
       }
       scalar_t* g_mu = dobj_dmu.data_ptr<scalar_t>() + b * D;
       scalar_t* g_lv = dobj_dlv.data_ptr<scalar_t>() + b * D;
       const opmath_t scale = static_cast<opmath_t>(beta / static_cast<double>(B));
-      typename VecIO<scalar_t>::Vec acc(0);
-      opmath_t tail = 0;
-      for_each_kl_column<true>(in, D, -kNoClamp, kNoClamp, [&](int64_t j, auto mq, auto lq, auto, auto) {
+      kl_total.add(kl_row_reduce<true>(in, D, -kNoClamp, kNoClamp, [&](int64_t j, auto mq, auto lq, auto, auto) {
         using T = decltype(mq);
         T d_mu, d_lv;
         const T kl = kl_standard_and_grad(mq, lq, d_mu, d_lv);
         store_at(g_mu, j, T(scale) * d_mu);
         store_at(g_lv, j, T(scale) * d_lv);
-        if constexpr (std::is_arithmetic_v<T>) {
-          tail += kl;
-        } else {
-          acc = acc + kl;
-        }
-      });
-      kl_total += VecIO<scalar_t>::sum(acc) + tail;
+        return kl;
+      }));
     }
-    double ll_total = 0.0;
-    for (const opmath_t v : ll_rows) ll_total += v;
+    CompensatedSum ll_total;
+    for (const opmath_t v : ll_rows) ll_total.add(v);
     // Empty batches give NaN means, as torch.mean does.
-    const double ll_mean = ll_total / static_cast<double>(B * S);
-    const double kl_mean = kl_total / static_cast<double>(B);
+    const double ll_mean = ll_total.value() / static_cast<double>(B * S);
+    const double kl_mean = kl_total.value() / static_cast<double>(B);
     const double elbo = ll_mean - beta * kl_mean;
     scalar_t* sp = stats.data_ptr<scalar_t>();
     sp[kObjective] = static_cast<scalar_t>(-elbo);
