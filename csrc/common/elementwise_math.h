@@ -21,20 +21,38 @@ template <typename T>
 C10_ALWAYS_INLINE at::vec::Vectorized<T> abs(const at::vec::Vectorized<T>& v) {
   return v.abs();
 }
+// Scalars go through the same vector routine as the vector body (lane 0 of
+// a broadcast), so an element's value does not depend on whether it falls
+// in a vectorised body or a scalar tail, which TensorIterator's split of
+// the work over threads decides: results are bitwise the same for any
+// thread count. (In the DEFAULT build the vector routines are std::.)
+template <typename T, typename VecFn>
+C10_ALWAYS_INLINE T through_vector(T v, VecFn&& fn) {
+  using Vec = at::vec::Vectorized<T>;
+  T lanes[Vec::size()];
+  fn(Vec(v)).store(lanes);
+  return lanes[0];
+}
 template <typename T>
-C10_ALWAYS_INLINE T exp(T v) { return std::exp(v); }
+C10_ALWAYS_INLINE T exp(T v) {
+  return through_vector(v, [](const auto& x) { return x.exp(); });
+}
 template <typename T>
 C10_ALWAYS_INLINE at::vec::Vectorized<T> exp(const at::vec::Vectorized<T>& v) {
   return v.exp();
 }
 template <typename T>
-C10_ALWAYS_INLINE T log1p(T v) { return std::log1p(v); }
+C10_ALWAYS_INLINE T log1p(T v) {
+  return through_vector(v, [](const auto& x) { return x.log1p(); });
+}
 template <typename T>
 C10_ALWAYS_INLINE at::vec::Vectorized<T> log1p(const at::vec::Vectorized<T>& v) {
   return v.log1p();
 }
 template <typename T>
-C10_ALWAYS_INLINE T log(T v) { return std::log(v); }
+C10_ALWAYS_INLINE T log(T v) {
+  return through_vector(v, [](const auto& x) { return x.log(); });
+}
 template <typename T>
 C10_ALWAYS_INLINE at::vec::Vectorized<T> log(const at::vec::Vectorized<T>& v) {
   return v.log();
@@ -133,6 +151,8 @@ template <typename T>
 C10_ALWAYS_INLINE T exp_nonpositive(T v) {
   if constexpr (std::is_same_v<T, at::vec::Vectorized<float>>) {
     return v.exp_u20();
+  } else if constexpr (std::is_same_v<T, float>) {
+    return through_vector(v, [](const auto& x) { return x.exp_u20(); });
   } else {
     return exp(v);
   }

@@ -2,6 +2,7 @@
 // with eps drawn inside the kernel from Philox(seed) (common/philox_normal.h).
 // The backward reads eps from the forward's saved noise, or regenerates it
 // from the seed when the noise was too large to keep (autograd/reparameterize).
+#include "../common/elementwise_math.h"
 #include "../common/kernel_utils.h"
 #include "../common/philox_normal.h"
 
@@ -44,7 +45,7 @@ void row_std(const scalar_t* log_var, int64_t D, at::opmath_type<scalar_t>* std)
   using Vec = typename IO::Vec;
   for_each_column<IO::kWidth>(
       D, [&](int64_t j) { (Vec(opmath_t(0.5)) * IO::load(log_var + j)).exp().store(std + j); },
-      [&](int64_t j) { std[j] = std::exp(opmath_t(0.5) * static_cast<opmath_t>(log_var[j])); });
+      [&](int64_t j) { std[j] = vm::exp(opmath_t(0.5) * static_cast<opmath_t>(log_var[j])); });
 }
 
 // For the batch rows [begin, end): calls fn(b, offset, d0, n, eps) for every
