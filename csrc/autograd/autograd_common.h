@@ -35,6 +35,27 @@ inline at::Tensor sum_to(const at::Tensor& grad, const at::Tensor& input) {
   return grad.defined() ? at::sum_to(grad, input.sym_sizes()) : grad;
 }
 
+// Whether the backward should run in float32: float16/bfloat16 inputs of
+// which one is broadcast (its gradient is then a sum over the broadcast
+// dimensions). The kernels compute in float32 anyway; running them on
+// float32 copies lets sum_to add unrounded terms and round once, instead of
+// adding terms already rounded to the half type (which loses the sum where
+// they cancel).
+inline bool reduce_in_float32(const variable_list& inputs) {
+  at::DimVector shape;
+  bool reduced_type = false;
+  for (const auto& t : inputs) {
+    if (!t.defined()) continue;
+    reduced_type = at::isReducedFloatingType(t.scalar_type());
+    shape = shape.empty() ? at::DimVector(t.sizes()) : at::infer_size_dimvector(shape, t.sizes());
+  }
+  if (!reduced_type) return false;
+  return std::any_of(inputs.begin(), inputs.end(),
+                     [&](const at::Tensor& t) { return t.defined() && t.sizes() != at::IntArrayRef(shape); });
+}
+
+inline at::Tensor to_float32(const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; }
+
 inline std::optional<at::Tensor> optional(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }

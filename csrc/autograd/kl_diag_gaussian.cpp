@@ -26,8 +26,15 @@ class KlDiagGaussian : public torch::autograd::Function<KlDiagGaussian> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
+    const bool wide = reduce_in_float32(saved);
+    variable_list in = saved;
+    at::Tensor grad = grads[0];
+    if (wide) {
+      for (auto& t : in) t = to_float32(t);
+      grad = to_float32(grad);
+    }
     auto [g_mu_q, g_log_var_q, g_mu_p, g_log_var_p] = PAF_OP(kl_diag_gaussian_backward, Backward)
-        .call(grads[0], saved[0], saved[1], optional(saved[2]), optional(saved[3]),
+        .call(grad, in[0], in[1], optional(in[2]), optional(in[3]),
               ctx->saved_data["reduce_sum"].toBool(), ctx->saved_data["clamp_min"].toOptional<double>(),
               ctx->saved_data["clamp_max"].toOptional<double>());
     variable_list result(7);
@@ -36,7 +43,7 @@ class KlDiagGaussian : public torch::autograd::Function<KlDiagGaussian> {
     // not one); the inputs broadcast, so each gradient is reduced to its shape.
     for (int i = 0, edge = 0; i < 4; ++i) {
       if (!saved[i].defined()) continue;
-      if (ctx->needs_input_grad(edge++)) result[i] = sum_to(computed[i], saved[i]);
+      if (ctx->needs_input_grad(edge++)) result[i] = sum_to(computed[i], saved[i]).to(saved[i].scalar_type());
     }
     return first_order_only(std::move(result), saved, grads, "kl_diag_gaussian");
   }

@@ -28,11 +28,15 @@ class LikelihoodFunction : public torch::autograd::Function<LikelihoodFunction<O
     const auto saved = ctx->get_saved_variables();
     const std::string likelihood = ctx->saved_data["likelihood"].toStringRef();
     variable_list result(3);
+    const bool wide = Ops::kBroadcasts && reduce_in_float32(saved);
+    const at::Tensor grad_out = wide ? to_float32(grads[0]) : grads[0];
+    const at::Tensor x = wide ? to_float32(saved[0]) : saved[0];
+    const at::Tensor x_hat = wide ? to_float32(saved[1]) : saved[1];
     for (const bool wrt_x : {true, false}) {
       const int index = wrt_x ? 0 : 1;
       if (!ctx->needs_input_grad(index)) continue;
-      at::Tensor grad = Ops::backward().call(grads[0], saved[0], saved[1], likelihood, wrt_x);
-      result[index] = Ops::kBroadcasts ? sum_to(grad, saved[index]) : grad;
+      at::Tensor grad = Ops::backward().call(grad_out, x, x_hat, likelihood, wrt_x);
+      result[index] = Ops::kBroadcasts ? sum_to(grad, saved[index]).to(saved[index].scalar_type()) : grad;
     }
     return first_order_only(std::move(result), saved, grads, Ops::kName);
   }
