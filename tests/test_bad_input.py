@@ -42,10 +42,16 @@ def _run_matrix() -> dict[int, dict]:
             break
         records[running] = {
             "index": running, "id": CASES[running][0], "ok": False,
-            "message": f"the process died (exit {proc.returncode}): {proc.stderr[-2000:]}",
+            # (the head of stderr: where a sanitizer report or a fatal error begins)
+            "message": f"the process died (exit {proc.returncode}): {_report(proc.stderr)}",
         }
         start = running + 1
     return records
+
+
+def _report(stderr: str) -> str:
+    start = max(stderr.find("=="), 0) if "ERROR:" in stderr or "runtime error" in stderr else 0
+    return stderr[start:start + 4000]
 
 
 @pytest.fixture(scope="module")
