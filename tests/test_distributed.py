@@ -79,6 +79,7 @@ def _worker(rank: int, kind: str, init_file: str, out_file: str) -> None:
             opt.step()
         if rank == 0:
             torch.save({"grads": first_grads, "params": [p.detach().clone() for p in model.parameters()]}, out_file)
+        dist.barrier()  # no rank tears gloo down while the other still uses it
     finally:
         dist.destroy_process_group()
 
