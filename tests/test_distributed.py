@@ -80,6 +80,7 @@ def _worker(rank: int, kind: str, init_file: str, out_file: str) -> None:
         if rank == 0:
             torch.save({"grads": first_grads, "params": [p.detach().clone() for p in model.parameters()]}, out_file)
         dist.barrier()  # no rank tears gloo down while the other still uses it
+        del model, opt  # DDP's reducer holds the group: release it before the group
     finally:
         dist.destroy_process_group()
 
