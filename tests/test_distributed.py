@@ -111,7 +111,17 @@ def _one_process(kind: str):
 def test_ddp_with_two_processes_matches_one_process_on_the_full_batch(kind):
     with tempfile.TemporaryDirectory() as tmp:
         init_file, out_file = os.path.join(tmp, "init"), os.path.join(tmp, "rank0.pt")
-        mp.spawn(_worker, args=(kind, init_file, out_file), nprocs=WORLD, join=True)
+        for attempt in range(2):
+            try:
+                mp.spawn(_worker, args=(kind, init_file if not attempt else init_file + "2", out_file),
+                         nprocs=WORLD, join=True)
+                break
+            except mp.ProcessExitedException:
+                # A worker killed by a signal (seen once, at gloo teardown on a
+                # loaded machine) gets one more try; a Python error in a worker
+                # (ProcessRaisedException) and wrong numbers fail at once.
+                if attempt:
+                    raise
         ddp = torch.load(out_file)
     grads, params = _one_process(kind)
     assert len(grads) == len(ddp["grads"]) > 0
