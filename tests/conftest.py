@@ -175,3 +175,23 @@ def check_against_oracle(fn, inputs, dtype, *, grad=True, what="op", loose=False
         assert a is not None and t is not None, f"{what} grad[{k}]: one side has no gradient"
         assert_accurate(a, t, g_r[k] if g_r is not None else None, dtype, what=f"{what} grad[{k}]", loose=loose)
     return out_a
+
+
+def reparameterize_with_oracle(samples, seed, dtype):
+    """fn(mu, log_var) for check_against_oracle: the kernel on the extension
+    backend; on the reference, z = mu + exp(log_var / 2) * eps with the
+    kernel's own noise (drawn in float32 unless `dtype` is float64),
+    computed in the dtype fn is given."""
+    from pyautoencoder_fast import reference
+
+    seed_t = torch.tensor(seed)
+
+    def sample(mu, log_var):
+        if paf.active_backend() == "extension":
+            return torch.ops.pyautoencoder_fast.reparameterize(mu, log_var, samples, seed_t)
+        noise_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        eps = reference.philox_normal(seed, mu.shape[0] * samples * mu.shape[1], noise_dtype)
+        eps = eps.reshape(mu.shape[0], samples, mu.shape[1])
+        return mu.unsqueeze(1) + torch.exp(0.5 * log_var).unsqueeze(1) * eps.to(mu.dtype)
+
+    return sample

@@ -1,6 +1,7 @@
 """Determinism and threads: bitwise identical results run to run (and for
-any thread count: every row is reduced by one task in a fixed order), seeded
-sampling, and ops called from several Python threads at once."""
+any thread count: every row is reduced by one task in a fixed order), and
+ops called from several Python threads at once. (Seeded sampling:
+tests/test_ops_reparameterize.py.)"""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -69,21 +70,6 @@ def test_bitwise_identical_for_any_thread_count(dtype):
         torch.set_num_threads(threads)
     _assert_bitwise_equal(results[0], results[1])
     _assert_bitwise_equal(results[0], results[2])
-
-
-def test_sampling_reproducible_under_seed_and_generator():
-    mu, lv = torch.randn(50, 7), torch.randn(50, 7)
-    torch.manual_seed(3)
-    a = F.reparameterize(mu, lv, 4)
-    torch.manual_seed(3)
-    b = F.reparameterize(mu, lv, 4)
-    assert torch.equal(a, b)
-    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
-    assert torch.equal(F.reparameterize(mu, lv, 4, generator=g1), F.reparameterize(mu, lv, 4, generator=g2))
-    # a generator's draws do not touch the global generator's state
-    torch.manual_seed(3)
-    F.reparameterize(mu, lv, 4, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(F.reparameterize(mu, lv, 4), a)
 
 
 def test_concurrent_calls_from_python_threads_match_serial_calls():

@@ -24,7 +24,7 @@ from hypothesis import strategies as st  # noqa: E402
 import pyautoencoder_fast as paf  # noqa: E402
 from pyautoencoder_fast import functional as F  # noqa: E402
 from pyautoencoder_fast.variational import VAEOutput  # noqa: E402
-from conftest import DTYPES, LIKELIHOODS, check_against_oracle, requires_extension  # noqa: E402
+from conftest import DTYPES, LIKELIHOODS, check_against_oracle, reparameterize_with_oracle, requires_extension  # noqa: E402
 
 pytestmark = requires_extension
 
@@ -125,19 +125,8 @@ def test_fuzz_kl_diag_gaussian(case, reduce_sum, clamp):
 @given(latent_case(prior=False), st.integers(1, 4), st.integers(0, 2**62))
 def test_fuzz_reparameterize(case, samples, seed):
     (mu, log_var), dtype = case
-    seed_t = torch.tensor(seed)
-    # The oracle uses the kernel's noise (drawn in float32 unless float64)
-    # and computes z = mu + exp(lv / 2) * eps in the dtype it is given.
-    noise_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    eps = paf.reference.philox_normal(seed, mu.shape[0] * samples * mu.shape[1], noise_dtype)
-    eps = eps.reshape(mu.shape[0], samples, mu.shape[1])
-
-    def sample(m, lv):
-        if paf.active_backend() == "extension":
-            return torch.ops.pyautoencoder_fast.reparameterize(m, lv, samples, seed_t)
-        return m.unsqueeze(1) + torch.exp(0.5 * lv).unsqueeze(1) * eps.to(m.dtype)
-
-    check_against_oracle(sample, [mu.requires_grad_(), log_var.requires_grad_()], dtype, loose=True)
+    check_against_oracle(reparameterize_with_oracle(samples, seed, dtype),
+                         [mu.requires_grad_(), log_var.requires_grad_()], dtype, loose=True)
 
 
 @given(latent_case(prior=False), latent_case(prior=False))
