@@ -121,14 +121,17 @@ def philox4x32_10(seed: int, counters: Tensor) -> Tensor:
     return torch.stack([c0, c1, c2, c3], dim=-1)
 
 
-def philox_normal(seed: int, numel: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
-    """The standard normals the kernels draw for flat indices [0, numel).
+def philox_normal(
+    seed: int, numel: int, dtype: torch.dtype, device: torch.device | str = "cpu", start: int = 0
+) -> Tensor:
+    """The standard normals the kernels draw for flat indices [start, start + numel).
 
     Element i comes from block i // 4, lane i % 4, Box-Muller on lanes
     (0, 1) and (2, 3); computed in float32 (float64 for float64 outputs).
     """
     compute = torch.float64 if dtype == torch.float64 else torch.float32
-    blocks = torch.arange((numel + 3) // 4, dtype=torch.int64, device=device)
+    first_block = start // 4
+    blocks = torch.arange(first_block, (start + numel + 3) // 4, dtype=torch.int64, device=device)
     bits = philox4x32_10(seed, blocks)
     if compute == torch.float32:
         u = ((bits >> 8).to(compute) + 0.5) * 2.0**-24
@@ -139,7 +142,8 @@ def philox_normal(seed: int, numel: int, dtype: torch.dtype, device: torch.devic
     theta = (2.0 * math.pi) * u2
     normals = torch.stack([radius * torch.cos(theta), radius * torch.sin(theta)], dim=-1)
     # [N, 2 pairs, (cos, sin)] -> lanes (0, 1, 2, 3)
-    return normals.reshape(-1)[:numel]
+    skip = start - 4 * first_block
+    return normals.reshape(-1)[skip:skip + numel]
 
 
 def reparameterize(mu: Tensor, log_var: Tensor, num_samples: int, seed: Tensor) -> Tensor:

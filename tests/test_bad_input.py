@@ -61,6 +61,8 @@ def matrix():
 
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[c[0] for c in CASES])
 def test_bad_input_case(matrix, index):
+    if index not in matrix:
+        pytest.skip("PYAUTOENCODER_FAST_SKIP_HUGE=1: the > 2^31-element cases are not run")
     record = matrix[index]
     case_id, code, expectation = CASES[index]
     assert record["ok"], f"{case_id}: {code}\nexpected {expectation[:1] + expectation[1:2]}\ngot {record}"

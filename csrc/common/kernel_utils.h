@@ -65,7 +65,8 @@ struct RowMatrix {
   T* row(int64_t r) const { return data + r * row_stride; }
 };
 
-// Views `t` as [rows, cols]; copies only if the column dimension is strided.
+// Views `t` as [rows, cols]; copies only if the column dimension is strided
+// (zero-stride rows, i.e. inputs expanded over batch/samples, stay in place).
 inline at::Tensor as_rows(const at::Tensor& t, int64_t rows, int64_t cols) {
   at::Tensor m = t.reshape({rows, cols});
   if (cols > 1 && m.stride(1) != 1) m = m.contiguous();
