@@ -1,7 +1,10 @@
-// Mechanics shared by every CPU kernel: dtype dispatch, argument checks,
-// row views, work splitting and loads/stores that widen half types to
-// their float "opmath" type.
+// Mechanics shared by every CPU kernel: work splitting, loads/stores that
+// widen half types to their float "opmath" type, and accurate row sums.
+// (Dtype dispatch, argument checks and row views, shared with the CUDA
+// kernels, are in tensor_args.h.)
 #pragma once
+
+#include "tensor_args.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -17,78 +20,6 @@
 #include <type_traits>
 
 namespace paf {
-
-// Every op accepts the four floating dtypes.
-#define PAF_DISPATCH_FLOATING(TYPE, NAME, ...)                          \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, \
-                                  __VA_ARGS__)
-
-// ---------------------------------------------------------------- checks
-// The Python layer validates arguments with friendlier messages; these
-// checks keep direct torch.ops calls from reading out of bounds.
-inline void check_floating(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.defined(), name, ": expected a tensor, got None");
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), name,
-              ": expected a floating-point tensor, got dtype ",
-              t.scalar_type());
-}
-
-inline void check_same_dtype_device(const at::Tensor& ref, const char* ref_name,
-                                    const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, ": dtype ",
-              t.scalar_type(), " differs from ", ref_name, "'s ",
-              ref.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), name, ": device ", t.device(),
-              " differs from ", ref_name, "'s ", ref.device());
-}
-
-inline void check_dim(const at::Tensor& t, int64_t dim, const char* name) {
-  TORCH_CHECK(t.dim() == dim, name, ": expected ", dim,
-              " dimensions, got shape ", t.sizes());
-}
-
-inline void check_shape(const at::Tensor& t, at::IntArrayRef shape,
-                        const char* name) {
-  TORCH_CHECK(t.sizes() == shape, name, ": expected shape ", shape,
-              ", got ", t.sizes());
-}
-
-// ------------------------------------------------------------- row views
-// A [rows, cols] matrix whose columns are contiguous. Rows may have any
-// stride, 0 included, so a tensor broadcast over rows costs no copy.
-template <typename T>
-struct RowMatrix {
-  T* data;
-  int64_t rows;
-  int64_t cols;
-  int64_t row_stride;
-  T* row(int64_t r) const { return data + r * row_stride; }
-};
-
-// Views `t` as [rows, cols]; copies only if the column dimension is strided
-// (zero-stride rows, i.e. inputs expanded over batch/samples, stay in place).
-inline at::Tensor as_rows(const at::Tensor& t, int64_t rows, int64_t cols) {
-  at::Tensor m = t.reshape({rows, cols});
-  if (cols > 1 && m.stride(1) != 1) m = m.contiguous();
-  if (rows > 1 && cols > 0 && m.stride(0) != 0 && m.stride(0) < cols) {
-    m = m.contiguous();  // overlapping rows (unusual as_strided inputs)
-  }
-  return m;
-}
-
-template <typename T>
-RowMatrix<T> row_matrix(const at::Tensor& m) {
-  TORCH_INTERNAL_ASSERT(m.dim() == 2);
-  return {m.data_ptr<T>(), m.size(0), m.size(1),
-          m.size(0) > 1 ? m.stride(0) : m.size(1)};
-}
-
-template <typename T>
-RowMatrix<const T> const_row_matrix(const at::Tensor& m) {
-  TORCH_INTERNAL_ASSERT(m.dim() == 2);
-  return {m.const_data_ptr<T>(), m.size(0), m.size(1),
-          m.size(0) > 1 ? m.stride(0) : m.size(1)};
-}
 
 // Rows handed to one task: enough elements to amortise a parallel region.
 inline int64_t row_grain(int64_t cols) {
@@ -211,11 +142,6 @@ C10_ALWAYS_INLINE double row_sum(int64_t n, VecTerm&& vec_term, ScalarTerm&& sca
   }
   for (; j < n; ++j) total.add(static_cast<double>(scalar_term(j)));  // padded lanes would not sum to 0
   return total.value();
-}
-
-// Reads an optional double argument, with a default for "not given".
-inline double value_or(const std::optional<double>& v, double fallback) {
-  return v.has_value() ? *v : fallback;
 }
 
 }  // namespace paf

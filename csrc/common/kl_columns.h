@@ -6,14 +6,13 @@
 
 #include "elementwise_math.h"
 #include "kernel_utils.h"
+#include "op_args.h"
 
 #include <algorithm>
 #include <limits>
 #include <type_traits>
 
 namespace paf {
-
-constexpr double kNoClamp = std::numeric_limits<double>::infinity();
 
 // Row r's four input pointers; mu_p/lv_p are null for the standard prior.
 template <typename scalar_t>

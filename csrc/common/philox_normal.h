@@ -30,9 +30,37 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE double open_uniform<double>(uint32_t bits) {
   return (static_cast<double>(bits) + 0.5) * 2.3283064365386963e-10;  // 2^-32
 }
 
+// One Philox4x32 round on the counter words (c0..c3) with key (k0, k1).
+C10_HOST_DEVICE C10_ALWAYS_INLINE void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3,
+                                                    uint32_t k0, uint32_t k1) {
+  const uint64_t p0 = uint64_t(kPhiloxM0) * c0;
+  const uint64_t p1 = uint64_t(kPhiloxM1) * c2;
+  c0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
+  c2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+  c1 = static_cast<uint32_t>(p1);
+  c3 = static_cast<uint32_t>(p0);
+}
+
+// The four 32-bit words of Philox4x32-10 block `block` under key `seed`
+// (counter = (block low, block high, 0, 0)).
+C10_HOST_DEVICE C10_ALWAYS_INLINE void philox4x32_10(uint64_t seed, uint64_t block, uint32_t (&w)[4]) {
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  w[0] = static_cast<uint32_t>(block);
+  w[1] = static_cast<uint32_t>(block >> 32);
+  w[2] = 0;
+  w[3] = 0;
+  for (int round = 0; round < 10; ++round) {
+    philox_round(w[0], w[1], w[2], w[3], k0, k1);
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+}
+
 }  // namespace paf
 
 #ifndef __CUDACC__
+#include "elementwise_math.h"  // box_muller on at::vec registers
+
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
@@ -122,12 +150,13 @@ struct PhiloxNormalFiller {
 #else
     for (int round = 0; round < 10; ++round) {
       for (int64_t i = 0; i < kBlocks; ++i) {
-        const uint64_t p0 = uint64_t(kPhiloxM0) * static_cast<uint32_t>(c0[i]);
-        const uint64_t p1 = uint64_t(kPhiloxM1) * static_cast<uint32_t>(c2[i]);
-        c0[i] = (p1 >> 32) ^ c1[i] ^ k0;
-        c2[i] = (p0 >> 32) ^ c3[i] ^ k1;
-        c1[i] = p1;
-        c3[i] = p0;
+        uint32_t w[4] = {static_cast<uint32_t>(c0[i]), static_cast<uint32_t>(c1[i]), static_cast<uint32_t>(c2[i]),
+                         static_cast<uint32_t>(c3[i])};
+        philox_round(w[0], w[1], w[2], w[3], k0, k1);
+        c0[i] = w[0];
+        c1[i] = w[1];
+        c2[i] = w[2];
+        c3[i] = w[3];
       }
       k0 += kPhiloxW0;
       k1 += kPhiloxW1;
@@ -155,13 +184,12 @@ struct PhiloxNormalFiller {
       u2[1][i] = open_uniform<T>(static_cast<uint32_t>(c3[i]));
     }
     T cos_part[2][kBlocks], sin_part[2][kBlocks];
-    const Vec two_pi(T(6.283185307179586)), minus_two(T(-2));
     for (int pair = 0; pair < 2; ++pair) {
       for (int64_t i = 0; i < kBlocks; i += Vec::size()) {
-        const Vec radius = (minus_two * Vec::loadu(&u1[pair][i]).log()).sqrt();
-        const Vec theta = two_pi * Vec::loadu(&u2[pair][i]);
-        (radius * theta.cos()).store(&cos_part[pair][i]);
-        (radius * theta.sin()).store(&sin_part[pair][i]);
+        Vec c, s;
+        box_muller(Vec::loadu(&u1[pair][i]), Vec::loadu(&u2[pair][i]), c, s);
+        c.store(&cos_part[pair][i]);
+        s.store(&sin_part[pair][i]);
       }
     }
     for (int64_t i = 0; i < kBlocks; ++i) {

@@ -5,6 +5,7 @@
 // The mask of averaged dimensions is returned for the backward pass.
 #include "../common/elementwise_math.h"
 #include "../common/kernel_utils.h"
+#include "../common/op_args.h"
 
 #include <torch/library.h>
 
@@ -14,49 +15,6 @@
 
 namespace paf {
 namespace {
-
-using Names = std::array<const char*, 4>;
-
-// Four [B, D] tensors of one dtype and device.
-void check_posteriors(const std::array<const at::Tensor*, 4>& ts, const Names& names) {
-  check_floating(*ts[0], names[0]);
-  check_dim(*ts[0], 2, names[0]);
-  for (int i = 1; i < 4; ++i) {
-    check_same_dtype_device(*ts[0], names[0], *ts[i], names[i]);
-    check_shape(*ts[i], ts[0]->sizes(), names[i]);
-  }
-}
-
-// The four outputs of one element (or one vector of elements) of a row
-// whose threshold is tau: the average where kl < tau, the inputs elsewhere.
-template <typename T>
-struct Adapted {
-  T mu1, lv1, mu2, lv2, averaged;  // averaged: 1 or 0
-  C10_ALWAYS_INLINE Adapted(T m1, T l1, T m2, T l2, T kl, T tau) {
-    const T mu = T(0.5) * (m1 + m2), lv = log_mean_exp(l1, l2);
-    mu1 = vm::if_less(kl, tau, mu, m1);
-    lv1 = vm::if_less(kl, tau, lv, l1);
-    mu2 = vm::if_less(kl, tau, mu, m2);
-    lv2 = vm::if_less(kl, tau, lv, l2);
-    averaged = vm::if_less(kl, tau, T(1), T(0));
-  }
-};
-
-// The gradients of one element (or vector) given the upstream ones:
-// averaged dimensions: d mu_avg / d mu_i = 1/2 and d lv_avg / d lv_1 =
-// sigmoid(lv1 - lv2); the selection (the mask) is piecewise constant.
-template <typename T>
-struct AdaptedGrad {
-  T mu1, lv1, mu2, lv2;
-  C10_ALWAYS_INLINE AdaptedGrad(T gm1, T gl1, T gm2, T gl2, T l1, T l2, T averaged) {
-    const T mu = T(0.5) * (gm1 + gm2), gl = gl1 + gl2;
-    const T zero(0);
-    mu1 = vm::if_less(zero, averaged, mu, gm1);
-    mu2 = vm::if_less(zero, averaged, mu, gm2);
-    lv1 = vm::if_less(zero, averaged, log_mean_exp_weight(l1, l2) * gl, gl1);
-    lv2 = vm::if_less(zero, averaged, log_mean_exp_weight(l2, l1) * gl, gl2);
-  }
-};
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> adagvae_posterior_cpu(
     const at::Tensor& mu1, const at::Tensor& log_var1, const at::Tensor& mu2,
@@ -139,14 +97,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adagvae_posterior_bac
     const at::Tensor& g_mu1, const at::Tensor& g_lv1, const at::Tensor& g_mu2,
     const at::Tensor& g_lv2, const at::Tensor& log_var1, const at::Tensor& log_var2,
     const at::Tensor& mask) {
-  check_posteriors({&g_mu1, &g_lv1, &g_mu2, &g_lv2},
-                   {"grad_mu1", "grad_log_var1", "grad_mu2", "grad_log_var2"});
-  check_same_dtype_device(g_mu1, "grad_mu1", log_var1, "log_var1");
-  check_same_dtype_device(g_mu1, "grad_mu1", log_var2, "log_var2");
-  check_shape(log_var1, g_mu1.sizes(), "log_var1");
-  check_shape(log_var2, g_mu1.sizes(), "log_var2");
-  check_shape(mask, g_mu1.sizes(), "mask");
-  TORCH_CHECK(mask.scalar_type() == at::kBool, "mask: expected dtype bool, got ", mask.scalar_type());
+  check_adagvae_backward_args(g_mu1, g_lv1, g_mu2, g_lv2, log_var1, log_var2, mask);
   const int64_t B = g_mu1.size(0), D = g_mu1.size(1);
   auto new_like = [&] { return at::empty({B, D}, g_mu1.options()); };
   at::Tensor o_mu1 = new_like(), o_lv1 = new_like(), o_mu2 = new_like(), o_lv2 = new_like();

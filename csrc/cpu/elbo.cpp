@@ -19,22 +19,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cpu(const at::Te
                                             const at::Tensor& mu, const at::Tensor& log_var,
                                             double beta, c10::string_view likelihood_name,
                                             bool need_grad) {
-  check_floating(x, "x");
-  check_same_dtype_device(x, "x", x_hat, "x_hat");
-  check_same_dtype_device(x, "x", mu, "mu");
-  check_same_dtype_device(x, "x", log_var, "log_var");
-  TORCH_CHECK(x.dim() >= 1, "x: expected shape [B, ...], got a 0-d tensor");
-  TORCH_CHECK(x_hat.dim() == x.dim() + 1 && x_hat.size(0) == x.size(0) &&
-                  x_hat.sizes().slice(2) == x.sizes().slice(1),
-              "x_hat: expected shape [B, S, ...] matching x ", x.sizes(), ", got ", x_hat.sizes());
-  check_dim(mu, 2, "mu");
-  TORCH_CHECK(mu.size(0) == x.size(0), "mu: expected batch size ", x.size(0), ", got shape ",
-              mu.sizes());
-  check_shape(log_var, mu.sizes(), "log_var");
+  const ElboShapes shapes = check_elbo_inputs(x, x_hat, mu, log_var);
+  const int64_t B = shapes.B, S = shapes.S, D = shapes.D, F = shapes.F;
   const Likelihood likelihood = parse_likelihood(likelihood_name);
 
-  const int64_t B = x.size(0), S = x_hat.size(1), D = mu.size(1);
-  const int64_t F = c10::multiply_integers(x.sizes().slice(1));
   at::Tensor stats = at::empty({kNumStats}, x.options());
   auto grad_buffer = [&](at::IntArrayRef shape) {
     return need_grad ? at::empty(shape, x.options()) : at::empty({0}, x.options());
@@ -106,10 +94,7 @@ std::tuple<at::Tensor, at::Tensor> elbo_backward_latent_cpu(const at::Tensor& gr
                                                             const at::Tensor& mu,
                                                             const at::Tensor& log_var,
                                                             double beta) {
-  check_floating(mu, "mu");
-  check_same_dtype_device(mu, "mu", log_var, "log_var");
-  check_dim(mu, 2, "mu");
-  check_shape(log_var, mu.sizes(), "log_var");
+  check_latent_pair(mu, log_var);
   const auto g = read_grad_stats(grad_stats);
   const int64_t B = mu.size(0), D = mu.size(1);
   at::Tensor g_mu = at::empty({B, D}, mu.options());

@@ -10,53 +10,6 @@
 namespace paf {
 namespace {
 
-// All inputs broadcast to one [rows, D] shape, as row views (no copies for
-// broadcast rows), plus the clamp bounds.
-struct KlProblem {
-  std::vector<int64_t> shape;  // broadcast shape, last dim D
-  int64_t rows = 0, cols = 0;
-  at::Tensor mu_q, lv_q, mu_p, lv_p;  // [rows, D]; mu_p/lv_p undefined for N(0, I)
-  double lo = -kNoClamp;
-  double hi = kNoClamp;
-  bool standard() const { return !mu_p.defined(); }
-};
-
-KlProblem make_problem(const at::Tensor& mu_q, const at::Tensor& lv_q,
-                       const std::optional<at::Tensor>& mu_p,
-                       const std::optional<at::Tensor>& lv_p,
-                       std::optional<double> clamp_min, std::optional<double> clamp_max) {
-  check_floating(mu_q, "mu_q");
-  check_same_dtype_device(mu_q, "mu_q", lv_q, "log_var_q");
-  TORCH_CHECK(mu_q.dim() >= 1, "mu_q: expected at least 1 dimension, got a 0-d tensor");
-  std::vector<at::Tensor> all = {mu_q, lv_q};
-  if (mu_p) {
-    check_same_dtype_device(mu_q, "mu_q", *mu_p, "mu_p");
-    all.push_back(*mu_p);
-  }
-  if (lv_p) {
-    check_same_dtype_device(mu_q, "mu_q", *lv_p, "log_var_p");
-    all.push_back(*lv_p);
-  }
-  KlProblem p;
-  p.shape = at::infer_size(mu_q.sizes(), lv_q.sizes());
-  for (const auto& t : all) p.shape = at::infer_size(p.shape, t.sizes());
-  p.cols = p.shape.back();
-  p.rows = p.cols > 0 ? c10::multiply_integers(p.shape) / p.cols
-                      : c10::multiply_integers(at::IntArrayRef(p.shape).slice(0, p.shape.size() - 1));
-  auto rows_of = [&](const at::Tensor& t) { return as_rows(t.expand(p.shape), p.rows, p.cols); };
-  p.mu_q = rows_of(mu_q);
-  p.lv_q = rows_of(lv_q);
-  if (mu_p || lv_p) {  // a missing p-parameter is 0
-    const at::Tensor zero = at::zeros({}, mu_q.options());
-    p.mu_p = rows_of(mu_p ? *mu_p : zero);
-    p.lv_p = rows_of(lv_p ? *lv_p : zero);
-  }
-  p.lo = value_or(clamp_min, p.lo);
-  p.hi = value_or(clamp_max, p.hi);
-  TORCH_CHECK_VALUE(!(p.lo > p.hi), "clamp_min (", p.lo, ") must not exceed clamp_max (", p.hi, ")");
-  return p;
-}
-
 template <typename scalar_t>
 struct KlRows {
   RowMatrix<const scalar_t> mu_q, lv_q, mu_p, lv_p;
@@ -76,10 +29,8 @@ at::Tensor kl_diag_gaussian_cpu(const at::Tensor& mu_q, const at::Tensor& log_va
                                 const std::optional<at::Tensor>& log_var_p, bool reduce_sum,
                                 std::optional<double> clamp_min,
                                 std::optional<double> clamp_max) {
-  const KlProblem p = make_problem(mu_q, log_var_q, mu_p, log_var_p, clamp_min, clamp_max);
-  std::vector<int64_t> out_shape = p.shape;
-  if (reduce_sum) out_shape.pop_back();
-  at::Tensor out = at::empty(out_shape, mu_q.options());
+  const KlProblem p = make_kl_problem(mu_q, log_var_q, mu_p, log_var_p, clamp_min, clamp_max);
+  at::Tensor out = at::empty(p.out_shape(reduce_sum), mu_q.options());
   if (out.numel() == 0) return out;
   if (p.cols == 0) return out.zero_();  // empty sum
   PAF_DISPATCH_FLOATING(mu_q.scalar_type(), "kl_diag_gaussian_cpu", [&] {
@@ -119,11 +70,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_back
     const at::Tensor& grad, const at::Tensor& mu_q, const at::Tensor& log_var_q,
     const std::optional<at::Tensor>& mu_p, const std::optional<at::Tensor>& log_var_p,
     bool reduce_sum, std::optional<double> clamp_min, std::optional<double> clamp_max) {
-  const KlProblem p = make_problem(mu_q, log_var_q, mu_p, log_var_p, clamp_min, clamp_max);
-  check_same_dtype_device(mu_q, "mu_q", grad, "grad");
-  std::vector<int64_t> out_shape = p.shape;
-  if (reduce_sum) out_shape.pop_back();
-  check_shape(grad, out_shape, "grad");
+  const KlProblem p = make_kl_problem(mu_q, log_var_q, mu_p, log_var_p, clamp_min, clamp_max);
+  check_kl_grad(p, mu_q, grad, reduce_sum);
   const bool with_p = !p.standard();
   at::Tensor g_mu_q = at::empty(p.shape, mu_q.options());
   at::Tensor g_lv_q = at::empty(p.shape, mu_q.options());

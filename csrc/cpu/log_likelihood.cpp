@@ -3,6 +3,7 @@
 // and strides; the math lives in common/elementwise_math.h.
 #include "../common/elementwise_math.h"
 #include "../common/kernel_utils.h"
+#include "../common/op_args.h"
 
 #include <ATen/TensorIterator.h>
 #include <ATen/native/cpu/Loops.h>
@@ -24,8 +25,7 @@ void elementwise(at::TensorIteratorBase& iter, ScalarFn scalar_fn, VecFn vec_fn)
 
 at::Tensor log_likelihood_cpu(const at::Tensor& x, const at::Tensor& x_hat,
                               c10::string_view likelihood_name) {
-  check_floating(x, "x");
-  check_same_dtype_device(x, "x", x_hat, "x_hat");
+  check_log_likelihood_args(x, x_hat);
   const Likelihood likelihood = parse_likelihood(likelihood_name);
   // A contiguous output (not TensorIterator's input-following layout), so
   // the fake kernel's strides are the real ones.
@@ -57,8 +57,7 @@ at::Tensor log_likelihood_cpu(const at::Tensor& x, const at::Tensor& x_hat,
 at::Tensor log_likelihood_backward_cpu(const at::Tensor& grad, const at::Tensor& x,
                                        const at::Tensor& x_hat,
                                        c10::string_view likelihood_name, bool wrt_x) {
-  check_floating(x, "x");
-  check_same_dtype_device(x, "x", x_hat, "x_hat");
+  check_log_likelihood_args(x, x_hat);
   check_same_dtype_device(x, "x", grad, "grad");
   const Likelihood likelihood = parse_likelihood(likelihood_name);
   at::Tensor out = at::empty(

@@ -2,29 +2,12 @@
 // x_hat [B, S, ...] -> [B, S], the elementwise term and the feature sum in
 // one pass, x read in place for every sample (no broadcast copy).
 #include "../common/loglik_rows.h"
+#include "../common/op_args.h"
 
 #include <torch/library.h>
 
 namespace paf {
 namespace {
-
-struct SumShapes {
-  int64_t batch, samples, features;
-};
-
-SumShapes check_sum_inputs(const at::Tensor& x, const at::Tensor& x_hat) {
-  check_floating(x, "x");
-  check_same_dtype_device(x, "x", x_hat, "x_hat");
-  TORCH_CHECK(x.dim() >= 1, "x: expected shape [B, ...], got a 0-d tensor");
-  TORCH_CHECK(x_hat.dim() == x.dim() + 1 && x_hat.size(0) == x.size(0) &&
-                  x_hat.sizes().slice(2) == x.sizes().slice(1),
-              "x_hat: expected shape [B, S, ...] matching x ", x.sizes(),
-              ", got ", x_hat.sizes());
-  const int64_t batch = x.size(0);
-  const int64_t samples = x_hat.size(1);
-  const int64_t features = batch > 0 ? x.numel() / batch : c10::multiply_integers(x.sizes().slice(1));
-  return {batch, samples, features};
-}
 
 at::Tensor log_likelihood_sum_cpu(const at::Tensor& x, const at::Tensor& x_hat,
                                   c10::string_view likelihood_name) {

@@ -4,6 +4,7 @@
 // from the seed when the noise was too large to keep (autograd/reparameterize).
 #include "../common/elementwise_math.h"
 #include "../common/kernel_utils.h"
+#include "../common/op_args.h"
 #include "../common/philox_normal.h"
 
 #include <torch/library.h>
@@ -13,17 +14,8 @@
 namespace paf {
 namespace {
 
-void check_latent_pair(const at::Tensor& mu, const at::Tensor& log_var) {
-  check_floating(mu, "mu");
-  check_same_dtype_device(mu, "mu", log_var, "log_var");
-  check_dim(mu, 2, "mu");
-  check_shape(log_var, mu.sizes(), "log_var");
-}
-
 uint64_t read_seed(const at::Tensor& seed) {
-  TORCH_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 1,
-              "seed: expected a one-element int64 tensor, got dtype ", seed.scalar_type(),
-              " and shape ", seed.sizes());
+  check_seed(seed);
   TORCH_CHECK(seed.device().is_cpu(), "seed: expected a CPU tensor for the CPU kernel, got ",
               seed.device());
   return static_cast<uint64_t>(seed.item<int64_t>());
@@ -79,7 +71,7 @@ C10_ALWAYS_INLINE void for_each_noise_span(uint64_t key, const opmath_t* saved, 
 std::tuple<at::Tensor, at::Tensor> sample(const at::Tensor& mu, const at::Tensor& log_var, int64_t num_samples,
                                           const at::Tensor& seed, bool keep_noise) {
   check_latent_pair(mu, log_var);
-  TORCH_CHECK_VALUE(num_samples >= 1, "num_samples: expected S >= 1, got ", num_samples);
+  check_num_samples(num_samples);
   const uint64_t key = read_seed(seed);
   const int64_t B = mu.size(0), D = mu.size(1), S = num_samples;
   at::Tensor z = at::empty({B, S, D}, mu.options());
@@ -136,21 +128,10 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(const at::Tensor&
                                                                const at::Tensor& log_var,
                                                                const at::Tensor& seed,
                                                                const std::optional<at::Tensor>& noise) {
-  check_latent_pair(mu, log_var);
-  check_same_dtype_device(mu, "mu", grad_z, "grad_z");
-  check_dim(grad_z, 3, "grad_z");
-  const int64_t B = mu.size(0), D = mu.size(1), S = grad_z.size(1);
-  check_shape(grad_z, {B, S, D}, "grad_z");
+  const int64_t S = check_reparameterize_backward_args(grad_z, mu, log_var, seed, noise);
+  const int64_t B = mu.size(0), D = mu.size(1);
   const uint64_t key = read_seed(seed);
-  at::Tensor saved_noise;
-  if (noise.has_value()) {
-    const auto opmath = at::toOpMathType(mu.scalar_type());
-    TORCH_CHECK(noise->scalar_type() == opmath && noise->device() == mu.device(), "noise: expected ", opmath,
-                " on ", mu.device(), " (mu's accumulation dtype and device), got ", noise->scalar_type(), " on ",
-                noise->device());
-    check_shape(*noise, {B, S, D}, "noise");
-    saved_noise = noise->contiguous();
-  }
+  const at::Tensor saved_noise = noise.has_value() ? noise->contiguous() : at::Tensor();
   at::Tensor g_mu = at::empty({B, D}, mu.options());
   at::Tensor g_lv = at::empty({B, D}, mu.options());
   if (g_mu.numel() == 0) return {g_mu, g_lv};
