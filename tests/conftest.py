@@ -1,5 +1,13 @@
 """Shared fixtures and oracle comparisons for the op tests.
 
+Devices: the op, model and peer-API tests take the ``device`` fixture and run
+once per entry of ``DEVICES`` (``cpu``, and ``cuda``, which skips without a
+GPU and carries the ``cuda`` marker: ``pytest -m cuda`` runs only those).
+On a GPU the cuda copies fail at once if the extension was built without
+CUDA kernels (``require_cuda_kernels``): they would test the reference
+fallback only. ``check_against_oracle`` runs the reference on the CPU and
+compares there, whatever device the extension ran on.
+
 Accuracy rule (per dtype), always against the reference evaluated in float64
 on the same (rounded) inputs:
 * float64: relative error < 1e-10;
@@ -25,6 +33,33 @@ LIKELIHOODS = ["gaussian", "bernoulli", "laplace", "bernoulli_probs"]
 requires_extension = pytest.mark.skipif(
     not paf.extension_available(), reason=f"extension not loaded: {paf.extension_load_error()}"
 )
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+DEVICES = ["cpu", pytest.param("cuda", marks=[requires_cuda, pytest.mark.cuda])]
+
+
+def require_cuda_kernels() -> None:
+    """Fails the calling test when a GPU is present but the loaded extension
+    has no CUDA kernels: the functions would route CUDA tensors to the
+    reference fallback and the cuda tests would check nothing of ours."""
+    if paf.extension_available() and not paf.extension_info()["with_cuda"]:
+        pytest.fail(
+            "a CUDA GPU is present but pyautoencoder_fast was built without CUDA kernels "
+            "(rebuild where torch.cuda.is_available(), or with FORCE_CUDA=1): "
+            "the cuda tests would only test the reference fallback",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """The device a test runs on: cpu, and cuda where a GPU is present."""
+    if request.param == "cuda":
+        require_cuda_kernels()
+    return torch.device(request.param)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: runs on a CUDA GPU (skipped without one)")
 
 
 def pytest_report_header(config):
@@ -64,6 +99,7 @@ def assert_accurate(actual, truth, same_dtype_ref=None, dtype=None, what="", loo
         if a is None and t is None:
             continue
         label = f"{what}[{i}]"
+        a, t = a.cpu(), t.cpu()  # compared on the CPU, whatever device produced them
         assert a.shape == t.shape, f"{label}: shape {tuple(a.shape)} != {tuple(t.shape)}"
         if not a.is_floating_point():
             assert torch.equal(a, t), label
@@ -81,7 +117,7 @@ def assert_accurate(actual, truth, same_dtype_ref=None, dtype=None, what="", loo
             torch.testing.assert_close(a64, t64, rtol=1e-5, atol=1e-5 * scale.item(), equal_nan=True, msg=label)
         else:
             assert same_dtype_ref is not None, "half types need the reference's own result"
-            r64 = _pairs(same_dtype_ref, truth)[i][0].detach().double()
+            r64 = _pairs(same_dtype_ref, truth)[i][0].detach().double().cpu()
             finite = torch.isfinite(t64)
             a_nf, t_nf = a64[~finite], t64[~finite]  # infinities and NaNs must match exactly
             assert ((a_nf == t_nf) | (a_nf.isnan() & t_nf.isnan())).all(), f"{label}: non-finite values differ"
@@ -123,11 +159,29 @@ def grads_of(outputs, inputs, grad_outputs):
     return [next(it) if (i is not None and i.requires_grad) else None for i in inputs]
 
 
-def _cast_inputs(inputs, dtype):
+def on_device(device, *tensors):
+    """The tensors as leaves on `device` (made on the CPU, so that every device
+    gets the same values), each requiring grad where the original does."""
+    return [t.detach().to(device).requires_grad_(t.requires_grad) for t in tensors]
+
+
+def with_layout(t, dtype, device="cpu"):
+    """t (detached) in `dtype` on `device` with t's strides and storage
+    offset: a sliced or expanded view stays one (Tensor.to would copy it
+    into contiguous memory, and the kernels would never see the layout)."""
+    t = t.detach()
+    storage = torch.empty(0, dtype=t.dtype, device=t.device)
+    storage.set_(t.untyped_storage(), 0, (t.untyped_storage().nbytes() // t.element_size(),), (1,))
+    return storage.to(device=device, dtype=dtype).as_strided(t.shape, t.stride(), t.storage_offset())
+
+
+def _cast_inputs(inputs, dtype, device="cpu"):
     out = []
     for i in inputs:
         if isinstance(i, torch.Tensor) and i.is_floating_point():
-            out.append(i.detach().to(dtype).requires_grad_(i.requires_grad))
+            out.append(with_layout(i, dtype, device).requires_grad_(i.requires_grad))
+        elif isinstance(i, torch.Tensor):
+            out.append(with_layout(i, i.dtype, device))
         else:
             out.append(i)
     return out
@@ -137,23 +191,26 @@ def _as_tuple(out):
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
-def check_against_oracle(fn, inputs, dtype, *, grad=True, what="op", loose=False):
-    """Runs fn(*inputs) on the extension in `dtype` and compares values and
-    gradients (for random grad_outputs != 1) with the reference in float64
-    on the same rounded inputs (and, for half types, in `dtype` too).
+def check_against_oracle(fn, inputs, dtype, *, device="cpu", grad=True, what="op", loose=False):
+    """Runs fn(*inputs) on the extension in `dtype` on `device` and compares
+    values and gradients (for random grad_outputs != 1), on the CPU, with the
+    reference run on the CPU in float64 on the same rounded inputs (and, for
+    half types, in `dtype` too).
 
-    `inputs` are float64 master tensors (requires_grad marks what to
-    differentiate) or other arguments, passed through unchanged.
+    `inputs` are float64 master tensors on the CPU (requires_grad marks what
+    to differentiate; every copy keeps their strides, see with_layout) or
+    other arguments, passed through unchanged.
     """
-    rounded = [i.detach().to(dtype).requires_grad_(i.requires_grad) if isinstance(i, torch.Tensor) and i.is_floating_point() else i for i in inputs]
+    rounded = [with_layout(i, dtype).requires_grad_(i.requires_grad) if isinstance(i, torch.Tensor) and i.is_floating_point() else i for i in inputs]
 
-    def run(backend, dt):
-        ins = _cast_inputs(rounded, dt)
+    def run(backend, dt, dev="cpu"):
+        ins = _cast_inputs(rounded, dt, dev)
         with paf.use_backend(backend):
             out = _as_tuple(fn(*ins))
         return ins, out
 
-    ins_a, out_a = run("extension", dtype)
+    ins_a, out_a = run("extension", dtype, device)
+    assert all(o.device.type == torch.device(device).type for o in out_a), f"{what}: outputs not on {device}"
     ins_t, out_t = run("reference", torch.float64)
     ins_r, out_r = run("reference", dtype) if dtype in HALF_DTYPES else (None, None)
     assert_accurate(out_a, out_t, out_r, dtype, what=f"{what} value", loose=loose)
@@ -163,7 +220,8 @@ def check_against_oracle(fn, inputs, dtype, *, grad=True, what="op", loose=False
     grad_outs = [torch.randn(o.shape, generator=g, dtype=torch.float64) * 1.7 + 0.3 if o.is_floating_point() else None for o in out_t]
     def grads(ins, out, dt):
         tensors = [i if isinstance(i, torch.Tensor) else None for i in ins]
-        gos = [g.to(dt) if g is not None else None for g in grad_outs]
+        dev = out[0].device
+        gos = [g.to(device=dev, dtype=dt) if g is not None else None for g in grad_outs]
         keep = [(o, g) for o, g in zip(out, gos) if g is not None and o.requires_grad]
         return grads_of([o for o, _ in keep], tensors, [g for _, g in keep])
     g_a = grads(ins_a, out_a, dtype)
@@ -179,16 +237,17 @@ def check_against_oracle(fn, inputs, dtype, *, grad=True, what="op", loose=False
 
 def reparameterize_with_oracle(samples, seed, dtype):
     """fn(mu, log_var) for check_against_oracle: the kernel on the extension
-    backend; on the reference, z = mu + exp(log_var / 2) * eps with the
-    kernel's own noise (drawn in float32 unless `dtype` is float64),
-    computed in the dtype fn is given."""
+    backend (the seed on mu's device, as functional.draw_seed gives it); on
+    the reference, z = mu + exp(log_var / 2) * eps with the kernel's own
+    noise (drawn in float32 unless `dtype` is float64), computed in the
+    dtype fn is given."""
     from pyautoencoder_fast import reference
 
     seed_t = torch.tensor(seed)
 
     def sample(mu, log_var):
         if paf.active_backend() == "extension":
-            return torch.ops.pyautoencoder_fast.reparameterize(mu, log_var, samples, seed_t)
+            return torch.ops.pyautoencoder_fast.reparameterize(mu, log_var, samples, seed_t.to(mu.device))
         noise_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         eps = reference.philox_normal(seed, mu.shape[0] * samples * mu.shape[1], noise_dtype)
         eps = eps.reshape(mu.shape[0], samples, mu.shape[1])

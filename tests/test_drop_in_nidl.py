@@ -27,15 +27,16 @@ TOL = {torch.float32: dict(rtol=2e-5, atol=1e-5), torch.float64: dict(rtol=1e-10
 X_SHAPE, Q_SHAPE = (6, 2, 3, 5), (6, 4)
 
 
-def leaves(dtype, seed=0):
-    """x, the decoder parameter (mean or probability) and q's loc and scale."""
+def leaves(dtype, seed=0, device="cpu"):
+    """x, the decoder parameter (mean or probability) and q's loc and scale
+    (drawn on the CPU, then moved: every device gets the same values)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(X_SHAPE, generator=g, dtype=dtype)
     mean = torch.randn(X_SHAPE, generator=g, dtype=dtype)
     probs = torch.rand(X_SHAPE, generator=g, dtype=dtype).clamp(0.02, 0.98)
     loc = torch.randn(Q_SHAPE, generator=g, dtype=dtype)
     scale = torch.rand(Q_SHAPE, generator=g, dtype=dtype) + 0.3
-    return x, mean, probs, loc, scale
+    return tuple(t.to(device) for t in (x, mean, probs, loc, scale))
 
 
 def decoder(kind, as_tensor, mean, probs):
@@ -46,9 +47,9 @@ def decoder(kind, as_tensor, mean, probs):
     return (Normal if kind == "normal" else Laplace)(mean, torch.full_like(mean, 0.7))
 
 
-def run(cls, kind, as_tensor, beta, dtype):
+def run(cls, kind, as_tensor, beta, dtype, device):
     """One call from fresh leaves; returns (dict, grads by input name)."""
-    x, mean, probs, loc, scale = (t.requires_grad_() for t in leaves(dtype))
+    x, mean, probs, loc, scale = (t.requires_grad_() for t in leaves(dtype, device=device))
     loss = cls(beta=beta, default_dist=kind if as_tensor else "normal")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nidl's mse_loss broadcast warnings
@@ -62,15 +63,15 @@ def run(cls, kind, as_tensor, beta, dtype):
 @pytest.mark.parametrize("beta", [4.0, 0.5])
 @pytest.mark.parametrize("as_tensor", [False, True], ids=["distribution", "tensor"])
 @pytest.mark.parametrize("kind", DISTS)
-def test_same_dict_values_and_gradients(kind, as_tensor, beta, dtype):
+def test_same_dict_values_and_gradients(kind, as_tensor, beta, dtype, device):
     # torch's binary_cross_entropy has no derivative for its target, so for
     # Bernoulli nidl cannot backpropagate into x: x stays out of the graph.
     if kind == "bernoulli":
-        theirs, their_grads = run_bernoulli(NidlBetaVAELoss, as_tensor, beta, dtype)
-        ours, our_grads = run_bernoulli(BetaVAELoss, as_tensor, beta, dtype)
+        theirs, their_grads = run_bernoulli(NidlBetaVAELoss, as_tensor, beta, dtype, device)
+        ours, our_grads = run_bernoulli(BetaVAELoss, as_tensor, beta, dtype, device)
     else:
-        theirs, their_grads = run(NidlBetaVAELoss, kind, as_tensor, beta, dtype)
-        ours, our_grads = run(BetaVAELoss, kind, as_tensor, beta, dtype)
+        theirs, their_grads = run(NidlBetaVAELoss, kind, as_tensor, beta, dtype, device)
+        ours, our_grads = run(BetaVAELoss, kind, as_tensor, beta, dtype, device)
     assert list(ours) == list(theirs) == ["rec_loss", "kl_loss", "loss"]
     for key in theirs:
         assert ours[key].shape == theirs[key].shape == ()
@@ -82,8 +83,8 @@ def test_same_dict_values_and_gradients(kind, as_tensor, beta, dtype):
             torch.testing.assert_close(our_grads[name], g, **TOL[dtype], msg=f"grad of {name}")
 
 
-def run_bernoulli(cls, as_tensor, beta, dtype):
-    x, _, probs, loc, scale = leaves(dtype)
+def run_bernoulli(cls, as_tensor, beta, dtype, device):
+    x, _, probs, loc, scale = leaves(dtype, device=device)
     probs, loc, scale = (t.requires_grad_() for t in (probs, loc, scale))
     loss = cls(beta=beta, default_dist="bernoulli" if as_tensor else "normal")
     out = loss(x, probs if as_tensor else Bernoulli(probs=probs), Normal(loc, scale))

@@ -72,8 +72,8 @@ def pair(dtype=torch.float32):
     return x1, x2
 
 
-def twin_models(kind: str, dtype=torch.float32, seed: int = 0):
-    """(theirs, ours): the same architecture and the same weights."""
+def twin_models(kind: str, dtype=torch.float32, seed: int = 0, device="cpu"):
+    """(theirs, ours): the same architecture and the same weights, on `device`."""
 
     def build(lib_vanilla, lib_variational):
         if kind == "ae":
@@ -86,8 +86,8 @@ def twin_models(kind: str, dtype=torch.float32, seed: int = 0):
     theirs.build(data())
     ours = build(our_vanilla, our_variational)
     ours.build(data())
-    theirs.to(dtype)
-    ours.to(dtype)
+    theirs.to(device=device, dtype=dtype)
+    ours.to(device=device, dtype=dtype)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict(theirs.state_dict())
     return theirs, ours
@@ -135,7 +135,7 @@ def assert_same_loss(theirs, ours, dtype) -> None:
     for key, value in theirs.diagnostics.items():
         assert isinstance(ours.diagnostics[key], float), key  # the seed's type (2.0.0: 0-d tensor)
         torch.testing.assert_close(
-            torch.tensor(ours.diagnostics[key], dtype=torch.float64), value.double(), **TOL[dtype], msg=key
+            torch.tensor(ours.diagnostics[key], dtype=torch.float64), value.double().cpu(), **TOL[dtype], msg=key
         )
 
 
@@ -158,10 +158,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("kind, S, likelihood, dtype, train", CASES)
-def test_same_numbers_as_pyautoencoder(kind, S, likelihood, dtype, train):
-    theirs, ours = twin_models(kind, dtype)
+def test_same_numbers_as_pyautoencoder(kind, S, likelihood, dtype, train, device):
+    theirs, ours = twin_models(kind, dtype, device=device)
     beta = 1 if S == 1 else 2.5
-    x = pair(dtype) if kind == "ada" else data(dtype)
+    x = tuple(t.to(device) for t in pair(dtype)) if kind == "ada" else data(dtype).to(device)
     ours.train(train)
     if kind == "ada":
         # The seed groups and samples in both modes; pyautoencoder 2.0.0 only

@@ -44,33 +44,35 @@ def make_decoder() -> nn.Module:
     return nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, FEATURES), nn.Unflatten(1, SHAPE))
 
 
-def make_data(batch: int = 6, seed: int = 1) -> torch.Tensor:
+# Models and data are made on the CPU and then moved, so that every device
+# computes on the same weights and inputs.
+def make_data(batch: int = 6, seed: int = 1, device="cpu") -> torch.Tensor:
     # In [0, 1] so that every likelihood (Bernoulli included) is valid.
-    return torch.rand(batch, *SHAPE, generator=torch.Generator().manual_seed(seed))
+    return torch.rand(batch, *SHAPE, generator=torch.Generator().manual_seed(seed)).to(device)
 
 
-def make_vae(seed: int = 0, build: bool = True) -> variational.VAE:
+def make_vae(seed: int = 0, build: bool = True, device="cpu") -> variational.VAE:
     torch.manual_seed(seed)
     vae = paf.VAE(make_encoder(), make_decoder(), LATENT)
     if build:
-        vae.build(make_data())
+        vae.build(make_data()).to(device)
     return vae
 
 
-def make_ae(seed: int = 0) -> vanilla.AE:
+def make_ae(seed: int = 0, device="cpu") -> vanilla.AE:
     torch.manual_seed(seed)
-    return paf.AE(nn.Sequential(make_encoder(), nn.Linear(HIDDEN, LATENT)), make_decoder())
+    return paf.AE(nn.Sequential(make_encoder(), nn.Linear(HIDDEN, LATENT)), make_decoder()).to(device)
 
 
-def make_ada(seed: int = 0) -> variational.AdaGVAE:
-    return paf.AdaGVAE(make_vae(seed))
+def make_ada(seed: int = 0, device="cpu") -> variational.AdaGVAE:
+    return paf.AdaGVAE(make_vae(seed, device=device))
 
 
-def make_pair(batch: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+def make_pair(batch: int = 6, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     x1 = make_data(batch, seed=1)
     x2 = x1.clone()
     x2[:, 0] = make_data(batch, seed=2)[:, 0]  # share part of the image
-    return x1, x2
+    return x1.to(device), x2.to(device)
 
 
 def step(model: nn.Module, kind: str, x, backend: str, *, S: int, likelihood: str, beta: float, train: bool):
@@ -110,12 +112,12 @@ def assert_diagnostics_close(a: dict, b: dict) -> None:
 MODEL_KINDS = ["ae", "vae", "ada"]
 
 
-def _model(kind: str) -> nn.Module:
-    return {"ae": make_ae, "vae": make_vae, "ada": make_ada}[kind]()
+def _model(kind: str, device) -> nn.Module:
+    return {"ae": make_ae, "vae": make_vae, "ada": make_ada}[kind](device=device)
 
 
-def _input(kind: str):
-    return make_pair() if kind == "ada" else make_data()
+def _input(kind: str, device):
+    return make_pair(device=device) if kind == "ada" else make_data(device=device)
 
 
 EQUIVALENCE_CASES = [
@@ -129,11 +131,11 @@ EQUIVALENCE_CASES = [
 
 @needs_extension
 @pytest.mark.parametrize("kind, S, likelihood, train", EQUIVALENCE_CASES)
-def test_backends_agree(kind, S, likelihood, train):
+def test_backends_agree(kind, S, likelihood, train, device):
     beta = 1.0 if S == 1 else 2.5
-    model = _model(kind)
+    model = _model(kind, device)
     twin = copy.deepcopy(model)
-    x = _input(kind)
+    x = _input(kind, device)
     out_e, res_e, grads_e = step(model, kind, x, "extension", S=S, likelihood=likelihood, beta=beta, train=train)
     out_r, res_r, grads_r = step(twin, kind, x, "reference", S=S, likelihood=likelihood, beta=beta, train=train)
 
@@ -163,10 +165,10 @@ def _kl(mu, log_var):
 
 @pytest.mark.parametrize("backend", ["extension", "reference"])
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
-def test_ae_loss_matches_formula(backend, likelihood):
+def test_ae_loss_matches_formula(backend, likelihood, device):
     if backend == "extension" and not paf.extension_available():
         pytest.skip("extension unavailable")
-    model, x = make_ae(), make_data()
+    model, x = make_ae(device=device), make_data(device=device)
     with paf.use_backend(backend):
         out = model(x)
         result = model.compute_loss(x, out, likelihood=likelihood)
@@ -181,10 +183,10 @@ def test_ae_loss_matches_formula(backend, likelihood):
 @pytest.mark.parametrize("backend", ["extension", "reference"])
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
 @pytest.mark.parametrize("S", [1, 3])
-def test_vae_loss_matches_formula(backend, likelihood, S):
+def test_vae_loss_matches_formula(backend, likelihood, S, device):
     if backend == "extension" and not paf.extension_available():
         pytest.skip("extension unavailable")
-    model, x, beta = make_vae(), make_data(), 0.7
+    model, x, beta = make_vae(device=device), make_data(device=device), 0.7
     model.train()
     with paf.use_backend(backend):
         out = model(x, S=S)
@@ -201,8 +203,8 @@ def test_vae_loss_matches_formula(backend, likelihood, S):
     assert d["kl_divergence"] == pytest.approx(kl.mean().item(), rel=RTOL)
 
 
-def test_vae_loss_inserts_sample_axis():
-    model, x = make_vae(), make_data()
+def test_vae_loss_inserts_sample_axis(device):
+    model, x = make_vae(device=device), make_data(device=device)
     model.eval()
     out = model(x, S=1)
     flat = variational.VAEOutput(x_hat=out.x_hat[:, 0], z=out.z, mu=out.mu, log_var=out.log_var)
@@ -212,8 +214,8 @@ def test_vae_loss_inserts_sample_axis():
     assert a.diagnostics == b.diagnostics
 
 
-def test_vae_shapes_and_decode_reshape():
-    model, x = make_vae(), make_data()
+def test_vae_shapes_and_decode_reshape(device):
+    model, x = make_vae(device=device), make_data(device=device)
     model.train()
     out = model(x, S=4)
     assert out.z.shape == (6, 4, LATENT)
@@ -229,11 +231,12 @@ def test_vae_shapes_and_decode_reshape():
         torch.testing.assert_close(out.z[:, s], out.mu)
 
 
-def test_sampling_follows_reparameterization():
+def test_sampling_follows_reparameterization(device):
     layer = paf.FullyFactorizedGaussian(4)
     f = torch.randn(5, 7)
     layer(f)  # materialise
-    layer.train()
+    layer.to(device).train()
+    f = f.to(device)
     torch.manual_seed(3)
     z, mu, lv = layer(f, S=2)
     torch.manual_seed(3)
@@ -245,15 +248,15 @@ def test_sampling_follows_reparameterization():
     torch.testing.assert_close(mu2, mu)
     torch.testing.assert_close(lv2, lv)
     # same seed -> same samples; mean/scale statistics of a large draw
-    big_mu, big_lv = torch.full((1, 2), 1.5), torch.log(torch.tensor([[0.25, 4.0]]))
+    big_mu, big_lv = torch.full((1, 2), 1.5, device=device), torch.log(torch.tensor([[0.25, 4.0]], device=device))
     zz = layer._reparametrize(big_mu, big_lv, 20000)[0]
     torch.testing.assert_close(zz.mean(0), big_mu[0], atol=0.05, rtol=0)
     torch.testing.assert_close(zz.std(0), big_lv[0].mul(0.5).exp(), atol=0.05, rtol=0)
 
 
 @needs_extension
-def test_same_seed_same_samples_across_backends():
-    model, x = make_vae(), make_data()
+def test_same_seed_same_samples_across_backends(device):
+    model, x = make_vae(device=device), make_data(device=device)
     model.train()
     outs = []
     for backend in ("extension", "reference"):
@@ -263,8 +266,8 @@ def test_same_seed_same_samples_across_backends():
     torch.testing.assert_close(outs[0].z, outs[1].z, rtol=RTOL, atol=ATOL)
 
 
-def test_adagvae_loss_is_sum_of_vae_losses():
-    ada, (x1, x2) = make_ada(), make_pair()
+def test_adagvae_loss_is_sum_of_vae_losses(device):
+    ada, (x1, x2) = make_ada(device=device), make_pair(device=device)
     ada.train()
     torch.manual_seed(5)
     out = ada((x1, x2), S=2)
@@ -286,7 +289,7 @@ def test_adagvae_loss_is_sum_of_vae_losses():
 
 
 # ------------------------------------------------------ Ada-GVAE threshold rule
-def _identity_ada(dim: int) -> variational.AdaGVAE:
+def _identity_ada(dim: int, device) -> variational.AdaGVAE:
     """An AdaGVAE whose posterior for input [mu, log_var] is exactly (mu, log_var)."""
     vae = paf.VAE(nn.Identity(), nn.Linear(dim, 2), dim)
     vae.build(torch.zeros(1, 2 * dim))
@@ -296,23 +299,23 @@ def _identity_ada(dim: int) -> variational.AdaGVAE:
         vae.sampling_layer.log_var.weight.copy_(torch.cat([zero, eye], 1))
         vae.sampling_layer.mu.bias.zero_()
         vae.sampling_layer.log_var.bias.zero_()
-    return paf.AdaGVAE(vae)
+    return paf.AdaGVAE(vae).to(device)
 
 
 @pytest.mark.parametrize("backend", ["extension", "reference"])
-def test_adagvae_threshold_rule(backend):
+def test_adagvae_threshold_rule(backend, device):
     if backend == "extension" and not paf.extension_available():
         pytest.skip("extension unavailable")
     log3 = math.log(3.0)
-    mu1 = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 2.0, 3.0], [0.5, 0.5, 0.5, 0.5]])
-    mu2 = torch.tensor([[0.0, 0.1, 3.0, 5.0], [1.0, 2.0, 3.0, 4.0], [0.5, 0.5, 0.5, 0.5]])
-    lv1 = torch.zeros(3, 4)
-    lv2 = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [log3, 0.0, 0.0, 2.0]])
+    mu1 = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 2.0, 3.0], [0.5, 0.5, 0.5, 0.5]], device=device)
+    mu2 = torch.tensor([[0.0, 0.1, 3.0, 5.0], [1.0, 2.0, 3.0, 4.0], [0.5, 0.5, 0.5, 0.5]], device=device)
+    lv1 = torch.zeros(3, 4, device=device)
+    lv2 = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [log3, 0.0, 0.0, 2.0]], device=device)
     # Row 0: KL = 0.5 * dmu^2 = [0, .005, 4.5, 12.5], tau = 6.25 -> dims 0-2 shared.
     # Row 1: KL is 0.5 in every dim (constant) -> nothing averaged.
     # Row 2: KL = [0.216, 0, 0, 0.568], tau = 0.284 -> dims 0-2 shared.
-    shared = torch.tensor([[True, True, True, False], [False] * 4, [True, True, True, False]])
-    ada = _identity_ada(4).eval()
+    shared = torch.tensor([[True, True, True, False], [False] * 4, [True, True, True, False]], device=device)
+    ada = _identity_ada(4, device).eval()
     with paf.use_backend(backend), torch.no_grad():
         out = ada((torch.cat([mu1, lv1], 1), torch.cat([mu2, lv2], 1)))
     mu_avg = 0.5 * (mu1 + mu2)
@@ -322,7 +325,7 @@ def test_adagvae_threshold_rule(backend):
     torch.testing.assert_close(o2.mu, torch.where(shared, mu_avg, mu2))
     torch.testing.assert_close(o1.log_var, torch.where(shared, lv_avg, lv1))
     torch.testing.assert_close(o2.log_var, torch.where(shared, lv_avg, lv2))
-    torch.testing.assert_close(o1.log_var[2, 0], torch.tensor(math.log(2.0)))  # variance-space average
+    torch.testing.assert_close(o1.log_var[2, 0].cpu(), torch.tensor(math.log(2.0)))  # variance-space average
     # Eval mode too (the seed): z is sampled from the adapted posteriors.
     for o in (o1, o2):
         assert o.z.shape == (3, 1, 4) and not torch.equal(o.z[:, 0], o.mu)
@@ -379,8 +382,8 @@ def test_load_state_dict_refused_before_build():
         paf.AdaGVAE(make_vae(build=False)).load_state_dict(paf.AdaGVAE(make_vae()).state_dict())
 
 
-def test_encode_decode_inference_mode():
-    vae, x = make_vae(), make_data()
+def test_encode_decode_inference_mode(device):
+    vae, x = make_vae(device=device), make_data(device=device)
     vae.train()
     enc = vae.encode(x, S=2)
     assert isinstance(enc, variational.VAEEncodeOutput)
@@ -388,8 +391,8 @@ def test_encode_decode_inference_mode():
     dec = vae.decode(enc.z)
     assert isinstance(dec, variational.VAEDecodeOutput)
     assert dec.x_hat.shape == (6, 2, *SHAPE) and dec.x_hat.is_inference()
-    assert vae.decode(torch.randn(5, LATENT)).x_hat.shape == (5, *SHAPE)  # 2-D z: prior samples
-    ae = make_ae()
+    assert vae.decode(torch.randn(5, LATENT, device=device)).x_hat.shape == (5, *SHAPE)  # 2-D z: prior samples
+    ae = make_ae(device=device)
     z = ae.encode(x)
     assert isinstance(z, vanilla.AEEncodeOutput) and z.z.is_inference()
     assert isinstance(ae.decode(z.z), vanilla.AEDecodeOutput)
@@ -503,10 +506,10 @@ def _ops_run(fn) -> set[str]:
 
 
 @needs_extension
-def test_models_run_on_extension_ops():
+def test_models_run_on_extension_ops(device):
     if os.environ.get("PYAUTOENCODER_FAST_BACKEND", "auto") in ("", "auto", "extension"):
         assert paf.active_backend() == "extension"
-    x = make_data()
+    x = make_data(device=device)
 
     def train_step(model, inputs, kind):
         model.train()
@@ -514,9 +517,9 @@ def test_models_run_on_extension_ops():
         model.compute_loss(inputs, out, likelihood="bernoulli").objective.backward()
 
     cases = [
-        ("vae", make_vae(), x, {"pyautoencoder_fast::reparameterize", "pyautoencoder_fast::elbo"}),
-        ("ae", make_ae(), x, {"pyautoencoder_fast::log_likelihood_sum"}),
-        ("ada", make_ada(), make_pair(), {"pyautoencoder_fast::adagvae_posterior", "pyautoencoder_fast::elbo"}),
+        ("vae", make_vae(device=device), x, {"pyautoencoder_fast::reparameterize", "pyautoencoder_fast::elbo"}),
+        ("ae", make_ae(device=device), x, {"pyautoencoder_fast::log_likelihood_sum"}),
+        ("ada", make_ada(device=device), make_pair(device=device), {"pyautoencoder_fast::adagvae_posterior", "pyautoencoder_fast::elbo"}),
     ]
     for kind, model, inputs, expected in cases:
         with paf.use_backend("extension"):
@@ -565,7 +568,7 @@ _METADATA_OR_USER_MATMUL = {
 
 @needs_extension
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
-def test_models_do_no_eager_arithmetic_on_x_hat(likelihood):
+def test_models_do_no_eager_arithmetic_on_x_hat(likelihood, device):
     """VAE.forward (training), the three compute_loss methods with backward and
     AdaGVAE.forward run the extension's ops, and no op outside them does
     per-element work on a tensor as large as x_hat."""
@@ -580,10 +583,11 @@ def test_models_do_no_eager_arithmetic_on_x_hat(likelihood):
         return nn.Sequential(nn.Linear(D, features, bias=False), nn.Unflatten(1, image))
 
     x = torch.rand(B, *image)
-    vae = paf.VAE(encoder(), decoder(), D).build(x).train()
-    ae = paf.AE(encoder(D), decoder())
-    ada = paf.AdaGVAE(paf.VAE(encoder(), decoder(), D).build(x)).train()
-    x_pair = (x, torch.rand(B, *image))
+    vae = paf.VAE(encoder(), decoder(), D).build(x).to(device).train()
+    ae = paf.AE(encoder(D), decoder()).to(device)
+    ada = paf.AdaGVAE(paf.VAE(encoder(), decoder(), D).build(x)).to(device).train()
+    x = x.to(device)
+    x_pair = (x, torch.rand(B, *image, device=device))
     vae_out, ada_out = vae(x, S=S), ada(x_pair, S=S)
 
     steps = {
@@ -649,13 +653,13 @@ def one_thread():
 
 @needs_extension
 @pytest.mark.parametrize("kind", ["vae", "ae"])
-def test_short_training_backends_agree(kind, one_thread):
+def test_short_training_backends_agree(kind, one_thread, device):
     g = torch.Generator().manual_seed(0)
     factors = torch.randn(256, 2, generator=g)
     data = (factors @ torch.randn(2, FEATURES, generator=g) + 0.1 * torch.randn(256, FEATURES, generator=g)).reshape(
         256, *SHAPE
-    )
-    model = make_vae() if kind == "vae" else make_ae()
+    ).to(device)
+    model = make_vae(device=device) if kind == "vae" else make_ae(device=device)
     twin = copy.deepcopy(model)
     steps = 200
     ext = _train("extension", model, data, steps, kind)

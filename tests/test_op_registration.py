@@ -1,12 +1,13 @@
-"""opcheck for every op (forward and backward), gradcheck in float64 for every
-differentiable op, and torch.compile(fullgraph=True) through the ops."""
+"""opcheck for every op (forward and backward) on every device, gradcheck in
+float64 for every differentiable op, and torch.compile(fullgraph=True)
+through the ops."""
 
 import pytest
 import torch
 
 import pyautoencoder_fast as paf
 from pyautoencoder_fast import functional as F
-from conftest import requires_extension
+from conftest import on_device, requires_extension
 
 pytestmark = requires_extension
 ops = torch.ops.pyautoencoder_fast
@@ -54,8 +55,9 @@ def _sample_args(grad):
 
 @pytest.mark.parametrize("grad", [False, True])
 @pytest.mark.parametrize("index", range(len(_sample_args(False))))
-def test_opcheck(index, grad):
+def test_opcheck(index, grad, device):
     op, args = _sample_args(grad)[index]
+    args = tuple(on_device(device, a)[0] if isinstance(a, torch.Tensor) else a for a in args)
     torch.library.opcheck(op, args)
 
 

@@ -5,7 +5,7 @@ import torch
 
 import pyautoencoder_fast as paf
 from pyautoencoder_fast import functional as F
-from conftest import DTYPES, LIKELIHOODS, check_against_oracle, random_inputs, requires_extension
+from conftest import DTYPES, LIKELIHOODS, check_against_oracle, on_device, random_inputs, requires_extension
 
 pytestmark = requires_extension
 
@@ -25,51 +25,51 @@ SHAPES = [(4, 1, (17,), 3), (3, 3, (5, 7), 8), (1, 2, (1,), 1), (2, 4, (3, 9, 11
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("beta", [1.0, 4.0])
-def test_elbo_matches_oracle(dtype, likelihood, shape, beta):
+def test_elbo_matches_oracle(dtype, likelihood, shape, beta, device):
     x, x_hat, mu, lv = _inputs(*shape, likelihood)
     fn = lambda a, b, c, d: F.elbo_stats(a, b, c, d, beta, likelihood)
-    check_against_oracle(fn, [x, x_hat, mu, lv], dtype)
+    check_against_oracle(fn, [x, x_hat, mu, lv], dtype, device=device)
 
 
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
-def test_elbo_gradient_for_x_and_without_sample_axis(likelihood):
+def test_elbo_gradient_for_x_and_without_sample_axis(likelihood, device):
     x = random_inputs((5, 12), likelihood, torch.float64, target=True, requires_grad=True)
     x_hat = random_inputs((5, 12), likelihood, torch.float64, requires_grad=True)
     mu = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     lv = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
-    check_against_oracle(lambda a, b, c, d: F.elbo_stats(a, b, c, d, 0.5, likelihood), [x, x_hat, mu, lv], torch.float32)
+    check_against_oracle(lambda a, b, c, d: F.elbo_stats(a, b, c, d, 0.5, likelihood), [x, x_hat, mu, lv], torch.float32, device=device)
 
 
-def test_elbo_strided_inputs():
+def test_elbo_strided_inputs(device):
     x = torch.rand(1, 6, 5, dtype=torch.float64).expand(4, 6, 5)
     x_hat = torch.randn(4, 3, 5, 6, dtype=torch.float64).transpose(2, 3).requires_grad_()
     mu = torch.randn(3, 4, dtype=torch.float64).t().requires_grad_()
     lv = torch.randn(4, 3, dtype=torch.float64).requires_grad_()
-    check_against_oracle(lambda a, b, c, d: F.elbo_stats(a, b, c, d, 2.0, "bernoulli"), [x, x_hat, mu, lv], torch.float32)
+    check_against_oracle(lambda a, b, c, d: F.elbo_stats(a, b, c, d, 2.0, "bernoulli"), [x, x_hat, mu, lv], torch.float32, device=device)
 
 
-def test_objective_backward_returns_the_forward_gradient_without_copy():
+def test_objective_backward_returns_the_forward_gradient_without_copy(device):
     # The common case: objective.backward() hands back d objective / d x_hat
     # written by the forward pass (no extra x_hat-sized buffer).
-    x, x_hat, mu, lv = _inputs(8, 2, (100,), 4, "gaussian")
-    x_hat = x_hat.detach().float().requires_grad_()
-    stats = F.elbo_stats(x.float(), x_hat, mu.detach().float(), lv.detach().float())
+    x, x_hat, mu, lv = (t.detach().float().to(device) for t in _inputs(8, 2, (100,), 4, "gaussian"))
+    x_hat.requires_grad_()
+    stats = F.elbo_stats(x, x_hat, mu, lv)
     (grad,) = torch.autograd.grad(stats[0], x_hat)
     with paf.use_backend("reference"):
-        (expected,) = torch.autograd.grad(F.elbo_stats(x.float(), x_hat, mu.float(), lv.float())[0], x_hat)
+        (expected,) = torch.autograd.grad(F.elbo_stats(x, x_hat, mu, lv)[0], x_hat)
     torch.testing.assert_close(grad, expected)
 
 
-def test_diagnostic_gradients():
+def test_diagnostic_gradients(device):
     # Gradients through each diagnostic, not only the objective.
     x, x_hat, mu, lv = _inputs(3, 2, (7,), 4, "laplace")
     for k in range(4):
         fn = lambda a, b, c, d: F.elbo_stats(a, b, c, d, 3.0, "laplace")[k]
-        check_against_oracle(fn, [x, x_hat, mu, lv], torch.float64)
+        check_against_oracle(fn, [x, x_hat, mu, lv], torch.float64, device=device)
 
 
-def test_elbo_terms_and_empty_batch():
-    x, x_hat, mu, lv = _inputs(4, 2, (9,), 3, "gaussian")
+def test_elbo_terms_and_empty_batch(device):
+    x, x_hat, mu, lv = on_device(device, *_inputs(4, 2, (9,), 3, "gaussian"))
     terms = F.elbo(x, x_hat, mu, lv, beta=2.0)
     torch.testing.assert_close(terms.objective, -terms.elbo)
     torch.testing.assert_close(terms.elbo, terms.log_likelihood - 2.0 * terms.kl_divergence)
@@ -80,8 +80,8 @@ def test_elbo_terms_and_empty_batch():
         assert torch.isnan(a) and torch.isnan(b)
 
 
-def test_elbo_without_grad_writes_no_gradient_buffer():
-    x, x_hat, mu, lv = _inputs(4, 2, (9,), 3, "gaussian")
+def test_elbo_without_grad_writes_no_gradient_buffer(device):
+    x, x_hat, mu, lv = on_device(device, *_inputs(4, 2, (9,), 3, "gaussian"))
     with torch.no_grad():
         stats, dobj, dmu, dlv = torch.ops.pyautoencoder_fast.elbo(x, x_hat, mu, lv, 1.0, "gaussian", False)
     assert dobj.numel() == 0 and dmu.numel() == 0 and dlv.numel() == 0

@@ -30,7 +30,7 @@ CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduce_sum", [True, False])
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_kl_matches_oracle(dtype, reduce_sum, case):
+def test_kl_matches_oracle(dtype, reduce_sum, case, device):
     q_shape, mp_shape, lp_shape = case
     inputs = [
         _param(q_shape),
@@ -39,38 +39,39 @@ def test_kl_matches_oracle(dtype, reduce_sum, case):
         None if lp_shape is None else _param(lp_shape, log_var=True),
     ]
     check_against_oracle(
-        lambda mq, lq, mp, lp: F.kl_diag_gaussian(mq, lq, mp, lp, reduce_sum=reduce_sum), inputs, dtype
+        lambda mq, lq, mp, lp: F.kl_diag_gaussian(mq, lq, mp, lp, reduce_sum=reduce_sum), inputs, dtype, device=device
     )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("with_p", [False, True])
-def test_kl_clamp_values_and_gradients(dtype, with_p):
+def test_kl_clamp_values_and_gradients(dtype, with_p, device):
     # log-variances beyond both bounds, and exactly on them.
     lv_q = torch.tensor([[-40.0, -3.0, -3.0, 0.5, 3.0, 25.0, 3.5, -2.5]], dtype=torch.float64, requires_grad=True)
     mu_q = torch.randn(1, 8, dtype=torch.float64, requires_grad=True)
     mu_p = torch.randn(1, 8, dtype=torch.float64, requires_grad=True) if with_p else None
     lv_p = (torch.randn(1, 8, dtype=torch.float64) * 4).requires_grad_() if with_p else None
     fn = lambda mq, lq, mp, lp: F.kl_diag_gaussian(mq, lq, mp, lp, reduce_sum=False, clamp_min=-3.0, clamp_max=3.0)
-    check_against_oracle(fn, [mu_q, lv_q, mu_p, lv_p], dtype)
+    check_against_oracle(fn, [mu_q, lv_q, mu_p, lv_p], dtype, device=device)
 
 
-def test_kl_without_clamp_overflows_like_torch():
+def test_kl_without_clamp_overflows_like_torch(device):
     # exp(100) overflows float32 in both implementations: no silent clamping.
-    mu, lv = torch.zeros(1, 2), torch.tensor([[100.0, 0.0]])
+    mu, lv = torch.zeros(1, 2, device=device), torch.tensor([[100.0, 0.0]], device=device)
     assert torch.isinf(F.kl_diag_gaussian(mu, lv)).all()
     assert torch.isfinite(F.kl_diag_gaussian(mu, lv, clamp_max=20.0)).all()
 
 
-def test_kl_non_contiguous():
+def test_kl_non_contiguous(device):
     mu = torch.randn(12, 5, dtype=torch.float64).t().requires_grad_()
     lv = torch.randn(5, 24, dtype=torch.float64)[:, ::2].requires_grad_()
-    check_against_oracle(lambda a, b: F.kl_diag_gaussian(a, b), [mu, lv], torch.float32)
+    check_against_oracle(lambda a, b: F.kl_diag_gaussian(a, b), [mu, lv], torch.float32, device=device)
 
 
-def test_kl_matches_torch_distributions():
-    q = torch.distributions.Normal(torch.randn(4, 6, dtype=torch.float64), torch.rand(4, 6, dtype=torch.float64) + 0.1)
-    p = torch.distributions.Normal(torch.randn(4, 6, dtype=torch.float64), torch.rand(4, 6, dtype=torch.float64) + 0.1)
+def test_kl_matches_torch_distributions(device):
+    f64 = dict(dtype=torch.float64, device=device)
+    q = torch.distributions.Normal(torch.randn(4, 6, **f64), torch.rand(4, 6, **f64) + 0.1)
+    p = torch.distributions.Normal(torch.randn(4, 6, **f64), torch.rand(4, 6, **f64) + 0.1)
     expected = torch.distributions.kl_divergence(q, p).sum(-1)
     actual = F.kl_diag_gaussian(q.loc, 2 * q.scale.log(), p.loc, 2 * p.scale.log())
     torch.testing.assert_close(actual, expected)

@@ -26,23 +26,23 @@ ELEMENTWISE_SHAPES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
 @pytest.mark.parametrize("shapes", ELEMENTWISE_SHAPES, ids=str)
-def test_log_likelihood_matches_oracle(dtype, likelihood, shapes):
+def test_log_likelihood_matches_oracle(dtype, likelihood, shapes, device):
     x = random_inputs(shapes[0], likelihood, torch.float64, target=True, requires_grad=True)
     x_hat = random_inputs(shapes[1], likelihood, torch.float64, requires_grad=True)
-    check_against_oracle(lambda a, b: F.log_likelihood(a, b, likelihood), [x, x_hat], dtype)
+    check_against_oracle(lambda a, b: F.log_likelihood(a, b, likelihood), [x, x_hat], dtype, device=device)
 
 
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
-def test_log_likelihood_non_contiguous(likelihood):
+def test_log_likelihood_non_contiguous(likelihood, device):
     x = random_inputs((33, 6), likelihood, torch.float64, target=True).t().requires_grad_()
     x_hat = random_inputs((6, 66), likelihood, torch.float64)[:, ::2].requires_grad_()
     assert not x.is_contiguous() and not x_hat.is_contiguous()
-    check_against_oracle(lambda a, b: F.log_likelihood(a, b, likelihood), [x, x_hat], torch.float32)
+    check_against_oracle(lambda a, b: F.log_likelihood(a, b, likelihood), [x, x_hat], torch.float32, device=device)
 
 
-def test_bernoulli_is_stable_for_large_logits():
-    x = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.5])
-    logits = torch.tensor([200.0, -200.0, -200.0, 200.0, 80.0], requires_grad=True)
+def test_bernoulli_is_stable_for_large_logits(device):
+    x = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.5], device=device)
+    logits = torch.tensor([200.0, -200.0, -200.0, 200.0, 80.0], device=device, requires_grad=True)
     ll = F.log_likelihood(x, logits, "bernoulli")
     expected = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
     torch.testing.assert_close(ll, expected)
@@ -65,29 +65,29 @@ SUM_SHAPES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
 @pytest.mark.parametrize("shape", SUM_SHAPES, ids=str)
-def test_log_likelihood_sum_matches_oracle(dtype, likelihood, shape):
+def test_log_likelihood_sum_matches_oracle(dtype, likelihood, shape, device):
     batch, samples, features = shape
     x = random_inputs((batch, *features), likelihood, torch.float64, target=True, requires_grad=True)
     x_hat = random_inputs((batch, samples, *features), likelihood, torch.float64, requires_grad=True)
-    out = check_against_oracle(lambda a, b: F.log_likelihood_sum(a, b, likelihood), [x, x_hat], dtype)
+    out = check_against_oracle(lambda a, b: F.log_likelihood_sum(a, b, likelihood), [x, x_hat], dtype, device=device)
     assert out[0].shape == (batch, samples)
 
 
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
-def test_log_likelihood_sum_without_sample_axis(likelihood):
+def test_log_likelihood_sum_without_sample_axis(likelihood, device):
     x = random_inputs((5, 3, 4), likelihood, torch.float64, target=True, requires_grad=True)
     x_hat = random_inputs((5, 3, 4), likelihood, torch.float64, requires_grad=True)
-    out = check_against_oracle(lambda a, b: F.log_likelihood_sum(a, b, likelihood), [x, x_hat], torch.float32)
+    out = check_against_oracle(lambda a, b: F.log_likelihood_sum(a, b, likelihood), [x, x_hat], torch.float32, device=device)
     assert out[0].shape == (5, 1)
 
 
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
-def test_log_likelihood_sum_strided_and_expanded_inputs(likelihood):
+def test_log_likelihood_sum_strided_and_expanded_inputs(likelihood, device):
     # x broadcast over the batch (stride 0), x_hat with permuted feature dims.
     x = random_inputs((1, 6, 5), likelihood, torch.float64, target=True).expand(4, 6, 5).requires_grad_()
     x_hat = random_inputs((4, 2, 5, 6), likelihood, torch.float64).transpose(2, 3).requires_grad_()
     assert not x_hat.is_contiguous()
-    check_against_oracle(lambda a, b: F.log_likelihood_sum(a, b, likelihood), [x, x_hat], torch.float32)
+    check_against_oracle(lambda a, b: F.log_likelihood_sum(a, b, likelihood), [x, x_hat], torch.float32, device=device)
 
 
 def test_log_likelihood_sum_does_not_copy_x_over_samples(monkeypatch):
@@ -104,10 +104,10 @@ def test_log_likelihood_sum_does_not_copy_x_over_samples(monkeypatch):
     assert seen["x"] == (3, 8)
 
 
-def test_log_likelihood_sum_accumulates_half_in_float():
+def test_log_likelihood_sum_accumulates_half_in_float(device):
     # 4096 terms of 0.5 each: a float16 accumulator would stall at 2048.
-    x = torch.zeros(1, 4096, dtype=torch.float16)
-    x_hat = torch.ones(1, 4096, dtype=torch.float16)
+    x = torch.zeros(1, 4096, dtype=torch.float16, device=device)
+    x_hat = torch.ones(1, 4096, dtype=torch.float16, device=device)
     out = F.log_likelihood_sum(x, x_hat, "gaussian")
     assert out.item() == -2048.0
 
@@ -119,30 +119,31 @@ def test_likelihood_names_are_case_insensitive():
 
 
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
-def test_nan_propagates_to_value_and_gradient(likelihood):
+def test_nan_propagates_to_value_and_gradient(likelihood, device):
     # 20 elements: NaN both in the vectorised body and in the scalar tail.
-    x_hat = torch.randn(20)
+    x_hat = torch.randn(20, device=device)
     x_hat[3] = x_hat[19] = float("nan")
     x_hat.requires_grad_()
-    x = torch.rand(20)
+    x = torch.rand(20, device=device)
     ll = F.log_likelihood_sum(x.unsqueeze(0), x_hat.unsqueeze(0), likelihood)
     assert torch.isnan(ll).all()
-    stats = F.elbo_stats(x.unsqueeze(0), x_hat.unsqueeze(0), torch.zeros(1, 2), torch.zeros(1, 2), 1.0, likelihood)
+    latent = torch.zeros(1, 2, device=device)
+    stats = F.elbo_stats(x.unsqueeze(0), x_hat.unsqueeze(0), latent, latent, 1.0, likelihood)
     (grad,) = torch.autograd.grad(stats[0], x_hat)
     assert torch.isnan(grad[[3, 19]]).all() and torch.isfinite(grad[[0, 1, 2, 4]]).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_bernoulli_probs_is_undefined_outside_the_unit_interval(dtype):
+def test_bernoulli_probs_is_undefined_outside_the_unit_interval(dtype, device):
     # torch's binary_cross_entropy refuses targets or probabilities outside
-    # [0, 1]; the kernels give NaN there (body and scalar tail), and finite
-    # values at the ends 0 and 1.
-    x, p = torch.rand(3, 21, dtype=dtype), torch.rand(3, 21, dtype=dtype)
-    x[0, :] = torch.tensor([0.0, 1.0] * 10 + [0.5], dtype=dtype)
+    # [0, 1] (on CUDA with a device-side assert); the kernels give NaN there
+    # (body and scalar tail), and finite values at the ends 0 and 1.
+    x, p = torch.rand(3, 21, dtype=dtype, device=device), torch.rand(3, 21, dtype=dtype, device=device)
+    x[0, :] = torch.tensor([0.0, 1.0] * 10 + [0.5], dtype=dtype, device=device)
     x[1, 4], x[1, 20], x[2, 7] = 1.5, -0.25, 0.5
     p[2, 7] = 1.25
     value = F.log_likelihood(x, p, "bernoulli_probs")
-    bad = torch.zeros(3, 21, dtype=torch.bool)
+    bad = torch.zeros(3, 21, dtype=torch.bool, device=device)
     bad[1, 4] = bad[1, 20] = bad[2, 7] = True
     assert value[bad].isnan().all() and value[~bad].isfinite().all()
     sums = F.log_likelihood_sum(x, p, "bernoulli_probs")[:, 0]
@@ -150,9 +151,10 @@ def test_bernoulli_probs_is_undefined_outside_the_unit_interval(dtype):
     torch.testing.assert_close(value[0], -torch.nn.functional.binary_cross_entropy(p[0], x[0], reduction="none"))
 
 
-def test_integer_and_bool_targets_are_promoted():
-    x_hat = torch.randn(4, 9)
-    for target in (torch.randint(0, 2, (4, 9)), torch.randint(0, 2, (4, 9)).bool(), torch.randint(0, 2, (4, 9)).to(torch.uint8)):
+def test_integer_and_bool_targets_are_promoted(device):
+    x_hat = torch.randn(4, 9, device=device)
+    bits = [torch.randint(0, 2, (4, 9), device=device) for _ in range(3)]
+    for target in (bits[0], bits[1].bool(), bits[2].to(torch.uint8)):
         for likelihood in ("gaussian", "bernoulli", "laplace"):
             expected = F.log_likelihood(target.float(), x_hat, likelihood)
             torch.testing.assert_close(F.log_likelihood(target, x_hat, likelihood), expected)

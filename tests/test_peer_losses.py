@@ -1,7 +1,7 @@
 """Peer-library loss APIs (nidl BetaVAELoss, ml-starter KL helpers, scvi-tools
 LossOutput) against references written here from the documented semantics
 with plain PyTorch and torch.distributions: values, gradients, errors, every
-dtype, both backends, and the extension ops really being used."""
+dtype, both backends, on cpu and cuda, and the extension ops really being used."""
 
 from __future__ import annotations
 
@@ -50,13 +50,13 @@ def assert_close(actual, expected, dtype, what="", same_dtype=None):
     assert actual is not None, f"{what}: no gradient"
     assert actual.dtype == dtype, f"{what}: dtype {actual.dtype} != {dtype}"
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    a, e = actual.detach().double(), expected.detach().double()
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()  # compared on the CPU
     finite = e[torch.isfinite(e)]
     scale = max(finite.abs().max().item() if finite.numel() else 0.0, 1.0)
     tol = TOL[dtype]
     if same_dtype is not None and dtype in (torch.float16, torch.bfloat16) and e.numel():
         mask = torch.isfinite(e)
-        torch_err = (same_dtype.detach().double() - e)[mask].abs().max().item() if mask.any() else 0.0
+        torch_err = (same_dtype.detach().double().cpu() - e)[mask].abs().max().item() if mask.any() else 0.0
         err = (a - e)[mask].abs().max().item() if mask.any() else 0.0
         bound = 2 * torch_err + tol * scale
         assert err <= bound, f"{what}: error {err:.3g} > 2 x torch's {torch_err:.3g} + {tol * scale:.3g}"
@@ -65,9 +65,10 @@ def assert_close(actual, expected, dtype, what="", same_dtype=None):
     torch.testing.assert_close(a, e, rtol=tol, atol=tol * scale, equal_nan=True, msg=what)
 
 
-def leaves(*tensors, dtype):
-    """Each float64 master tensor rounded to dtype, as (leaf in dtype, leaf in float64)."""
-    low = [t.to(dtype).requires_grad_() for t in tensors]
+def leaves(*tensors, dtype, device="cpu"):
+    """Each float64 master tensor (on the CPU) rounded to dtype, as (leaf in
+    dtype on `device`, leaf in float64 on the CPU)."""
+    low = [t.to(device=device, dtype=dtype).requires_grad_() for t in tensors]
     high = [t.detach().to(dtype).double().requires_grad_() for t in tensors]
     return low, high
 
@@ -132,14 +133,14 @@ def beta_vae_inputs(kind, shape, latent=5):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("kind", list(P_KINDS))
-def test_beta_vae_loss_matches_torch(kind, shape, dtype, backend):
+def test_beta_vae_loss_matches_torch(kind, shape, dtype, backend, device):
     default_dist, make_p = P_KINDS[kind]
     beta = 2.5
-    low, high = leaves(*beta_vae_inputs(kind, shape), dtype=dtype)
+    low, high = leaves(*beta_vae_inputs(kind, shape), dtype=dtype, device=device)
     with paf.use_backend(backend):
         out = BetaVAELoss(beta=beta, default_dist=default_dist)(low[0], make_p(low[1], low[2]), Normal(low[3], low[4]))
     rec, kl, loss = ref_beta_vae(high[0], make_p(high[1], high[2]), Normal(high[3], high[4]), beta, default_dist)
-    same = [t.detach().clone().requires_grad_() for t in low]  # torch's own result in dtype
+    same = [t.detach().clone().requires_grad_() for t in low]  # torch's own result in dtype, on device
     same_out = ref_beta_vae(same[0], make_p(same[1], same[2]), Normal(same[3], same[4]), beta, default_dist)
     assert set(out) == {"rec_loss", "kl_loss", "loss"}
     for name, expected, r in zip(("rec_loss", "kl_loss", "loss"), (rec, kl, loss), same_out):
@@ -156,8 +157,8 @@ def test_beta_vae_loss_matches_torch(kind, shape, dtype, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_beta_vae_loss_methods(backend):
-    x, param, _, q_loc, q_scale = beta_vae_inputs("Normal", (5, 8))
+def test_beta_vae_loss_methods(backend, device):
+    x, param, _, q_loc, q_scale = (t.to(device) for t in beta_vae_inputs("Normal", (5, 8)))
     loss = BetaVAELoss()
     assert loss.beta == 4.0 and loss.default_dist == "normal"
     with paf.use_backend(backend):
@@ -180,10 +181,10 @@ def test_beta_vae_loss_beta_weights_kl(beta):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_beta_vae_loss_broadcast_mean_like_mse_loss(backend):
+def test_beta_vae_loss_broadcast_mean_like_mse_loss(backend, device):
     # mse_loss / l1_loss broadcast their arguments (with a warning); so do we.
-    x = torch.randn(4, 6, dtype=torch.float64)
-    loc = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 6, dtype=torch.float64, device=device)
+    loc = torch.randn(6, dtype=torch.float64, device=device, requires_grad=True)
     with paf.use_backend(backend):
         ours = BetaVAELoss().reconstruction_loss(loc, x)
         ours_l1 = BetaVAELoss(default_dist="laplace").reconstruction_loss(loc, x)
@@ -222,8 +223,8 @@ def test_beta_vae_loss_probabilities_out_of_range(backend):
         torch.distributions.Distribution.set_default_validate_args(previous)
 
 
-def test_beta_vae_loss_empty_batch_is_nan_like_nidl():
-    x, param, _, q_loc, q_scale = beta_vae_inputs("Normal", (0, 3))
+def test_beta_vae_loss_empty_batch_is_nan_like_nidl(device):
+    x, param, _, q_loc, q_scale = (t.to(device) for t in beta_vae_inputs("Normal", (0, 3)))
     out = BetaVAELoss()(x, Normal(param, 1.0), Normal(q_loc, q_scale))
     rec, kl, loss = ref_beta_vae(x, Normal(param, 1.0), Normal(q_loc, q_scale), 4.0, "normal")
     for name, expected in (("rec_loss", rec), ("kl_loss", kl), ("loss", loss)):
@@ -336,11 +337,11 @@ def _gauss_params(shapes):
     return out
 
 
-def _check_kl_helper(fn, ref, shapes, clamp, dtype, backend):
-    """fn on `backend` in `dtype` vs the literal formula `ref` in float64
-    (and in `dtype`, for the half-type error bound): values and gradients
-    for random output weights."""
-    low, high = leaves(*_gauss_params(shapes), dtype=dtype)
+def _check_kl_helper(fn, ref, shapes, clamp, dtype, backend, device):
+    """fn on `backend` in `dtype` on `device` vs the literal formula `ref` in
+    float64 (and in `dtype`, for the half-type error bound): values and
+    gradients for random output weights."""
+    low, high = leaves(*_gauss_params(shapes), dtype=dtype, device=device)
     with paf.use_backend(backend):
         out = fn(*low, clamp_min=clamp[0], clamp_max=clamp[1])
     expected = ref(*high, *clamp)
@@ -348,9 +349,9 @@ def _check_kl_helper(fn, ref, shapes, clamp, dtype, backend):
     same_out = ref(*same, *clamp)
     assert_close(out, expected, dtype, "value", same_out)
     w = torch.randn(expected.shape, dtype=torch.float64) * 1.7 + 0.3
-    g_low = torch.autograd.grad(out, low, w.to(dtype), allow_unused=True)
+    g_low = torch.autograd.grad(out, low, w.to(device=device, dtype=dtype), allow_unused=True)
     g_high = torch.autograd.grad(expected, high, w, allow_unused=True)
-    g_same = torch.autograd.grad(same_out, same, w.to(dtype), allow_unused=True)
+    g_same = torch.autograd.grad(same_out, same, w.to(device=device, dtype=dtype), allow_unused=True)
     for i, (a, e, r) in enumerate(zip(g_low, g_high, g_same)):
         assert_close(a, e, dtype, f"grad[{i}]", r)
 
@@ -359,16 +360,16 @@ def _check_kl_helper(fn, ref, shapes, clamp, dtype, backend):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("clamp", [(-30.0, 20.0), (-0.5, 0.7), (-0.5, None), (None, None)], ids=str)
 @pytest.mark.parametrize("shapes", SINGLE_SHAPES, ids=str)
-def test_kl_div_single_loss_matches_formula(shapes, clamp, dtype, backend):
-    _check_kl_helper(kl_div_single_loss, ref_single, shapes, clamp, dtype, backend)
+def test_kl_div_single_loss_matches_formula(shapes, clamp, dtype, backend, device):
+    _check_kl_helper(kl_div_single_loss, ref_single, shapes, clamp, dtype, backend, device)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("clamp", [(-30.0, 20.0), (-0.5, 0.7), (None, 0.7)], ids=str)
 @pytest.mark.parametrize("shapes", PAIR_SHAPES, ids=str)
-def test_kl_div_pair_loss_matches_formula(shapes, clamp, dtype, backend):
-    _check_kl_helper(kl_div_pair_loss, ref_pair, shapes, clamp, dtype, backend)
+def test_kl_div_pair_loss_matches_formula(shapes, clamp, dtype, backend, device):
+    _check_kl_helper(kl_div_pair_loss, ref_pair, shapes, clamp, dtype, backend, device)
 
 
 def test_kl_div_pair_loss_is_twice_the_kl_plus_half():
@@ -391,12 +392,12 @@ AT_BOUNDS = [-45.0, -30.0, -29.5, -3.0, 0.0, 2.0, 19.5, 20.0, 26.0]
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
-def test_clamp_gradient_at_and_beyond_bounds(dtype, backend):
+def test_clamp_gradient_at_and_beyond_bounds(dtype, backend, device):
     lv = torch.tensor(AT_BOUNDS, dtype=torch.float64)
     n = lv.numel()
     mu = torch.linspace(-1.5, 1.5, n, dtype=torch.float64)
     # single: every bound case
-    low, high = leaves(mu, lv, dtype=dtype)
+    low, high = leaves(mu, lv, dtype=dtype, device=device)
     with paf.use_backend(backend):
         out = kl_div_single_loss(*low)
     expected = ref_single(*high)
@@ -405,7 +406,7 @@ def test_clamp_gradient_at_and_beyond_bounds(dtype, backend):
     g_high = torch.autograd.grad(expected.sum(), high)
     for i, (a, e) in enumerate(zip(g_low, g_high)):
         assert_close(a, e, dtype, f"single grad[{i}]")
-    g_lv = g_low[1]
+    g_lv = g_low[1].cpu()
     beyond = (lv < -30) | (lv > 20)
     assert torch.all(g_lv[beyond] == 0)
     at = (lv == -30) | (lv == 20)
@@ -414,13 +415,13 @@ def test_clamp_gradient_at_and_beyond_bounds(dtype, backend):
     lv_p, lv_q = torch.meshgrid(lv, lv, indexing="ij")
     mu_p = torch.randn(n, n, dtype=torch.float64)
     mu_q = torch.randn(n, n, dtype=torch.float64)
-    low, high = leaves(mu_p, lv_p, mu_q, lv_q, dtype=dtype)
+    low, high = leaves(mu_p, lv_p, mu_q, lv_q, dtype=dtype, device=device)
     with paf.use_backend(backend):
         out = kl_div_pair_loss(*low)
     expected = ref_pair(*high)
     assert_close(out, expected, dtype, "pair value")
     w = torch.rand(n, n, dtype=torch.float64) + 0.5
-    g_low = torch.autograd.grad(out, low, w.to(dtype))
+    g_low = [g.cpu() for g in torch.autograd.grad(out, low, w.to(device=device, dtype=dtype))]
     g_high = torch.autograd.grad(expected, high, w)
     for i, (a, e) in enumerate(zip(g_low, g_high)):
         assert_close(a, e, dtype, f"pair grad[{i}]")
@@ -613,18 +614,18 @@ def test_loss_output_replace():
         out.replace(classification_loss=torch.tensor(1.0))
 
 
-def _small_vae():
+def _small_vae(device="cpu"):
     torch.manual_seed(0)
     enc = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU())
     dec = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 12))
     vae = paf.VAE(enc, dec, 3)
     x = torch.rand(8, 12)
     vae.build(x)
-    return vae, x
+    return vae.to(device), x.to(device)
 
 
-def test_loss_result_to_loss_output_and_back():
-    vae, x = _small_vae()
+def test_loss_result_to_loss_output_and_back(device):
+    vae, x = _small_vae(device)
     result = vae.compute_loss(x, vae(x, S=2), likelihood="bernoulli")
     out = LossOutput.from_loss_result(result, n_obs_minibatch=x.shape[0], extra_metrics={"lr": torch.tensor(1e-3)})
     assert out.loss is result.objective  # same graph
@@ -646,10 +647,10 @@ def test_loss_result_to_loss_output_and_back():
     assert all(type(v) is float for v in back.diagnostics.values())
 
 
-def test_from_loss_result_with_per_observation_terms():
+def test_from_loss_result_with_per_observation_terms(device):
     torch.manual_seed(1)
-    x, x_hat = torch.rand(5, 7), torch.randn(5, 7, requires_grad=True)
-    mu, lv = torch.randn(5, 3, requires_grad=True), torch.randn(5, 3, requires_grad=True)
+    x, x_hat = torch.rand(5, 7, device=device), torch.randn(5, 7, device=device, requires_grad=True)
+    mu, lv = torch.randn(5, 3, device=device, requires_grad=True), torch.randn(5, 3, device=device, requires_grad=True)
     rec = -paf.functional.log_likelihood_sum(x, x_hat, "bernoulli")[:, 0]
     kl = paf.functional.kl_diag_gaussian(mu, lv)
     result = LossResult(objective=(rec + kl).mean(), diagnostics={"elbo": -(rec + kl).mean().item()})
@@ -675,18 +676,19 @@ def test_from_loss_result_errors():
     assert out.extra_metrics == {}
 
 
-def test_to_loss_result_contents_and_one_transfer(monkeypatch):
-    rec = torch.rand(4, 3)
-    logits, labels = torch.randn(4, 2), torch.tensor([0, 1, 1, 0])
+def test_to_loss_result_contents_and_one_transfer(monkeypatch, device):
+    on = dict(device=device)
+    rec = torch.rand(4, 3, **on)
+    logits, labels = torch.randn(4, 2, **on), torch.tensor([0, 1, 1, 0], **on)
     out = LossOutput(
-        loss=torch.tensor(3.0),
+        loss=torch.tensor(3.0, **on),
         reconstruction_loss=rec,
-        kl_local=torch.rand(4),
-        kl_global=torch.tensor([0.5, 0.25]),
-        classification_loss={"c1": torch.tensor(0.5), "c2": torch.tensor(1.0)},
+        kl_local=torch.rand(4, **on),
+        kl_global=torch.tensor([0.5, 0.25], **on),
+        classification_loss={"c1": torch.tensor(0.5, **on), "c2": torch.tensor(1.0, **on)},
         logits=logits,
         true_labels=labels,
-        extra_metrics={"s": torch.tensor(2.0), "n": 3, "per_obs": torch.rand(4), "nested": {"a": torch.tensor(1.0)}},
+        extra_metrics={"s": torch.tensor(2.0, **on), "n": 3, "per_obs": torch.rand(4, **on), "nested": {"a": torch.tensor(1.0, **on)}},
     )
     calls = {"tolist": 0, "item": 0}
     tolist, item = torch.Tensor.tolist, torch.Tensor.item
@@ -703,17 +705,17 @@ def test_to_loss_result_contents_and_one_transfer(monkeypatch):
     assert d["kl_global_sum"] == pytest.approx(0.75)
     assert d["classification_loss"] == 1.5 and d["n_obs_minibatch"] == 4.0 and d["s"] == 2.0 and d["n"] == 3.0
     with pytest.raises(ValueError, match="clashes"):
-        out.replace(extra_metrics={"kl_local_sum": torch.tensor(1.0)}).to_loss_result()
+        out.replace(extra_metrics={"kl_local_sum": torch.tensor(1.0, **on)}).to_loss_result()
 
 
 # ================================================= backends, extension, exports
 @needs_extension
-def test_backends_agree():
+def test_backends_agree(device):
     x, param, _, q_loc, q_scale = beta_vae_inputs("Normal", (6, 2, 5), latent=4)
-    x, param, q_loc, q_scale = (t.float() for t in (x, param, q_loc, q_scale))
-    bern_x, probs = torch.rand(6, 10), torch.sigmoid(torch.randn(6, 10))
+    x, param, q_loc, q_scale = (t.float().to(device) for t in (x, param, q_loc, q_scale))
+    bern_x, probs = torch.rand(6, 10).to(device), torch.sigmoid(torch.randn(6, 10)).to(device)
     lv = torch.tensor(AT_BOUNDS)
-    mu = torch.randn(lv.shape)
+    mu, lv = torch.randn(lv.shape).to(device), lv.to(device)
 
     def run(backend):
         ins = [t.clone().requires_grad_() for t in (x, param, q_loc, q_scale, probs, mu, lv)]
@@ -744,11 +746,11 @@ def _ops_seen(fn) -> set[str]:
     return {e.key for e in prof.key_averages() if e.key.startswith("pyautoencoder_fast::")}
 
 
-def _peer_workload():
-    x = torch.rand(4, 6)
-    p_param = torch.randn(4, 6, requires_grad=True)
-    q_loc, q_scale = torch.randn(4, 3, requires_grad=True), torch.rand(4, 3).add(0.5).requires_grad_()
-    mu, lv = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3, requires_grad=True)
+def _peer_workload(device):
+    x = torch.rand(4, 6, device=device)
+    p_param = torch.randn(4, 6, device=device, requires_grad=True)
+    q_loc, q_scale = torch.randn(4, 3, device=device, requires_grad=True), torch.rand(4, 3, device=device).add(0.5).requires_grad_()
+    mu, lv = torch.randn(4, 3, device=device, requires_grad=True), torch.randn(4, 3, device=device, requires_grad=True)
 
     def beta_vae(dist_fn):
         def run():
@@ -765,8 +767,8 @@ def _peer_workload():
 
 
 @needs_extension
-def test_extension_ops_are_used():
-    for name, (run, ops) in _peer_workload().items():
+def test_extension_ops_are_used(device):
+    for name, (run, ops) in _peer_workload(device).items():
         with paf.use_backend("extension"):
             seen = _ops_seen(run)
         expected = {f"pyautoencoder_fast::{op}" for op in ops} | {f"pyautoencoder_fast::{op}_backward" for op in ops}
@@ -776,7 +778,7 @@ def test_extension_ops_are_used():
 
 
 @needs_extension
-def test_reference_not_called_on_extension(monkeypatch):
+def test_reference_not_called_on_extension(monkeypatch, device):
     calls = []
 
     def fail(*args, **kwargs):
@@ -785,13 +787,13 @@ def test_reference_not_called_on_extension(monkeypatch):
     for op in ("log_likelihood_sum", "kl_diag_gaussian", "log_likelihood"):
         monkeypatch.setattr(reference, op, fail)
     with paf.use_backend("extension"):
-        for name, (run, _) in _peer_workload().items():
+        for name, (run, _) in _peer_workload(device).items():
             run()
     monkeypatch.undo()
     original = reference.kl_diag_gaussian
     monkeypatch.setattr(reference, "kl_diag_gaussian", lambda *a: calls.append(1) or original(*a))
     with paf.use_backend("reference"):
-        _peer_workload()["single"][0]()
+        _peer_workload(device)["single"][0]()
     assert calls == [1]
 
 

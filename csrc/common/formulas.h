@@ -11,11 +11,10 @@
 // device ones. Include one of those, not this header.
 #pragma once
 
-#include <c10/macros/Macros.h>
-#include <c10/util/Exception.h>
-#include <c10/util/string_view.h>
+#include "likelihood.h"
 
-#include <string>
+#include <c10/macros/Macros.h>
+
 #include <type_traits>
 
 // Every formula: inlined, callable from host and device code.
@@ -24,19 +23,6 @@
 namespace paf {
 
 // -------------------------------------------------------- log-likelihoods
-// BernoulliProbs: x_hat are probabilities, as torch.nn.functional.
-// binary_cross_entropy takes them (nidl's BetaVAELoss).
-enum class Likelihood { Gaussian, Bernoulli, Laplace, BernoulliProbs };
-
-inline Likelihood parse_likelihood(c10::string_view name) {
-  if (name == "gaussian") return Likelihood::Gaussian;
-  if (name == "bernoulli") return Likelihood::Bernoulli;
-  if (name == "laplace") return Likelihood::Laplace;
-  if (name == "bernoulli_probs") return Likelihood::BernoulliProbs;
-  TORCH_CHECK_VALUE(false, "likelihood: expected 'gaussian', 'bernoulli', "
-                           "'laplace' or 'bernoulli_probs', got '", std::string(name), "'");
-}
-
 // ll(x, x_hat) and its partial derivatives. For Bernoulli x_hat are logits.
 template <Likelihood L>
 struct LogLikelihood;
@@ -147,26 +133,6 @@ struct LogLikelihood<Likelihood::BernoulliProbs> {
     return vm::max(vm::log(p), T(-100)) - vm::max(vm::log(T(1) - p), T(-100));
   }
 };
-
-// Calls fn(tag) where decltype(tag)::value is the likelihood as a
-// compile-time constant, so each likelihood gets its own inner loop.
-template <Likelihood L>
-using LikelihoodTag = std::integral_constant<Likelihood, L>;
-
-template <typename Fn>
-decltype(auto) dispatch_likelihood(Likelihood l, Fn&& fn) {
-  switch (l) {
-    case Likelihood::Gaussian:
-      return fn(LikelihoodTag<Likelihood::Gaussian>{});
-    case Likelihood::Bernoulli:
-      return fn(LikelihoodTag<Likelihood::Bernoulli>{});
-    case Likelihood::Laplace:
-      return fn(LikelihoodTag<Likelihood::Laplace>{});
-    case Likelihood::BernoulliProbs:
-      break;
-  }
-  return fn(LikelihoodTag<Likelihood::BernoulliProbs>{});
-}
 
 // ------------------------------------------------ diagonal-Gaussian KL
 // KL(q || p) for one dimension and its partial derivatives. With the

@@ -4,6 +4,7 @@
 // kernels, are in tensor_args.h.)
 #pragma once
 
+#include "compensated_sum.h"
 #include "tensor_args.h"
 
 #include <ATen/ATen.h>
@@ -97,22 +98,6 @@ C10_ALWAYS_INLINE void for_each_column(int64_t n, VecBody&& vec_body,
 }
 
 // --------------------------------------------------------- long row sums
-// A running double sum with Neumaier compensation: the error of adding
-// millions of partial sums stays at a few units of double rounding.
-// Infinite and NaN partial sums propagate as in plain addition.
-class CompensatedSum {
- public:
-  C10_ALWAYS_INLINE void add(double v) {
-    const double t = sum_ + v;
-    compensation_ += std::abs(sum_) >= std::abs(v) ? (sum_ - t) + v : (v - t) + sum_;
-    sum_ = t;
-  }
-  double value() const { return std::isfinite(sum_) ? sum_ + compensation_ : sum_; }
-
- private:
-  double sum_ = 0.0, compensation_ = 0.0;
-};
-
 // Columns per block of a row sum: each of the 4 * W lanes adds at most
 // kSumBlock / (4 * W) terms before its block is folded into the
 // compensated sum, so float32 rows of any length sum as accurately as

@@ -4,12 +4,17 @@
 // the same calls with the same messages.
 #pragma once
 
-#include "formulas.h"
+#include "elbo_stats.h"
+#include "likelihood.h"
 #include "tensor_args.h"
 
 #include <ATen/ExpandUtils.h>
+#include <ATen/TensorIterator.h>
+#include <ATen/OpMathType.h>
 
 #include <array>
+#include <tuple>
+#include <utility>
 #include <limits>
 #include <vector>
 
@@ -21,14 +26,39 @@ inline void check_log_likelihood_args(const at::Tensor& x, const at::Tensor& x_h
   check_same_dtype_device(x, "x", x_hat, "x_hat");
 }
 
+// The TensorIterators of the forward (out = ll(x, x_hat)) and the backward
+// (out = f(grad, x, x_hat)), writing a contiguous output in the broadcast
+// shape (not TensorIterator's input-following layout, so the fake kernel's
+// strides are the real ones). The iterator owns the output (it outlives
+// this function); the inputs are the caller's.
+inline at::TensorIterator log_likelihood_iterator(const at::Tensor& x, const at::Tensor& x_hat) {
+  check_log_likelihood_args(x, x_hat);
+  at::Tensor out = at::empty(at::infer_size(x.sizes(), x_hat.sizes()), x.options());
+  return at::TensorIteratorConfig().add_owned_output(out).add_const_input(x).add_const_input(x_hat).build();
+}
+
+inline at::TensorIterator log_likelihood_backward_iterator(const at::Tensor& grad, const at::Tensor& x,
+                                                           const at::Tensor& x_hat) {
+  check_log_likelihood_args(x, x_hat);
+  check_same_dtype_device(x, "x", grad, "grad");
+  at::Tensor out = at::empty(at::infer_size(grad.sizes(), at::infer_size(x.sizes(), x_hat.sizes())), x.options());
+  return at::TensorIteratorConfig()
+      .add_owned_output(out)
+      .add_const_input(grad)
+      .add_const_input(x)
+      .add_const_input(x_hat)
+      .build();
+}
+
 // --------------------------------------------------- log_likelihood_sum
 // x [B, ...] against x_hat [B, S, ...]: row r of x_hat viewed as [B*S, F]
 // pairs with row r / S of x.
-struct SumShapes {
+struct SumProblem {
   int64_t batch, samples, features;
+  at::Tensor x, x_hat;  // row views: x [B, F], x_hat [B*S, F]
 };
 
-inline SumShapes check_sum_inputs(const at::Tensor& x, const at::Tensor& x_hat) {
+inline SumProblem make_sum_problem(const at::Tensor& x, const at::Tensor& x_hat) {
   check_floating(x, "x");
   check_same_dtype_device(x, "x", x_hat, "x_hat");
   TORCH_CHECK(x.dim() >= 1, "x: expected shape [B, ...], got a 0-d tensor");
@@ -38,7 +68,17 @@ inline SumShapes check_sum_inputs(const at::Tensor& x, const at::Tensor& x_hat) 
   const int64_t batch = x.size(0);
   const int64_t samples = x_hat.size(1);
   const int64_t features = batch > 0 ? x.numel() / batch : c10::multiply_integers(x.sizes().slice(1));
-  return {batch, samples, features};
+  return {batch, samples, features, as_rows(x, batch, features), as_rows(x_hat, batch * samples, features)};
+}
+
+// The backward's grad [B, S], contiguous, and its output: shaped like x
+// (wrt_x) or x_hat.
+inline std::pair<at::Tensor, at::Tensor> sum_backward_buffers(const SumProblem& s, const at::Tensor& grad,
+                                                              const at::Tensor& x, const at::Tensor& x_hat,
+                                                              bool wrt_x) {
+  check_same_dtype_device(x, "x", grad, "grad");
+  check_shape(grad, {s.batch, s.samples}, "grad");
+  return {grad.contiguous(), at::empty(wrt_x ? x.sizes() : x_hat.sizes(), x.options())};
 }
 
 // ------------------------------------------------------ kl_diag_gaussian
@@ -96,9 +136,25 @@ inline KlProblem make_kl_problem(const at::Tensor& mu_q, const at::Tensor& lv_q,
   return p;
 }
 
-inline void check_kl_grad(const KlProblem& p, const at::Tensor& mu_q, const at::Tensor& grad, bool reduce_sum) {
+// The backward's outputs in the broadcast shape (the p-gradients empty for
+// N(0, I)) and grad as rows: [rows, 1] (reduce_sum) or [rows, D].
+struct KlGrads {
+  at::Tensor mu_q, lv_q, mu_p, lv_p, grad_rows;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> outputs() const { return {mu_q, lv_q, mu_p, lv_p}; }
+};
+
+inline KlGrads make_kl_grads(const KlProblem& p, const at::Tensor& mu_q, const at::Tensor& grad, bool reduce_sum) {
   check_same_dtype_device(mu_q, "mu_q", grad, "grad");
   check_shape(grad, p.out_shape(reduce_sum), "grad");
+  const auto options = mu_q.options();
+  const bool with_p = !p.standard();
+  KlGrads g;
+  g.mu_q = at::empty(p.shape, options);
+  g.lv_q = at::empty(p.shape, options);
+  g.mu_p = with_p ? at::empty(p.shape, options) : at::empty({0}, options);
+  g.lv_p = with_p ? at::empty(p.shape, options) : at::empty({0}, options);
+  if (g.mu_q.numel() > 0) g.grad_rows = reduce_sum ? grad.reshape({p.rows, 1}) : as_rows(grad, p.rows, p.cols);
+  return g;
 }
 
 // -------------------------------------------------------- reparameterize
@@ -110,8 +166,26 @@ inline void check_latent_pair(const at::Tensor& mu, const at::Tensor& log_var) {
   check_shape(log_var, mu.sizes(), "log_var");
 }
 
-inline void check_num_samples(int64_t num_samples) {
+// Forward: the checked arguments as rows, z [B, S, D] and, when kept, the
+// noise [B, S, D] in the accumulation dtype.
+struct SampleProblem {
+  int64_t batch, samples, dim;
+  at::Tensor mu, log_var, z, noise;  // mu, log_var: row views; noise undefined unless kept
+};
+
+inline SampleProblem make_sample_problem(const at::Tensor& mu, const at::Tensor& log_var, int64_t num_samples,
+                                         bool keep_noise) {
+  check_latent_pair(mu, log_var);
   TORCH_CHECK_VALUE(num_samples >= 1, "num_samples: expected S >= 1, got ", num_samples);
+  const int64_t B = mu.size(0), D = mu.size(1), S = num_samples;
+  SampleProblem p{B, S, D, as_rows(mu, B, D), as_rows(log_var, B, D), at::empty({B, S, D}, mu.options()), {}};
+  if (keep_noise) p.noise = at::empty({B, S, D}, mu.options().dtype(at::toOpMathType(mu.scalar_type())));
+  return p;
+}
+
+// Gradients with respect to a [B, D] latent pair: two [B, D] outputs.
+inline std::tuple<at::Tensor, at::Tensor> latent_pair_grads(const at::Tensor& mu) {
+  return {at::empty(mu.sizes(), mu.options()), at::empty(mu.sizes(), mu.options())};
 }
 
 // The Philox key: a one-element int64 tensor (on the kernel's device, or the CPU).
@@ -121,8 +195,15 @@ inline void check_seed(const at::Tensor& seed) {
               seed.sizes());
 }
 
-// grad_z [B, S, D] and the optional saved noise (accumulation dtype, mu's device).
-inline int64_t check_reparameterize_backward_args(const at::Tensor& grad_z, const at::Tensor& mu,
+// Backward: grad_z [B, S, D] (contiguous), log_var as rows, the saved noise
+// (accumulation dtype, mu's device; contiguous, or undefined: regenerate)
+// and the two [B, D] gradients.
+struct SampleGradProblem {
+  int64_t batch, samples, dim;
+  at::Tensor grad_z, log_var, noise, g_mu, g_lv;
+};
+
+inline SampleGradProblem make_sample_grad_problem(const at::Tensor& grad_z, const at::Tensor& mu,
                                                   const at::Tensor& log_var, const at::Tensor& seed,
                                                   const std::optional<at::Tensor>& noise) {
   check_latent_pair(mu, log_var);
@@ -138,16 +219,26 @@ inline int64_t check_reparameterize_backward_args(const at::Tensor& grad_z, cons
                 noise->device());
     check_shape(*noise, {B, S, D}, "noise");
   }
-  return S;
+  auto [g_mu, g_lv] = latent_pair_grads(mu);
+  return {B, S, D, grad_z.contiguous(), as_rows(log_var, B, D),
+          noise.has_value() ? noise->contiguous() : at::Tensor(), g_mu, g_lv};
 }
 
 // ------------------------------------------------------------------ elbo
-struct ElboShapes {
+// The checked arguments as rows (x [B, F], x_hat [B*S, F], mu and log_var
+// [B, D]) and the outputs: stats and, when need_grad, the gradient buffers
+// (else empty).
+struct ElboProblem {
   int64_t B, S, D, F;
+  at::Tensor x, x_hat, mu, log_var;
+  at::Tensor stats, dobj_dx_hat, dobj_dmu, dobj_dlv;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> outputs() const {
+    return {stats, dobj_dx_hat, dobj_dmu, dobj_dlv};
+  }
 };
 
-inline ElboShapes check_elbo_inputs(const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& mu,
-                                    const at::Tensor& log_var) {
+inline ElboProblem make_elbo_problem(const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& mu,
+                                     const at::Tensor& log_var, bool need_grad) {
   check_floating(x, "x");
   check_same_dtype_device(x, "x", x_hat, "x_hat");
   check_same_dtype_device(x, "x", mu, "mu");
@@ -159,7 +250,21 @@ inline ElboShapes check_elbo_inputs(const at::Tensor& x, const at::Tensor& x_hat
   check_dim(mu, 2, "mu");
   TORCH_CHECK(mu.size(0) == x.size(0), "mu: expected batch size ", x.size(0), ", got shape ", mu.sizes());
   check_shape(log_var, mu.sizes(), "log_var");
-  return {x.size(0), x_hat.size(1), mu.size(1), c10::multiply_integers(x.sizes().slice(1))};
+  ElboProblem p;
+  p.B = x.size(0), p.S = x_hat.size(1), p.D = mu.size(1), p.F = c10::multiply_integers(x.sizes().slice(1));
+  p.x = as_rows(x, p.B, p.F);
+  p.x_hat = as_rows(x_hat, p.B * p.S, p.F);
+  p.mu = as_rows(mu, p.B, p.D);
+  p.log_var = as_rows(log_var, p.B, p.D);
+  const auto options = x.options();
+  auto grad_buffer = [&](at::IntArrayRef shape) {
+    return need_grad ? at::empty(shape, options) : at::empty({0}, options);
+  };
+  p.stats = at::empty({kNumStats}, options);
+  p.dobj_dx_hat = grad_buffer(x_hat.sizes());
+  p.dobj_dmu = grad_buffer(mu.sizes());
+  p.dobj_dlv = grad_buffer(mu.sizes());
+  return p;
 }
 
 // ----------------------------------------------------- adagvae_posterior
@@ -175,9 +280,42 @@ inline void check_posteriors(const std::array<const at::Tensor*, 4>& ts, const P
   }
 }
 
-inline void check_adagvae_backward_args(const at::Tensor& g_mu1, const at::Tensor& g_lv1, const at::Tensor& g_mu2,
-                                        const at::Tensor& g_lv2, const at::Tensor& log_var1,
-                                        const at::Tensor& log_var2, const at::Tensor& mask) {
+// kNumInputs [B, D] inputs as row views, four [B, D] outputs and the mask
+// (the forward's output, the backward's input).
+template <int kNumInputs>
+struct PosteriorProblem {
+  int64_t B, D;
+  std::array<at::Tensor, kNumInputs> in;
+  std::array<at::Tensor, 4> out;
+  at::Tensor mask;
+
+  PosteriorProblem(const std::array<const at::Tensor*, kNumInputs>& inputs, const at::Tensor& mask_)
+      : B(inputs[0]->size(0)), D(inputs[0]->size(1)), mask(mask_) {
+    for (int i = 0; i < kNumInputs; ++i) in[i] = as_rows(*inputs[i], B, D);
+    for (auto& o : out) o = at::empty({B, D}, inputs[0]->options());
+  }
+  bool empty() const { return B * D == 0; }
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> outputs() const {
+    return {out[0], out[1], out[2], out[3]};
+  }
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> outputs_and_mask() const {
+    return {out[0], out[1], out[2], out[3], mask};
+  }
+};
+
+// Forward: (mu1, log_var1, mu2, log_var2); the mask is allocated.
+inline PosteriorProblem<4> make_adagvae_problem(const at::Tensor& mu1, const at::Tensor& log_var1,
+                                                const at::Tensor& mu2, const at::Tensor& log_var2) {
+  check_posteriors({&mu1, &log_var1, &mu2, &log_var2}, {"mu1", "log_var1", "mu2", "log_var2"});
+  return PosteriorProblem<4>({&mu1, &log_var1, &mu2, &log_var2},
+                             at::empty(mu1.sizes(), mu1.options().dtype(at::kBool)));
+}
+
+// Backward: the four upstream gradients, log_var1, log_var2; the given mask.
+inline PosteriorProblem<6> make_adagvae_backward_problem(const at::Tensor& g_mu1, const at::Tensor& g_lv1,
+                                                         const at::Tensor& g_mu2, const at::Tensor& g_lv2,
+                                                         const at::Tensor& log_var1, const at::Tensor& log_var2,
+                                                         const at::Tensor& mask) {
   check_posteriors({&g_mu1, &g_lv1, &g_mu2, &g_lv2}, {"grad_mu1", "grad_log_var1", "grad_mu2", "grad_log_var2"});
   check_same_dtype_device(g_mu1, "grad_mu1", log_var1, "log_var1");
   check_same_dtype_device(g_mu1, "grad_mu1", log_var2, "log_var2");
@@ -187,6 +325,7 @@ inline void check_adagvae_backward_args(const at::Tensor& g_mu1, const at::Tenso
   TORCH_CHECK(mask.scalar_type() == at::kBool, "mask: expected dtype bool, got ", mask.scalar_type());
   TORCH_CHECK(mask.device() == g_mu1.device(), "mask: device ", mask.device(), " differs from grad_mu1's ",
               g_mu1.device());
+  return PosteriorProblem<6>({&g_mu1, &g_lv1, &g_mu2, &g_lv2, &log_var1, &log_var2}, mask.contiguous());
 }
 
 }  // namespace paf

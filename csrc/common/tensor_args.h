@@ -54,7 +54,7 @@ struct RowMatrix {
   int64_t rows;
   int64_t cols;
   int64_t row_stride;
-  T* row(int64_t r) const { return data + r * row_stride; }
+  C10_HOST_DEVICE T* row(int64_t r) const { return data + r * row_stride; }
 };
 
 // Views `t` as [rows, cols]; copies only if the column dimension is strided

@@ -19,14 +19,10 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> adagvae_posterior_cpu(
     const at::Tensor& mu1, const at::Tensor& log_var1, const at::Tensor& mu2,
     const at::Tensor& log_var2) {
-  check_posteriors({&mu1, &log_var1, &mu2, &log_var2}, {"mu1", "log_var1", "mu2", "log_var2"});
-  const int64_t B = mu1.size(0), D = mu1.size(1);
-  auto new_like = [&] { return at::empty({B, D}, mu1.options()); };
-  at::Tensor o_mu1 = new_like(), o_lv1 = new_like(), o_mu2 = new_like(), o_lv2 = new_like();
-  at::Tensor mask = at::empty({B, D}, mu1.options().dtype(at::kBool));
-  if (mask.numel() == 0) return {o_mu1, o_lv1, o_mu2, o_lv2, mask};
-  const at::Tensor in[4] = {as_rows(mu1, B, D), as_rows(log_var1, B, D), as_rows(mu2, B, D),
-                            as_rows(log_var2, B, D)};
+  const PosteriorProblem<4> p = make_adagvae_problem(mu1, log_var1, mu2, log_var2);
+  if (p.empty()) return p.outputs_and_mask();
+  const int64_t B = p.B, D = p.D;
+  const auto& in = p.in;
   PAF_DISPATCH_FLOATING(mu1.scalar_type(), "adagvae_posterior_cpu", [&] {
     using IO = VecIO<scalar_t>;
     using opmath_t = typename IO::opmath_t;
@@ -34,9 +30,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> adagvae_p
     constexpr int64_t W = IO::kWidth;
     const auto m1 = const_row_matrix<scalar_t>(in[0]), l1 = const_row_matrix<scalar_t>(in[1]);
     const auto m2 = const_row_matrix<scalar_t>(in[2]), l2 = const_row_matrix<scalar_t>(in[3]);
-    scalar_t* out[4] = {o_mu1.data_ptr<scalar_t>(), o_lv1.data_ptr<scalar_t>(), o_mu2.data_ptr<scalar_t>(),
-                        o_lv2.data_ptr<scalar_t>()};
-    bool* pmask = mask.data_ptr<bool>();
+    scalar_t* out[4] = {p.out[0].data_ptr<scalar_t>(), p.out[1].data_ptr<scalar_t>(), p.out[2].data_ptr<scalar_t>(),
+                        p.out[3].data_ptr<scalar_t>()};
+    bool* pmask = p.mask.data_ptr<bool>();
     at::parallel_for(0, B, row_grain(4 * D), [&](int64_t begin, int64_t end) {
       std::vector<opmath_t> kl(D);
       opmath_t lanes[W];
@@ -90,21 +86,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> adagvae_p
       }
     });
   });
-  return {o_mu1, o_lv1, o_mu2, o_lv2, mask};
+  return p.outputs_and_mask();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adagvae_posterior_backward_cpu(
     const at::Tensor& g_mu1, const at::Tensor& g_lv1, const at::Tensor& g_mu2,
     const at::Tensor& g_lv2, const at::Tensor& log_var1, const at::Tensor& log_var2,
     const at::Tensor& mask) {
-  check_adagvae_backward_args(g_mu1, g_lv1, g_mu2, g_lv2, log_var1, log_var2, mask);
-  const int64_t B = g_mu1.size(0), D = g_mu1.size(1);
-  auto new_like = [&] { return at::empty({B, D}, g_mu1.options()); };
-  at::Tensor o_mu1 = new_like(), o_lv1 = new_like(), o_mu2 = new_like(), o_lv2 = new_like();
-  if (o_mu1.numel() == 0) return {o_mu1, o_lv1, o_mu2, o_lv2};
-  const at::Tensor in[6] = {as_rows(g_mu1, B, D), as_rows(g_lv1, B, D), as_rows(g_mu2, B, D),
-                            as_rows(g_lv2, B, D), as_rows(log_var1, B, D), as_rows(log_var2, B, D)};
-  const at::Tensor mask_c = mask.contiguous();
+  const PosteriorProblem<6> p =
+      make_adagvae_backward_problem(g_mu1, g_lv1, g_mu2, g_lv2, log_var1, log_var2, mask);
+  if (p.empty()) return p.outputs();
+  const int64_t B = p.B, D = p.D;
+  const auto& in = p.in;
   PAF_DISPATCH_FLOATING(g_mu1.scalar_type(), "adagvae_posterior_backward_cpu", [&] {
     using IO = VecIO<scalar_t>;
     using opmath_t = typename IO::opmath_t;
@@ -112,9 +105,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adagvae_posterior_bac
     constexpr int64_t W = IO::kWidth;
     RowMatrix<const scalar_t> r[6];
     for (int i = 0; i < 6; ++i) r[i] = const_row_matrix<scalar_t>(in[i]);
-    const bool* pmask = mask_c.const_data_ptr<bool>();
-    scalar_t* out[4] = {o_mu1.data_ptr<scalar_t>(), o_lv1.data_ptr<scalar_t>(), o_mu2.data_ptr<scalar_t>(),
-                        o_lv2.data_ptr<scalar_t>()};
+    const bool* pmask = p.mask.const_data_ptr<bool>();
+    scalar_t* out[4] = {p.out[0].data_ptr<scalar_t>(), p.out[1].data_ptr<scalar_t>(), p.out[2].data_ptr<scalar_t>(),
+                        p.out[3].data_ptr<scalar_t>()};
     at::parallel_for(0, B, row_grain(6 * D), [&](int64_t begin, int64_t end) {
       opmath_t lanes[W];
       for (int64_t b = begin; b < end; ++b) {
@@ -144,7 +137,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> adagvae_posterior_bac
       }
     });
   });
-  return {o_mu1, o_lv1, o_mu2, o_lv2};
+  return p.outputs();
 }
 
 }  // namespace

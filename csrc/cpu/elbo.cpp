@@ -19,33 +19,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cpu(const at::Te
                                             const at::Tensor& mu, const at::Tensor& log_var,
                                             double beta, c10::string_view likelihood_name,
                                             bool need_grad) {
-  const ElboShapes shapes = check_elbo_inputs(x, x_hat, mu, log_var);
-  const int64_t B = shapes.B, S = shapes.S, D = shapes.D, F = shapes.F;
+  const ElboProblem p = make_elbo_problem(x, x_hat, mu, log_var, need_grad);
+  const int64_t B = p.B, S = p.S, D = p.D, F = p.F;
   const Likelihood likelihood = parse_likelihood(likelihood_name);
-
-  at::Tensor stats = at::empty({kNumStats}, x.options());
-  auto grad_buffer = [&](at::IntArrayRef shape) {
-    return need_grad ? at::empty(shape, x.options()) : at::empty({0}, x.options());
-  };
-  at::Tensor dobj_dx_hat = grad_buffer(x_hat.sizes());
-  at::Tensor dobj_dmu = grad_buffer(mu.sizes());
-  at::Tensor dobj_dlv = grad_buffer(mu.sizes());
-  const at::Tensor x2 = as_rows(x, B, F), xh2 = as_rows(x_hat, B * S, F);
-  const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
 
   PAF_DISPATCH_FLOATING(x.scalar_type(), "elbo_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     std::vector<opmath_t> ll_rows(B * S);
-    const RowMatrix<scalar_t> grad_rows = {need_grad ? dobj_dx_hat.data_ptr<scalar_t>() : nullptr,
+    const RowMatrix<scalar_t> grad_rows = {need_grad ? p.dobj_dx_hat.data_ptr<scalar_t>() : nullptr,
                                            B * S, F, F};
     const opmath_t grad_scale = B * S > 0 ? opmath_t(-1) / static_cast<opmath_t>(B * S) : opmath_t(0);
-    loglik_rows<scalar_t>(likelihood, const_row_matrix<scalar_t>(x2),
-                          const_row_matrix<scalar_t>(xh2), S, need_grad ? &grad_rows : nullptr,
+    loglik_rows<scalar_t>(likelihood, const_row_matrix<scalar_t>(p.x),
+                          const_row_matrix<scalar_t>(p.x_hat), S, need_grad ? &grad_rows : nullptr,
                           grad_scale, ll_rows.data());
 
     // The [B, D] KL term is small next to x_hat: one serial vectorised pass,
     // with d objective / d (mu, log_var) = beta / B * d KL.
-    const auto m = const_row_matrix<scalar_t>(mu2), l = const_row_matrix<scalar_t>(lv2);
+    const auto m = const_row_matrix<scalar_t>(p.mu), l = const_row_matrix<scalar_t>(p.log_var);
     CompensatedSum kl_total;  // over the batch: accurate for any B
     for (const auto b : c10::irange(B)) {
       const KlRowPtrs<scalar_t> in{m.row(b), l.row(b), nullptr, nullptr};
@@ -53,8 +43,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cpu(const at::Te
         kl_total.add(kl_row_sum<true>(in, D, -kNoClamp, kNoClamp));
         continue;
       }
-      scalar_t* g_mu = dobj_dmu.data_ptr<scalar_t>() + b * D;
-      scalar_t* g_lv = dobj_dlv.data_ptr<scalar_t>() + b * D;
+      scalar_t* g_mu = p.dobj_dmu.data_ptr<scalar_t>() + b * D;
+      scalar_t* g_lv = p.dobj_dlv.data_ptr<scalar_t>() + b * D;
       const opmath_t scale = static_cast<opmath_t>(beta / static_cast<double>(B));
       kl_total.add(kl_row_reduce<true>(in, D, -kNoClamp, kNoClamp, [&](int64_t j, auto mq, auto lq, auto, auto) {
         using T = decltype(mq);
@@ -71,13 +61,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cpu(const at::Te
     const double ll_mean = ll_total.value() / static_cast<double>(B * S);
     const double kl_mean = kl_total.value() / static_cast<double>(B);
     const double elbo = ll_mean - beta * kl_mean;
-    scalar_t* sp = stats.data_ptr<scalar_t>();
+    scalar_t* sp = p.stats.data_ptr<scalar_t>();
     sp[kObjective] = static_cast<scalar_t>(-elbo);
     sp[kElbo] = static_cast<scalar_t>(elbo);
     sp[kLogLikelihood] = static_cast<scalar_t>(ll_mean);
     sp[kKl] = static_cast<scalar_t>(kl_mean);
   });
-  return {stats, dobj_dx_hat, dobj_dmu, dobj_dlv};
+  return p.outputs();
 }
 
 // d/dx_hat of stats . grad_stats = dobj_dx_hat * (g_objective - g_elbo - g_ll).
@@ -97,8 +87,7 @@ std::tuple<at::Tensor, at::Tensor> elbo_backward_latent_cpu(const at::Tensor& gr
   check_latent_pair(mu, log_var);
   const auto g = read_grad_stats(grad_stats);
   const int64_t B = mu.size(0), D = mu.size(1);
-  at::Tensor g_mu = at::empty({B, D}, mu.options());
-  at::Tensor g_lv = at::empty({B, D}, mu.options());
+  auto [g_mu, g_lv] = latent_pair_grads(mu);
   if (g_mu.numel() == 0) return {g_mu, g_lv};
   const double coef = (beta * (g[kObjective] - g[kElbo]) + g[kKl]) / static_cast<double>(B);
   const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);

@@ -71,23 +71,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_back
     const std::optional<at::Tensor>& mu_p, const std::optional<at::Tensor>& log_var_p,
     bool reduce_sum, std::optional<double> clamp_min, std::optional<double> clamp_max) {
   const KlProblem p = make_kl_problem(mu_q, log_var_q, mu_p, log_var_p, clamp_min, clamp_max);
-  check_kl_grad(p, mu_q, grad, reduce_sum);
+  const KlGrads grads = make_kl_grads(p, mu_q, grad, reduce_sum);
+  if (grads.mu_q.numel() == 0) return grads.outputs();
   const bool with_p = !p.standard();
-  at::Tensor g_mu_q = at::empty(p.shape, mu_q.options());
-  at::Tensor g_lv_q = at::empty(p.shape, mu_q.options());
-  at::Tensor g_mu_p = with_p ? at::empty(p.shape, mu_q.options()) : at::empty({0}, mu_q.options());
-  at::Tensor g_lv_p = with_p ? at::empty(p.shape, mu_q.options()) : at::empty({0}, mu_q.options());
-  if (g_mu_q.numel() == 0) return {g_mu_q, g_lv_q, g_mu_p, g_lv_p};
-  // One gradient value per row (reduce_sum) or per element.
-  const at::Tensor g2 = reduce_sum ? grad.reshape({p.rows, 1}) : as_rows(grad, p.rows, p.cols);
   PAF_DISPATCH_FLOATING(mu_q.scalar_type(), "kl_diag_gaussian_backward_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     const KlRows<scalar_t> rows(p);
-    const auto gm = const_row_matrix<scalar_t>(g2);
-    scalar_t* o_mu_q = g_mu_q.data_ptr<scalar_t>();
-    scalar_t* o_lv_q = g_lv_q.data_ptr<scalar_t>();
-    scalar_t* o_mu_p = with_p ? g_mu_p.data_ptr<scalar_t>() : nullptr;
-    scalar_t* o_lv_p = with_p ? g_lv_p.data_ptr<scalar_t>() : nullptr;
+    const auto gm = const_row_matrix<scalar_t>(grads.grad_rows);  // one value per row (reduce_sum) or element
+    scalar_t* o_mu_q = grads.mu_q.data_ptr<scalar_t>();
+    scalar_t* o_lv_q = grads.lv_q.data_ptr<scalar_t>();
+    scalar_t* o_mu_p = with_p ? grads.mu_p.data_ptr<scalar_t>() : nullptr;
+    scalar_t* o_lv_p = with_p ? grads.lv_p.data_ptr<scalar_t>() : nullptr;
     const opmath_t lo = static_cast<opmath_t>(p.lo), hi = static_cast<opmath_t>(p.hi);
     auto run = [&](auto standard_tag) {
       constexpr bool kStandard = decltype(standard_tag)::value;
@@ -128,7 +122,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_back
       run(std::false_type{});
     }
   });
-  return {g_mu_q, g_lv_q, g_mu_p, g_lv_p};
+  return grads.outputs();
 }
 
 }  // namespace

@@ -25,16 +25,8 @@ void elementwise(at::TensorIteratorBase& iter, ScalarFn scalar_fn, VecFn vec_fn)
 
 at::Tensor log_likelihood_cpu(const at::Tensor& x, const at::Tensor& x_hat,
                               c10::string_view likelihood_name) {
-  check_log_likelihood_args(x, x_hat);
+  auto iter = log_likelihood_iterator(x, x_hat);
   const Likelihood likelihood = parse_likelihood(likelihood_name);
-  // A contiguous output (not TensorIterator's input-following layout), so
-  // the fake kernel's strides are the real ones.
-  at::Tensor out = at::empty(at::infer_size(x.sizes(), x_hat.sizes()), x.options());
-  auto iter = at::TensorIteratorConfig()
-                  .add_output(out)
-                  .add_const_input(x)
-                  .add_const_input(x_hat)
-                  .build();
   PAF_DISPATCH_FLOATING(x.scalar_type(), "log_likelihood_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     using Vec = at::vec::Vectorized<scalar_t>;
@@ -57,17 +49,8 @@ at::Tensor log_likelihood_cpu(const at::Tensor& x, const at::Tensor& x_hat,
 at::Tensor log_likelihood_backward_cpu(const at::Tensor& grad, const at::Tensor& x,
                                        const at::Tensor& x_hat,
                                        c10::string_view likelihood_name, bool wrt_x) {
-  check_log_likelihood_args(x, x_hat);
-  check_same_dtype_device(x, "x", grad, "grad");
+  auto iter = log_likelihood_backward_iterator(grad, x, x_hat);
   const Likelihood likelihood = parse_likelihood(likelihood_name);
-  at::Tensor out = at::empty(
-      at::infer_size(grad.sizes(), at::infer_size(x.sizes(), x_hat.sizes())), x.options());
-  auto iter = at::TensorIteratorConfig()
-                  .add_output(out)
-                  .add_const_input(grad)
-                  .add_const_input(x)
-                  .add_const_input(x_hat)
-                  .build();
   PAF_DISPATCH_FLOATING(x.scalar_type(), "log_likelihood_backward_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     using Vec = at::vec::Vectorized<scalar_t>;

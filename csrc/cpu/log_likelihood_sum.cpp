@@ -11,17 +11,15 @@ namespace {
 
 at::Tensor log_likelihood_sum_cpu(const at::Tensor& x, const at::Tensor& x_hat,
                                   c10::string_view likelihood_name) {
-  const SumShapes s = check_sum_inputs(x, x_hat);
+  const SumProblem s = make_sum_problem(x, x_hat);
   const Likelihood likelihood = parse_likelihood(likelihood_name);
   at::Tensor out = at::empty({s.batch, s.samples}, x.options());
   if (out.numel() == 0) return out;
-  const at::Tensor x2 = as_rows(x, s.batch, s.features);
-  const at::Tensor xh2 = as_rows(x_hat, s.batch * s.samples, s.features);
   PAF_DISPATCH_FLOATING(x.scalar_type(), "log_likelihood_sum_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     std::vector<opmath_t> sums(s.batch * s.samples);
-    loglik_rows<scalar_t>(likelihood, const_row_matrix<scalar_t>(x2),
-                          const_row_matrix<scalar_t>(xh2), s.samples, nullptr,
+    loglik_rows<scalar_t>(likelihood, const_row_matrix<scalar_t>(s.x),
+                          const_row_matrix<scalar_t>(s.x_hat), s.samples, nullptr,
                           opmath_t(0), sums.data());
     scalar_t* o = out.data_ptr<scalar_t>();
     for (const auto r : c10::irange(sums.size())) o[r] = static_cast<scalar_t>(sums[r]);
@@ -35,22 +33,18 @@ at::Tensor log_likelihood_sum_backward_cpu(const at::Tensor& grad, const at::Ten
                                            const at::Tensor& x_hat,
                                            c10::string_view likelihood_name,
                                            bool wrt_x) {
-  const SumShapes s = check_sum_inputs(x, x_hat);
-  check_same_dtype_device(x, "x", grad, "grad");
-  check_shape(grad, {s.batch, s.samples}, "grad");
+  const SumProblem s = make_sum_problem(x, x_hat);
+  at::Tensor g, out;
+  std::tie(g, out) = sum_backward_buffers(s, grad, x, x_hat, wrt_x);
   const Likelihood likelihood = parse_likelihood(likelihood_name);
-  at::Tensor out = at::empty(wrt_x ? x.sizes() : x_hat.sizes(), x.options());
   if (out.numel() == 0) return out;
-  const at::Tensor x2 = as_rows(x, s.batch, s.features);
-  const at::Tensor xh2 = as_rows(x_hat, s.batch * s.samples, s.features);
-  const at::Tensor g = grad.contiguous();
   PAF_DISPATCH_FLOATING(x.scalar_type(), "log_likelihood_sum_backward_cpu", [&] {
     using IO = VecIO<scalar_t>;
     using opmath_t = typename IO::opmath_t;
     using Vec = typename IO::Vec;
     constexpr int64_t W = IO::kWidth;
-    const auto xm = const_row_matrix<scalar_t>(x2);
-    const auto hm = const_row_matrix<scalar_t>(xh2);
+    const auto xm = const_row_matrix<scalar_t>(s.x);
+    const auto hm = const_row_matrix<scalar_t>(s.x_hat);
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     const int64_t F = s.features;

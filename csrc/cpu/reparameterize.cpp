@@ -70,23 +70,18 @@ C10_ALWAYS_INLINE void for_each_noise_span(uint64_t key, const opmath_t* saved, 
 // z, and the noise it used when keep_noise (else an undefined tensor).
 std::tuple<at::Tensor, at::Tensor> sample(const at::Tensor& mu, const at::Tensor& log_var, int64_t num_samples,
                                           const at::Tensor& seed, bool keep_noise) {
-  check_latent_pair(mu, log_var);
-  check_num_samples(num_samples);
+  const SampleProblem p = make_sample_problem(mu, log_var, num_samples, keep_noise);
   const uint64_t key = read_seed(seed);
-  const int64_t B = mu.size(0), D = mu.size(1), S = num_samples;
-  at::Tensor z = at::empty({B, S, D}, mu.options());
-  at::Tensor noise;
-  if (keep_noise) noise = at::empty({B, S, D}, mu.options().dtype(at::toOpMathType(mu.scalar_type())));
-  if (z.numel() == 0) return {z, noise};
-  const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
+  const int64_t B = p.batch, D = p.dim, S = p.samples;
+  if (p.z.numel() == 0) return {p.z, p.noise};
   PAF_DISPATCH_FLOATING(mu.scalar_type(), "reparameterize_cpu", [&] {
     using IO = VecIO<scalar_t>;
     using opmath_t = typename IO::opmath_t;
     using Vec = typename IO::Vec;
-    const auto m = const_row_matrix<scalar_t>(mu2);
-    const auto l = const_row_matrix<scalar_t>(lv2);
-    scalar_t* zp = z.data_ptr<scalar_t>();
-    opmath_t* noise_out = keep_noise ? noise.data_ptr<opmath_t>() : nullptr;
+    const auto m = const_row_matrix<scalar_t>(p.mu);
+    const auto l = const_row_matrix<scalar_t>(p.log_var);
+    scalar_t* zp = p.z.data_ptr<scalar_t>();
+    opmath_t* noise_out = keep_noise ? p.noise.data_ptr<opmath_t>() : nullptr;
     at::parallel_for(0, B, row_grain(4 * S * D), [&](int64_t begin, int64_t end) {
       std::vector<opmath_t> mean(D), std(D);
       opmath_t eps[kChunk];
@@ -109,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor> sample(const at::Tensor& mu, const at::Tensor
       });
     });
   });
-  return {z, noise};
+  return {p.z, p.noise};
 }
 
 at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& log_var, int64_t num_samples,
@@ -128,24 +123,19 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(const at::Tensor&
                                                                const at::Tensor& log_var,
                                                                const at::Tensor& seed,
                                                                const std::optional<at::Tensor>& noise) {
-  const int64_t S = check_reparameterize_backward_args(grad_z, mu, log_var, seed, noise);
-  const int64_t B = mu.size(0), D = mu.size(1);
+  const SampleGradProblem p = make_sample_grad_problem(grad_z, mu, log_var, seed, noise);
+  const int64_t B = p.batch, D = p.dim, S = p.samples;
   const uint64_t key = read_seed(seed);
-  const at::Tensor saved_noise = noise.has_value() ? noise->contiguous() : at::Tensor();
-  at::Tensor g_mu = at::empty({B, D}, mu.options());
-  at::Tensor g_lv = at::empty({B, D}, mu.options());
-  if (g_mu.numel() == 0) return {g_mu, g_lv};
-  const at::Tensor lv2 = as_rows(log_var, B, D);
-  const at::Tensor g = grad_z.contiguous();
+  if (p.g_mu.numel() == 0) return {p.g_mu, p.g_lv};
   PAF_DISPATCH_FLOATING(mu.scalar_type(), "reparameterize_backward_cpu", [&] {
     using IO = VecIO<scalar_t>;
     using opmath_t = typename IO::opmath_t;
     using Vec = typename IO::Vec;
-    const auto l = const_row_matrix<scalar_t>(lv2);
-    const scalar_t* gp = g.const_data_ptr<scalar_t>();
-    scalar_t* o_mu = g_mu.data_ptr<scalar_t>();
-    scalar_t* o_lv = g_lv.data_ptr<scalar_t>();
-    const opmath_t* saved = saved_noise.defined() ? saved_noise.const_data_ptr<opmath_t>() : nullptr;
+    const auto l = const_row_matrix<scalar_t>(p.log_var);
+    const scalar_t* gp = p.grad_z.const_data_ptr<scalar_t>();
+    scalar_t* o_mu = p.g_mu.data_ptr<scalar_t>();
+    scalar_t* o_lv = p.g_lv.data_ptr<scalar_t>();
+    const opmath_t* saved = p.noise.defined() ? p.noise.const_data_ptr<opmath_t>() : nullptr;
     at::parallel_for(0, B, row_grain(4 * S * D), [&](int64_t begin, int64_t end) {
       std::vector<opmath_t> sum_g(D), sum_g_eps(D), sd(D);
       opmath_t eps[kChunk];
@@ -181,7 +171,7 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_backward_cpu(const at::Tensor&
       finish(current);
     });
   });
-  return {g_mu, g_lv};
+  return {p.g_mu, p.g_lv};
 }
 
 }  // namespace

@@ -1,0 +1,172 @@
+// Mechanics shared by every CUDA kernel: launch configuration (grid-stride
+// loops with 64-bit indices on the current stream), the opmath load, and
+// deterministic row sums: a row is summed by one warp, one block, or, when
+// longer than a block's chunk, by several blocks whose partial sums are
+// combined in a fixed order. No floating-point atomics anywhere, so every
+// result is bitwise the same from run to run.
+#pragma once
+
+#include "../common/compensated_sum.h"
+#include "../common/tensor_args.h"
+
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace paf::cuda {
+
+template <typename scalar_t>
+using opmath_t = at::opmath_type<scalar_t>;
+
+constexpr int kThreads = 256;  // threads per block of every kernel
+constexpr int kWarp = 32;
+// Blocks of a grid-stride launch: enough to fill any current GPU (and
+// within the 2^31 - 1 limit of gridDim.x); the loops cover the rest.
+constexpr int64_t kMaxBlocks = 65536;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline dim3 grid_for(int64_t work_items, int items_per_block = kThreads) {
+  return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(ceil_div(work_items, items_per_block), kMaxBlocks))));
+}
+
+inline cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream(); }
+
+// i = blockIdx.x * blockDim.x + threadIdx.x, striding by the whole grid, in 64 bits.
+#define PAF_GRID_STRIDE_LOOP(i, n)                                                         \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
+
+template <typename scalar_t>
+C10_DEVICE C10_ALWAYS_INLINE opmath_t<scalar_t> load(const scalar_t* p, int64_t j) {
+  return static_cast<opmath_t<scalar_t>>(p[j]);
+}
+
+// ------------------------------------------------------------- row sums
+// A Term is a functor `acc operator()(int64_t row, int64_t col) const` on
+// the device (it may also write per-element outputs, each exactly once); a
+// Finish is `void operator()(int64_t row, double total) const`.
+
+template <typename acc_t>
+C10_DEVICE C10_ALWAYS_INLINE acc_t warp_sum(acc_t v) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  return v;  // in lane 0
+}
+
+// The sum of v over the block's threads, in thread 0 (a fixed tree: warps,
+// then the warps' sums).
+template <typename acc_t>
+C10_DEVICE C10_ALWAYS_INLINE acc_t block_sum(acc_t v) {
+  __shared__ acc_t warp_sums[kThreads / kWarp];
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  v = warp_sum(v);
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < kThreads / kWarp ? warp_sums[threadIdx.x] : acc_t(0);
+  if (warp == 0) v = warp_sum(v);
+  __syncthreads();  // warp_sums is reused by the next call
+  return v;
+}
+
+// Short rows: one warp per row, kThreads / kWarp rows per block.
+template <typename acc_t, typename Term, typename Finish>
+__global__ void __launch_bounds__(kThreads) warp_row_sums_kernel(int64_t rows, int64_t cols, Term term,
+                                                                 Finish finish) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * (kThreads / kWarp) + threadIdx.x / kWarp;
+  for (int64_t r = first; r < rows; r += static_cast<int64_t>(gridDim.x) * (kThreads / kWarp)) {
+    acc_t v(0);
+    // (not unrolled: unrolled, the double-precision KL spills registers)
+#pragma unroll 1
+    for (int64_t j = lane; j < cols; j += kWarp) v += term(r, j);
+    v = warp_sum(v);
+    if (lane == 0) finish(r, static_cast<double>(v));
+  }
+}
+
+// Longer rows: one block per chunk of kChunkCols columns of a row. With one
+// chunk per row the block finishes the row; otherwise it writes its
+// partial sum, and combine_chunks_kernel adds a row's partials in order.
+constexpr int64_t kTermsPerThread = 16;  // float accumulators add at most 16 terms each
+constexpr int64_t kChunkCols = kThreads * kTermsPerThread;
+
+template <typename acc_t, typename Term, typename Finish>
+__global__ void __launch_bounds__(kThreads) block_row_sums_kernel(int64_t rows, int64_t cols, int64_t chunks,
+                                                                  Term term, Finish finish, double* partials) {
+  const int64_t work = rows * chunks;
+  for (int64_t w = blockIdx.x; w < work; w += gridDim.x) {  // block-uniform: __syncthreads is safe
+    const int64_t r = w / chunks, begin = (w % chunks) * kChunkCols;
+    const int64_t end = std::min(cols, begin + kChunkCols);
+    acc_t v(0);
+    for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) v += term(r, j);
+    v = block_sum(v);
+    if (threadIdx.x == 0) {
+      if (chunks == 1) {
+        finish(r, static_cast<double>(v));
+      } else {
+        partials[w] = static_cast<double>(v);
+      }
+    }
+  }
+}
+
+template <typename Finish>
+__global__ void __launch_bounds__(kThreads) combine_chunks_kernel(int64_t rows, int64_t chunks,
+                                                                  const double* partials, Finish finish) {
+  PAF_GRID_STRIDE_LOOP(r, rows) {
+    CompensatedSum total;
+    for (int64_t c = 0; c < chunks; ++c) total.add(partials[r * chunks + c]);
+    finish(r, total.value());
+  }
+}
+
+// finish(r, sum_j term(r, j)) for every row r of a [rows, cols] problem, on
+// the current stream. `device` is where the partial sums are kept.
+template <typename acc_t, typename Term, typename Finish>
+void launch_row_sums(int64_t rows, int64_t cols, const Term& term, const Finish& finish, const at::Device& device) {
+  if (rows == 0) return;
+  const cudaStream_t stream = current_stream();
+  if (cols <= kWarp * kTermsPerThread) {
+    warp_row_sums_kernel<acc_t><<<grid_for(rows, kThreads / kWarp), kThreads, 0, stream>>>(rows, cols, term, finish);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
+  const int64_t chunks = ceil_div(cols, kChunkCols);
+  at::Tensor partials;
+  if (chunks > 1) partials = at::empty({rows * chunks}, at::TensorOptions().dtype(at::kDouble).device(device));
+  double* partial_data = chunks > 1 ? partials.data_ptr<double>() : nullptr;
+  block_row_sums_kernel<acc_t><<<grid_for(rows * chunks, 1), kThreads, 0, stream>>>(rows, cols, chunks, term,
+                                                                                     finish, partial_data);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (chunks > 1) {
+    combine_chunks_kernel<<<grid_for(rows), kThreads, 0, stream>>>(rows, chunks, partial_data, finish);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+}
+
+// ------------------------------------------------- elementwise launches
+// fn(i) for i in [0, n): a grid-stride loop (Fn: a device functor).
+template <typename Fn>
+__global__ void __launch_bounds__(kThreads) for_each_index_kernel(int64_t n, Fn fn) {
+  PAF_GRID_STRIDE_LOOP(i, n) { fn(i); }
+}
+
+template <typename Fn>
+void launch_for_each_index(int64_t n, const Fn& fn) {
+  if (n == 0) return;
+  for_each_index_kernel<<<grid_for(n), kThreads, 0, current_stream()>>>(n, fn);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Stores of a per-row total: out[r] = total, rounded to scalar_t.
+template <typename scalar_t>
+struct StoreTotal {
+  scalar_t* out;
+  C10_DEVICE void operator()(int64_t r, double total) const { out[r] = static_cast<scalar_t>(total); }
+};
+
+}  // namespace paf::cuda
