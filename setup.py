@@ -8,22 +8,37 @@
   matches ATen's CPU capability (``torch.backends.cpu.get_cpu_capability()``,
   which honours ``ATEN_CPU_CAPABILITY``), so one build runs on every x86-64 CPU.
 
+The CUDA kernels (csrc/cuda/*.cu) are built into ``_C`` when torch is a CUDA
+build and a CUDA toolkit (nvcc) is found; a GPU is not needed to build them.
+
 Environment variables:
   PYAUTOENCODER_FAST_CPU_CAPABILITIES  comma-separated subset of DEFAULT, AVX2,
                                        AVX512 to build (default: all three on
                                        x86-64, DEFAULT elsewhere); DEFAULT is
                                        always built.
-  FORCE_CUDA=1                         add csrc/cuda/*.cu even without a GPU.
-  DEBUG=1                              -O0 -g build.
+  FORCE_CUDA                           1: build the CUDA kernels, or fail saying
+                                       why not (CPU build of torch, no toolkit);
+                                       0: CPU kernels only; unset: CUDA when
+                                       torch is a CUDA build and nvcc is found.
+  CUDA_HOME (or CUDA_PATH)             the CUDA toolkit (default: where the
+                                       `nvcc` on PATH really lives, wrapper
+                                       scripts followed, else /usr/local/cuda).
+  TORCH_CUDA_ARCH_LIST                 GPU architectures, e.g. "8.0;9.0+PTX"
+                                       (default: the visible GPUs', or
+                                       "8.0;9.0+PTX" without one: sm_80, sm_90
+                                       and PTX that newer GPUs compile at load).
+  DEBUG=1                              -O0 -g build (device code: -G).
   MAX_JOBS                             parallel compile jobs (ninja).
 """
 
 import glob
 import os
 import platform
+import re
+import shutil
+import subprocess
 
 from setuptools import setup
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 PACKAGE = "pyautoencoder_fast"
@@ -54,12 +69,123 @@ def cpu_capabilities() -> list[str]:
     return [c for c in CPU_CAPABILITY_FLAGS if c in names or c == "DEFAULT"]
 
 
+def find_cuda_toolkit() -> str | None:
+    """The CUDA toolkit's root directory (bin/nvcc, include/, lib64/), or None.
+
+    CUDA_HOME or CUDA_PATH when set; else the toolkit that the `nvcc` on PATH
+    runs. torch would take that nvcc's parent directory, which is wrong when
+    nvcc is a wrapper script (such as /usr/local/bin/nvcc running
+    /usr/local/cuda-13.0/bin/nvcc: the link then fails, "cannot find
+    -lcudart"), so nvcc is asked (`nvcc -dryrun` prints its TOP directory);
+    else /usr/local/cuda."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return os.environ[var]
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return "/usr/local/cuda" if os.path.isfile("/usr/local/cuda/bin/nvcc") else None
+    try:
+        dryrun = subprocess.run(
+            [nvcc, "-dryrun", "-E", "-x", "cu", os.devnull], capture_output=True, text=True, timeout=120
+        )
+        match = re.search(r"^#\$ TOP=(.+)$", dryrun.stdout + dryrun.stderr, re.MULTILINE)
+    except (OSError, subprocess.SubprocessError):
+        match = None
+    if match:
+        top = os.path.normpath(match.group(1).strip().strip('"'))
+        if os.path.isfile(os.path.join(top, "bin", "nvcc")):
+            return top
+    return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+
+
 def use_cuda() -> bool:
-    if os.environ.get("FORCE_CUDA", "0") == "1":
-        return True
+    """Whether to build the CUDA kernels (FORCE_CUDA, above). When it does, it
+    exports CUDA_HOME (and the default TORCH_CUDA_ARCH_LIST) for
+    torch.utils.cpp_extension, which reads CUDA_HOME once, when imported: so
+    this runs before that import, and the CPU-only build leaves both alone."""
+    force = os.environ.get("FORCE_CUDA", "").strip()
+    if force == "0":
+        return False
     import torch
 
-    return torch.cuda.is_available() and CUDA_HOME is not None
+    if torch.version.cuda is None:
+        if force == "1":
+            raise SystemExit(f"FORCE_CUDA=1 needs a CUDA build of torch; this one is {torch.__version__}")
+        return False
+    toolkit = find_cuda_toolkit()
+    nvcc = os.path.join(toolkit, "bin", "nvcc") if toolkit else None
+    if nvcc is None or not os.path.isfile(nvcc):
+        if force == "1":
+            raise SystemExit(
+                f"FORCE_CUDA=1 but no CUDA toolkit was found ({nvcc or 'no nvcc on PATH'}); "
+                "set CUDA_HOME to the toolkit's directory"
+            )
+        return False
+    os.environ["CUDA_HOME"] = toolkit
+    # Without a visible GPU, torch has no architecture to target: build sm_80
+    # (A100) and sm_90 (H100) code, and PTX that newer GPUs compile at load.
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip() and torch.cuda.device_count() == 0:
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
+    return True
+
+
+WITH_CUDA = use_cuda()  # before the import below (CUDA_HOME)
+
+from torch.utils.cpp_extension import (  # noqa: E402
+    CUDA_HOME,
+    BuildExtension,
+    CppExtension,
+    CUDAExtension,
+    include_paths,
+)
+
+
+def cuda_system_includes() -> tuple[list[str], list[str]]:
+    """(torch's include dirs, CUDA math-library include dirs), given to the
+    CUDA build as -isystem.
+
+    torch's headers become system headers (as CMake treats an imported
+    target's), so the warnings-as-errors flags judge our sources only: gcc's
+    -Wextra warns in torch's CUDA headers (torch 2.13: unused parameters in
+    ATen/native/cuda/CUDALoops.cuh and c10/cuda/CUDACachingAllocator.h).
+
+    ATen/cuda/CUDAContext.h includes cusparse.h (and cublas, cusolver...). A
+    toolkit installed without the math libraries (nvcc and the runtime only)
+    is completed with the headers of the nvidia-* wheels that the pip CUDA
+    build of torch installs beside it (site-packages/nvidia/*/include), as
+    -isystem, i.e. after the toolkit's own -I include dir: the wheels'
+    cuda_runtime.h must not shadow the toolkit's."""
+    import torch
+
+    torch_dirs = include_paths()
+    math_dirs = []
+    if not os.path.isfile(os.path.join(CUDA_HOME, "include", "cusparse.h")):
+        site_packages = os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__)))
+        math_dirs = sorted(glob.glob(os.path.join(site_packages, "nvidia", "*", "include")))
+    return torch_dirs, math_dirs
+
+
+def nvcc_flags(debug: bool, system_includes: list[str]) -> list[str]:
+    # No --use_fast_math: the CUDA kernels must compute what the CPU kernels
+    # compute, infinities, NaN and denormals included.
+    flags = ["-O0", "-g", "-G"] if debug else ["-O3", "-lineinfo"]
+    flags += ["--extended-lambda", "--expt-relaxed-constexpr"]
+    # Every warning fails the build: nvcc's own (-Werror=all-warnings), the
+    # host compiler's on our .cu files (-Wall -Wextra; gcc knows no
+    # `#pragma unroll`, hence -Wno-unknown-pragmas) and, outside -G debug
+    # builds, a register spill (ptxas -warn-spills).
+    flags += ["-Werror=all-warnings", "-Xcompiler=-Wall,-Wextra,-Wno-unknown-pragmas,-Werror"]
+    if not debug:
+        flags += ["-Xptxas=-warn-spills,-Werror"]
+    for path in system_includes:
+        flags += ["-isystem", path]
+    # torch adds the -gencode flags of TORCH_CUDA_ARCH_LIST only when no flag
+    # contains "arch", which a path may: then they are added here.
+    if any("arch" in f for f in flags):
+        from torch.utils.cpp_extension import _get_cuda_arch_flags
+
+        flags += _get_cuda_arch_flags()
+    return flags
 
 
 def write_build_config(capabilities: list[str], with_cuda: bool) -> None:
@@ -74,7 +200,7 @@ def write_build_config(capabilities: list[str], with_cuda: bool) -> None:
 def extensions():
     debug = os.environ.get("DEBUG", "0") == "1"
     capabilities = cpu_capabilities()
-    with_cuda = use_cuda()
+    with_cuda = WITH_CUDA
     write_build_config(capabilities, with_cuda)
 
     common = ["-O0", "-g"] if debug else ["-O3"]
@@ -95,7 +221,10 @@ def extensions():
     if with_cuda:
         extension = CUDAExtension
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-        extra_compile_args["nvcc"] = ["-O0", "-g", "-G"] if debug else ["-O3", "--use_fast_math"]
+        torch_dirs, math_dirs = cuda_system_includes()
+        extra_compile_args["nvcc"] = nvcc_flags(debug, torch_dirs + math_dirs)
+        # (C++ sources of _C that include CUDA headers find them too.)
+        extra_compile_args["cxx"] = common + [f for d in math_dirs for f in ("-isystem", d)]
     modules = [
         extension(
             name=f"{PACKAGE}._C",

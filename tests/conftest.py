@@ -44,7 +44,7 @@ def require_cuda_kernels() -> None:
     if paf.extension_available() and not paf.extension_info()["with_cuda"]:
         pytest.fail(
             "a CUDA GPU is present but pyautoencoder_fast was built without CUDA kernels "
-            "(rebuild where torch.cuda.is_available(), or with FORCE_CUDA=1): "
+            "(rebuild with a CUDA build of torch and nvcc, e.g. FORCE_CUDA=1): "
             "the cuda tests would only test the reference fallback",
             pytrace=False,
         )
