@@ -10,10 +10,14 @@ namespace paf {
 
 enum Stat { kObjective = 0, kElbo = 1, kLogLikelihood = 2, kKl = 3, kNumStats = 4 };
 
-// grad_stats as four doubles, read in place (a host read: CPU tensors only).
-inline std::array<double, kNumStats> read_grad_stats(const at::Tensor& grad_stats) {
+inline void check_grad_stats(const at::Tensor& grad_stats) {
   TORCH_CHECK(grad_stats.numel() == kNumStats, "grad_stats: expected ", kNumStats,
               " elements, got shape ", grad_stats.sizes());
+}
+
+// grad_stats as four doubles, read in place (a host read: CPU tensors only).
+inline std::array<double, kNumStats> read_grad_stats(const at::Tensor& grad_stats) {
+  check_grad_stats(grad_stats);
   const at::Tensor g = grad_stats.reshape({kNumStats});  // a view for the usual [4]
   std::array<double, kNumStats> out{};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "read_grad_stats", [&] {

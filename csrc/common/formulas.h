@@ -158,6 +158,16 @@ PAF_MATH T kl_general(T mu_q, T lv_q, T mu_p, T lv_p) {
   const T t = lv_q - lv_p;
   return T(0.5) * (vm::exp_minus_self(vm::exp(t), t) + vm::mul_or_zero(diff * diff, vm::exp(T(0) - lv_p)) - T(1));
 }
+// KL(q || p) of one dimension, the standard prior's short form when kStandard.
+template <bool kStandard, typename T>
+PAF_MATH T kl_value(T mu_q, T lv_q, T mu_p, T lv_p) {
+  if constexpr (kStandard) {
+    return kl_standard(mu_q, lv_q);
+  } else {
+    return kl_general(mu_q, lv_q, mu_p, lv_p);
+  }
+}
+
 // log((exp(a) + exp(b)) / 2) without overflow: the log-variance of the
 // average of two variances (Ada-GVAE).
 template <typename T>

@@ -92,15 +92,6 @@ C10_ALWAYS_INLINE T load_at(const scalar_t* p, int64_t j) {
   }
 }
 
-template <bool kStandard, typename T>
-C10_ALWAYS_INLINE T kl_value(T mu_q, T lv_q, T mu_p, T lv_p) {
-  if constexpr (kStandard) {
-    return kl_standard(mu_q, lv_q);
-  } else {
-    return kl_general(mu_q, lv_q, mu_p, lv_p);
-  }
-}
-
 // sum_j KL(q_j || p_j) over one row.
 template <bool kStandard, typename scalar_t>
 double kl_row_sum(const KlRowPtrs<scalar_t>& in, int64_t n, double lo, double hi) {

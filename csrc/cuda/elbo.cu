@@ -126,8 +126,7 @@ __global__ void grad_stats_coefficient_kernel(const scalar_t* grad_stats, int64_
 
 at::Tensor grad_stats_coefficient(const at::Tensor& grad_stats, std::array<double, kNumStats> weights,
                                   double divisor) {
-  TORCH_CHECK(grad_stats.numel() == kNumStats, "grad_stats: expected ", kNumStats, " elements, got shape ",
-              grad_stats.sizes());
+  check_grad_stats(grad_stats);
   check_floating(grad_stats, "grad_stats");
   const at::Tensor g = grad_stats.reshape({kNumStats});
   at::Tensor coefficient = at::empty({1}, g.options().dtype(at::kDouble));

@@ -33,11 +33,7 @@ struct KlInputs {
   C10_DEVICE C10_ALWAYS_INLINE opmath_t<scalar_t> value(int64_t r, int64_t j) const {
     opmath_t<scalar_t> mq, lq, mp, lp;
     read(r, j, mq, lq, mp, lp);
-    if constexpr (kStandard) {
-      return kl_standard(mq, lq);
-    } else {
-      return kl_general(mq, lq, mp, lp);
-    }
+    return kl_value<kStandard>(mq, lq, mp, lp);
   }
   // Whether the raw log-variance lies inside the clamp range (it passes gradient).
   C10_DEVICE C10_ALWAYS_INLINE opmath_t<scalar_t> inside(const RowMatrix<const scalar_t>& lv, int64_t r,
