@@ -1,6 +1,6 @@
 // Mechanics shared by every CUDA kernel: launch configuration (grid-stride
-// loops with 64-bit indices on the current stream), the opmath load, and
-// deterministic row sums: a row is summed by one warp, one block, or, when
+// loops with 64-bit indices on the current stream), opmath loads and
+// 16-byte vector packs, and deterministic row sums: a row is summed by one warp, one block, or, when
 // longer than a block's chunk, by several blocks whose partial sums are
 // combined in a fixed order. No floating-point atomics anywhere, so every
 // result is bitwise the same from run to run.
@@ -8,6 +8,7 @@
 
 #include "../common/compensated_sum.h"
 #include "../common/tensor_args.h"
+#include "packs.h"
 
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -16,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 namespace paf::cuda {
 
@@ -23,6 +25,10 @@ template <typename scalar_t>
 using opmath_t = at::opmath_type<scalar_t>;
 
 constexpr int kThreads = 256;  // threads per block of every kernel
+// Launch bounds of every kernel: kThreads threads, and registers for at
+// least 3 resident blocks per SM (85 a thread). With kThreads alone ptxas
+// aims at 64 registers and spills in the double-precision KL row sums.
+#define PAF_LAUNCH_BOUNDS __launch_bounds__(paf::cuda::kThreads, 3)
 constexpr int kWarp = 32;
 // Blocks of a grid-stride launch: enough to fill any current GPU (and
 // within the 2^31 - 1 limit of gridDim.x); the loops cover the rest.
@@ -46,9 +52,66 @@ C10_DEVICE C10_ALWAYS_INLINE opmath_t<scalar_t> load(const scalar_t* p, int64_t 
   return static_cast<opmath_t<scalar_t>>(p[j]);
 }
 
+// ---------------------------------------------------------- vector packs
+// Memory-bound kernels move N consecutive elements as one aligned vector:
+// kVecWidth is 16 bytes' worth (4 float, 2 double, 8 half or bfloat16).
+// Kernels are instantiated for N = kVecWidth and N = 1 and the launcher
+// picks N = 1 unless every row of every input and output starts on an
+// N-element boundary (rows_aligned); packs.h splits rows into packs.
+template <typename scalar_t>
+constexpr int kVecWidth = 16 / static_cast<int>(sizeof(scalar_t));
+
+template <typename scalar_t, int N>
+struct alignas(sizeof(scalar_t) * N) RawPack {
+  scalar_t v[N];
+};
+
+// out[k] = p[k], k < N, in opmath (p aligned to N elements).
+template <int N, typename scalar_t>
+C10_DEVICE C10_ALWAYS_INLINE void load_pack(const scalar_t* p, opmath_t<scalar_t> (&out)[N]) {
+  const RawPack<scalar_t, N> raw = *reinterpret_cast<const RawPack<scalar_t, N>*>(p);
+#pragma unroll
+  for (int k = 0; k < N; ++k) out[k] = static_cast<opmath_t<scalar_t>>(raw.v[k]);
+}
+
+// p[k] = in[k], k < N, rounded to scalar_t (p aligned to N elements).
+template <int N, typename scalar_t, typename T>
+C10_DEVICE C10_ALWAYS_INLINE void store_pack(scalar_t* p, const T (&in)[N]) {
+  RawPack<scalar_t, N> raw;
+#pragma unroll
+  for (int k = 0; k < N; ++k) raw.v[k] = static_cast<scalar_t>(in[k]);
+  *reinterpret_cast<RawPack<scalar_t, N>*>(p) = raw;
+}
+
+// Whether every row of m starts on an N-element boundary (host side).
+template <int N, typename T>
+bool rows_aligned(const RowMatrix<T>& m) {
+  return reinterpret_cast<std::uintptr_t>(m.data) % (sizeof(T) * N) == 0 && (m.rows <= 1 || m.row_stride % N == 0);
+}
+
+// The dense [rows, cols] matrix at data (a kernel's output).
+template <typename T>
+RowMatrix<T> dense_rows(T* data, int64_t rows, int64_t cols) {
+  return {data, rows, cols, cols};
+}
+
+// Calls launch(std::integral_constant<int, N>) with N = kVecWidth when
+// aligned, else N = 1.
+template <typename scalar_t, typename Launch>
+void with_pack_width(bool aligned, const Launch& launch) {
+  if (aligned) {
+    launch(std::integral_constant<int, kVecWidth<scalar_t>>{});
+  } else {
+    launch(std::integral_constant<int, 1>{});
+  }
+}
+
 // ------------------------------------------------------------- row sums
-// A Term is a functor `acc operator()(int64_t row, int64_t col) const` on
-// the device (it may also write per-element outputs, each exactly once); a
+// A Term is a functor with, on the device, `template <int N> void
+// add(int64_t row, int64_t col, acc_t& acc) const`, which adds the terms of
+// columns col .. col + N - 1 of the row (it may also write per-element
+// outputs, each exactly once), and on the host `template <int N> bool
+// aligned() const` (rows_aligned of everything it reads and writes). A
 // Finish is `void operator()(int64_t row, double total) const`.
 
 template <typename acc_t>
@@ -73,16 +136,14 @@ C10_DEVICE C10_ALWAYS_INLINE acc_t block_sum(acc_t v) {
 }
 
 // Short rows: one warp per row, kThreads / kWarp rows per block.
-template <typename acc_t, typename Term, typename Finish>
-__global__ void __launch_bounds__(kThreads) warp_row_sums_kernel(int64_t rows, int64_t cols, Term term,
+template <int N, typename acc_t, typename Term, typename Finish>
+__global__ void PAF_LAUNCH_BOUNDS warp_row_sums_kernel(int64_t rows, int64_t cols, Term term,
                                                                  Finish finish) {
   const int lane = threadIdx.x % kWarp;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * (kThreads / kWarp) + threadIdx.x / kWarp;
   for (int64_t r = first; r < rows; r += static_cast<int64_t>(gridDim.x) * (kThreads / kWarp)) {
     acc_t v(0);
-    // (not unrolled: unrolled, the double-precision KL spills registers)
-#pragma unroll 1
-    for (int64_t j = lane; j < cols; j += kWarp) v += term(r, j);
+    add_row_slice<N>(term, r, 0, cols, lane, kWarp, v);
     v = warp_sum(v);
     if (lane == 0) finish(r, static_cast<double>(v));
   }
@@ -94,15 +155,15 @@ __global__ void __launch_bounds__(kThreads) warp_row_sums_kernel(int64_t rows, i
 constexpr int64_t kTermsPerThread = 16;  // float accumulators add at most 16 terms each
 constexpr int64_t kChunkCols = kThreads * kTermsPerThread;
 
-template <typename acc_t, typename Term, typename Finish>
-__global__ void __launch_bounds__(kThreads) block_row_sums_kernel(int64_t rows, int64_t cols, int64_t chunks,
+template <int N, typename acc_t, typename Term, typename Finish>
+__global__ void PAF_LAUNCH_BOUNDS block_row_sums_kernel(int64_t rows, int64_t cols, int64_t chunks,
                                                                   Term term, Finish finish, double* partials) {
   const int64_t work = rows * chunks;
   for (int64_t w = blockIdx.x; w < work; w += gridDim.x) {  // block-uniform: __syncthreads is safe
     const int64_t r = w / chunks, begin = (w % chunks) * kChunkCols;
     const int64_t end = std::min(cols, begin + kChunkCols);
     acc_t v(0);
-    for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) v += term(r, j);
+    add_row_slice<N>(term, r, begin, end, threadIdx.x, kThreads, v);
     v = block_sum(v);
     if (threadIdx.x == 0) {
       if (chunks == 1) {
@@ -115,7 +176,7 @@ __global__ void __launch_bounds__(kThreads) block_row_sums_kernel(int64_t rows, 
 }
 
 template <typename Finish>
-__global__ void __launch_bounds__(kThreads) combine_chunks_kernel(int64_t rows, int64_t chunks,
+__global__ void PAF_LAUNCH_BOUNDS combine_chunks_kernel(int64_t rows, int64_t chunks,
                                                                   const double* partials, Finish finish) {
   PAF_GRID_STRIDE_LOOP(r, rows) {
     CompensatedSum total;
@@ -124,14 +185,20 @@ __global__ void __launch_bounds__(kThreads) combine_chunks_kernel(int64_t rows, 
   }
 }
 
-// finish(r, sum_j term(r, j)) for every row r of a [rows, cols] problem, on
-// the current stream. `device` is where the partial sums are kept.
-template <typename acc_t, typename Term, typename Finish>
+// finish(r, sum_j term(r, j)) for every row r of a [rows, cols] problem of
+// scalar_t inputs, on the current stream, in packs when the term is
+// aligned. `device` is where the partial sums are kept.
+template <typename scalar_t, typename Term, typename Finish>
 void launch_row_sums(int64_t rows, int64_t cols, const Term& term, const Finish& finish, const at::Device& device) {
+  using acc_t = opmath_t<scalar_t>;
   if (rows == 0) return;
   const cudaStream_t stream = current_stream();
+  const bool aligned = term.template aligned<kVecWidth<scalar_t>>();
   if (cols <= kWarp * kTermsPerThread) {
-    warp_row_sums_kernel<acc_t><<<grid_for(rows, kThreads / kWarp), kThreads, 0, stream>>>(rows, cols, term, finish);
+    with_pack_width<scalar_t>(aligned, [&](auto width) {
+      warp_row_sums_kernel<decltype(width)::value, acc_t>
+          <<<grid_for(rows, kThreads / kWarp), kThreads, 0, stream>>>(rows, cols, term, finish);
+    });
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
@@ -139,8 +206,10 @@ void launch_row_sums(int64_t rows, int64_t cols, const Term& term, const Finish&
   at::Tensor partials;
   if (chunks > 1) partials = at::empty({rows * chunks}, at::TensorOptions().dtype(at::kDouble).device(device));
   double* partial_data = chunks > 1 ? partials.data_ptr<double>() : nullptr;
-  block_row_sums_kernel<acc_t><<<grid_for(rows * chunks, 1), kThreads, 0, stream>>>(rows, cols, chunks, term,
-                                                                                     finish, partial_data);
+  with_pack_width<scalar_t>(aligned, [&](auto width) {
+    block_row_sums_kernel<decltype(width)::value, acc_t>
+        <<<grid_for(rows * chunks, 1), kThreads, 0, stream>>>(rows, cols, chunks, term, finish, partial_data);
+  });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (chunks > 1) {
     combine_chunks_kernel<<<grid_for(rows), kThreads, 0, stream>>>(rows, chunks, partial_data, finish);
@@ -151,7 +220,7 @@ void launch_row_sums(int64_t rows, int64_t cols, const Term& term, const Finish&
 // ------------------------------------------------- elementwise launches
 // fn(i) for i in [0, n): a grid-stride loop (Fn: a device functor).
 template <typename Fn>
-__global__ void __launch_bounds__(kThreads) for_each_index_kernel(int64_t n, Fn fn) {
+__global__ void PAF_LAUNCH_BOUNDS for_each_index_kernel(int64_t n, Fn fn) {
   PAF_GRID_STRIDE_LOOP(i, n) { fn(i); }
 }
 
@@ -159,6 +228,26 @@ template <typename Fn>
 void launch_for_each_index(int64_t n, const Fn& fn) {
   if (n == 0) return;
   for_each_index_kernel<<<grid_for(n), kThreads, 0, current_stream()>>>(n, fn);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Every element (r, j) of a [rows, cols] problem: Fn has, on the device,
+// `template <int N> void elements(int64_t row, int64_t col) const` for
+// columns col .. col + N - 1 of the row, and on the host `template <int N>
+// bool aligned() const`, as a row-sum Term.
+template <int N, typename Fn>
+__global__ void PAF_LAUNCH_BOUNDS for_each_element_kernel(int64_t rows, int64_t cols, Fn fn) {
+  for_each_pack<N>(rows, cols, static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                   static_cast<int64_t>(blockDim.x) * gridDim.x, fn);
+}
+
+template <typename scalar_t, typename Fn>
+void launch_for_each_element(int64_t rows, int64_t cols, const Fn& fn) {
+  if (rows == 0 || cols == 0) return;
+  with_pack_width<scalar_t>(fn.template aligned<kVecWidth<scalar_t>>(), [&](auto width) {
+    for_each_element_kernel<decltype(width)::value>
+        <<<grid_for(ceil_div(rows * cols, decltype(width)::value)), kThreads, 0, current_stream()>>>(rows, cols, fn);
+  });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

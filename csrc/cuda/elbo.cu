@@ -16,42 +16,80 @@
 namespace paf::cuda {
 namespace {
 
-// Term of row r = (b, s) of x_hat: ll(x[b, j], x_hat[r, j]), with
-// grad[r, j] = grad_scale * d ll / d x_hat when grad is not null.
+// Terms of row r = (b, s) of x_hat: ll(x[b, j], x_hat[r, j]), with
+// grad[r, j] = grad_scale * d ll / d x_hat when grad.data is not null.
 template <typename scalar_t, Likelihood L>
 struct ElboLogLikelihoodTerm {
+  using T = opmath_t<scalar_t>;
   RowMatrix<const scalar_t> x, x_hat;
-  int64_t samples, features;
-  scalar_t* grad;
-  opmath_t<scalar_t> grad_scale;
-  C10_DEVICE C10_ALWAYS_INLINE opmath_t<scalar_t> operator()(int64_t r, int64_t j) const {
-    const auto xv = load(x.row(r / samples), j), hv = load(x_hat.row(r), j);
-    if (grad == nullptr) return LogLikelihood<L>::value(xv, hv);
-    opmath_t<scalar_t> d;
-    const auto v = LogLikelihood<L>::value_and_grad(xv, hv, d);
-    grad[r * features + j] = static_cast<scalar_t>(grad_scale * d);
-    return v;
+  int64_t samples;
+  RowMatrix<scalar_t> grad;
+  T grad_scale;
+  template <int N>
+  C10_DEVICE C10_ALWAYS_INLINE void add(int64_t r, int64_t j, T& acc) const {
+    T xv[N], hv[N];
+    load_pack<N>(x.row(r / samples) + j, xv);
+    load_pack<N>(x_hat.row(r) + j, hv);
+    if (grad.data == nullptr) {
+#pragma unroll
+      for (int k = 0; k < N; ++k) acc += LogLikelihood<L>::value(xv[k], hv[k]);
+      return;
+    }
+    T d[N];
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      acc += LogLikelihood<L>::value_and_grad(xv[k], hv[k], d[k]);
+      d[k] *= grad_scale;
+    }
+    store_pack<N>(grad.row(r) + j, d);
+  }
+  template <int N>
+  bool aligned() const {
+    return rows_aligned<N>(x) && rows_aligned<N>(x_hat) && rows_aligned<N>(grad);
   }
 };
 
-// Term of row b of the latents: KL(q_b || N(0, I)) in dimension j, with
-// d objective / d (mu, log_var) = scale * d KL when g_mu is not null.
+// Terms of row b of the latents: KL(q_b || N(0, I)) in dimension j, with
+// d objective / d (mu, log_var) = scale * d KL when g_mu.data is not null.
 template <typename scalar_t>
 struct ElboKlTerm {
+  using T = opmath_t<scalar_t>;
   RowMatrix<const scalar_t> mu, log_var;
-  int64_t dim;
-  scalar_t *g_mu, *g_lv;
-  opmath_t<scalar_t> scale;
-  C10_DEVICE C10_ALWAYS_INLINE opmath_t<scalar_t> operator()(int64_t b, int64_t j) const {
-    const auto m = load(mu.row(b), j), l = load(log_var.row(b), j);
-    if (g_mu == nullptr) return kl_standard(m, l);
-    opmath_t<scalar_t> d_mu, d_lv;
-    const auto kl = kl_standard_and_grad(m, l, d_mu, d_lv);
-    g_mu[b * dim + j] = static_cast<scalar_t>(scale * d_mu);
-    g_lv[b * dim + j] = static_cast<scalar_t>(scale * d_lv);
-    return kl;
+  RowMatrix<scalar_t> g_mu, g_lv;
+  T scale;
+  template <int N>
+  C10_DEVICE C10_ALWAYS_INLINE void add(int64_t b, int64_t j, T& acc) const {
+    T m[N], l[N];
+    load_pack<N>(mu.row(b) + j, m);
+    load_pack<N>(log_var.row(b) + j, l);
+    if (g_mu.data == nullptr) {
+#pragma unroll
+      for (int k = 0; k < N; ++k) acc += kl_standard(m[k], l[k]);
+      return;
+    }
+    // m and l become the gradients, in place
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      T d_mu, d_lv;
+      acc += kl_standard_and_grad(m[k], l[k], d_mu, d_lv);
+      m[k] = scale * d_mu;
+      l[k] = scale * d_lv;
+    }
+    store_pack<N>(g_mu.row(b) + j, m);
+    store_pack<N>(g_lv.row(b) + j, l);
+  }
+  template <int N>
+  bool aligned() const {
+    return rows_aligned<N>(mu) && rows_aligned<N>(log_var) && rows_aligned<N>(g_mu) && rows_aligned<N>(g_lv);
   }
 };
+
+// The [rows, cols] gradient buffer the forward fills when need_grad, else
+// a null matrix (no gradient written).
+template <typename scalar_t>
+RowMatrix<scalar_t> gradient_rows(const at::Tensor& buffer, int64_t rows, int64_t cols) {
+  return dense_rows(buffer.defined() && buffer.numel() > 0 ? buffer.data_ptr<scalar_t>() : nullptr, rows, cols);
+}
 
 struct StoreRowSum {
   double* out;
@@ -60,7 +98,7 @@ struct StoreRowSum {
 
 // One block: the batch means of the row sums and the four stats.
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads) elbo_stats_kernel(const double* ll_rows, int64_t ll_count,
+__global__ void PAF_LAUNCH_BOUNDS elbo_stats_kernel(const double* ll_rows, int64_t ll_count,
                                                               const double* kl_rows, int64_t kl_count, double beta,
                                                               scalar_t* stats) {
   CompensatedSum ll, kl;
@@ -99,15 +137,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cuda(const at::T
     const T grad_scale = B * S > 0 ? T(-1) / static_cast<T>(B * S) : T(0);
     dispatch_likelihood(likelihood, [&](auto tag) {
       const ElboLogLikelihoodTerm<scalar_t, decltype(tag)::value> term{
-          const_row_matrix<scalar_t>(p.x), const_row_matrix<scalar_t>(p.x_hat), S, F,
-          need_grad ? p.dobj_dx_hat.data_ptr<scalar_t>() : nullptr, grad_scale};
-      if (F > 0) launch_row_sums<T>(B * S, F, term, StoreRowSum{ll_rows}, x.device());
+          const_row_matrix<scalar_t>(p.x), const_row_matrix<scalar_t>(p.x_hat), S,
+          gradient_rows<scalar_t>(p.dobj_dx_hat, B * S, F), grad_scale};
+      if (F > 0) launch_row_sums<scalar_t>(B * S, F, term, StoreRowSum{ll_rows}, x.device());
     });
-    const ElboKlTerm<scalar_t> kl_term{const_row_matrix<scalar_t>(p.mu), const_row_matrix<scalar_t>(p.log_var), D,
-                                       need_grad ? p.dobj_dmu.data_ptr<scalar_t>() : nullptr,
-                                       need_grad ? p.dobj_dlv.data_ptr<scalar_t>() : nullptr,
+    const ElboKlTerm<scalar_t> kl_term{const_row_matrix<scalar_t>(p.mu), const_row_matrix<scalar_t>(p.log_var),
+                                       gradient_rows<scalar_t>(p.dobj_dmu, B, D), gradient_rows<scalar_t>(p.dobj_dlv, B, D),
                                        static_cast<T>(beta / static_cast<double>(B))};
-    if (D > 0) launch_row_sums<T>(B, D, kl_term, StoreRowSum{kl_rows}, x.device());
+    if (D > 0) launch_row_sums<scalar_t>(B, D, kl_term, StoreRowSum{kl_rows}, x.device());
     elbo_stats_kernel<scalar_t><<<1, kThreads, 0, current_stream()>>>(ll_rows, B * S, kl_rows, B, beta,
                                                                        p.stats.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -139,14 +176,25 @@ at::Tensor grad_stats_coefficient(const at::Tensor& grad_stats, std::array<doubl
   return coefficient;
 }
 
+// out = in * coefficient, elementwise.
 template <typename scalar_t>
 struct ScaleBy {
-  const scalar_t* in;
+  RowMatrix<const scalar_t> in;
   const double* coefficient;
-  scalar_t* out;
-  C10_DEVICE void operator()(int64_t i) const {
+  RowMatrix<scalar_t> out;
+  template <int N>
+  C10_DEVICE void elements(int64_t r, int64_t j) const {
     using T = opmath_t<scalar_t>;
-    out[i] = static_cast<scalar_t>(load(in, i) * static_cast<T>(*coefficient));
+    T v[N];
+    load_pack<N>(in.row(r) + j, v);
+    const T c = static_cast<T>(*coefficient);
+#pragma unroll
+    for (int k = 0; k < N; ++k) v[k] *= c;
+    store_pack<N>(out.row(r) + j, v);
+  }
+  template <int N>
+  bool aligned() const {
+    return rows_aligned<N>(in) && rows_aligned<N>(out);
   }
 };
 
@@ -158,10 +206,12 @@ at::Tensor elbo_backward_x_hat_cuda(const at::Tensor& grad_stats, const at::Tens
   const at::Tensor coefficient = grad_stats_coefficient(grad_stats, {1.0, -1.0, -1.0, 0.0}, 1.0);
   const at::Tensor in = dobj_dx_hat.contiguous();
   at::Tensor out = at::empty_like(in);
+  const int64_t n = in.numel();
   PAF_DISPATCH_FLOATING(in.scalar_type(), "elbo_backward_x_hat_cuda", [&] {
-    launch_for_each_index(in.numel(), ScaleBy<scalar_t>{in.const_data_ptr<scalar_t>(),
-                                                        coefficient.const_data_ptr<double>(),
-                                                        out.data_ptr<scalar_t>()});
+    launch_for_each_element<scalar_t>(
+        1, n,
+        ScaleBy<scalar_t>{RowMatrix<const scalar_t>{in.const_data_ptr<scalar_t>(), 1, n, n},
+                          coefficient.const_data_ptr<double>(), dense_rows(out.data_ptr<scalar_t>(), 1, n)});
   });
   return out;
 }
@@ -171,16 +221,28 @@ template <typename scalar_t>
 struct LatentGrad {
   RowMatrix<const scalar_t> mu, log_var;
   const double* coefficient;
-  scalar_t *g_mu, *g_lv;
-  int64_t dim;
-  C10_DEVICE void operator()(int64_t i) const {
+  RowMatrix<scalar_t> g_mu, g_lv;
+  template <int N>
+  C10_DEVICE void elements(int64_t b, int64_t j) const {
     using T = opmath_t<scalar_t>;
-    const int64_t b = i / dim, j = i % dim;
-    T d_mu, d_lv;
-    kl_standard_and_grad(load(mu.row(b), j), load(log_var.row(b), j), d_mu, d_lv);
+    T m[N], l[N];
+    load_pack<N>(mu.row(b) + j, m);
+    load_pack<N>(log_var.row(b) + j, l);
     const T c = static_cast<T>(*coefficient);
-    g_mu[i] = static_cast<scalar_t>(c * d_mu);
-    g_lv[i] = static_cast<scalar_t>(c * d_lv);
+    // m and l become the gradients, in place
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      T d_mu, d_lv;
+      kl_standard_and_grad(m[k], l[k], d_mu, d_lv);
+      m[k] = c * d_mu;
+      l[k] = c * d_lv;
+    }
+    store_pack<N>(g_mu.row(b) + j, m);
+    store_pack<N>(g_lv.row(b) + j, l);
+  }
+  template <int N>
+  bool aligned() const {
+    return rows_aligned<N>(mu) && rows_aligned<N>(log_var) && rows_aligned<N>(g_mu) && rows_aligned<N>(g_lv);
   }
 };
 
@@ -197,10 +259,11 @@ std::tuple<at::Tensor, at::Tensor> elbo_backward_latent_cuda(const at::Tensor& g
       grad_stats_coefficient(grad_stats, {beta, -beta, 0.0, 1.0}, static_cast<double>(B));
   const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
   PAF_DISPATCH_FLOATING(mu.scalar_type(), "elbo_backward_latent_cuda", [&] {
-    launch_for_each_index(B * D, LatentGrad<scalar_t>{const_row_matrix<scalar_t>(mu2),
-                                                      const_row_matrix<scalar_t>(lv2),
-                                                      coefficient.const_data_ptr<double>(),
-                                                      g_mu.data_ptr<scalar_t>(), g_lv.data_ptr<scalar_t>(), D});
+    launch_for_each_element<scalar_t>(
+        B, D,
+        LatentGrad<scalar_t>{const_row_matrix<scalar_t>(mu2), const_row_matrix<scalar_t>(lv2),
+                             coefficient.const_data_ptr<double>(), dense_rows(g_mu.data_ptr<scalar_t>(), B, D),
+                             dense_rows(g_lv.data_ptr<scalar_t>(), B, D)});
   });
   return {g_mu, g_lv};
 }

@@ -12,50 +12,71 @@ namespace paf::cuda {
 namespace {
 
 // The four [rows, D] inputs (mu_p/lv_p unused for the standard prior) and
-// the clamp bounds, read at (r, j) in opmath.
+// the clamp bounds of both log-variances.
 template <typename scalar_t, bool kStandard>
 struct KlInputs {
+  using T = opmath_t<scalar_t>;
   RowMatrix<const scalar_t> mu_q, lv_q, mu_p, lv_p;
-  opmath_t<scalar_t> lo, hi;
+  T lo, hi;
 
-  C10_DEVICE C10_ALWAYS_INLINE opmath_t<scalar_t> clamp(opmath_t<scalar_t> v) const {
-    return v < lo ? lo : (v > hi ? hi : v);
+  // The raw inputs of elements (r, j .. j + N - 1); the prior's are 0 for N(0, I).
+  template <int N>
+  C10_DEVICE C10_ALWAYS_INLINE void load(int64_t r, int64_t j, T (&mq)[N], T (&lq)[N], T (&mp)[N],
+                                         T (&lp)[N]) const {
+    load_pack<N>(mu_q.row(r) + j, mq);
+    load_pack<N>(lv_q.row(r) + j, lq);
+    if constexpr (kStandard) {
+#pragma unroll
+      for (int k = 0; k < N; ++k) mp[k] = lp[k] = T(0);
+    } else {
+      load_pack<N>(mu_p.row(r) + j, mp);
+      load_pack<N>(lv_p.row(r) + j, lp);
+    }
   }
-  // The inputs of element (r, j), log-variances clamped.
-  C10_DEVICE C10_ALWAYS_INLINE void read(int64_t r, int64_t j, opmath_t<scalar_t>& mq, opmath_t<scalar_t>& lq,
-                                         opmath_t<scalar_t>& mp, opmath_t<scalar_t>& lp) const {
-    using T = opmath_t<scalar_t>;
-    mq = load(mu_q.row(r), j);
-    lq = clamp(load(lv_q.row(r), j));
-    mp = kStandard ? T(0) : load(mu_p.row(r), j);
-    lp = kStandard ? T(0) : clamp(load(lv_p.row(r), j));
+  C10_DEVICE C10_ALWAYS_INLINE T clamp(T v) const { return v < lo ? lo : (v > hi ? hi : v); }
+  // Whether a raw log-variance lies inside the clamp range (it passes gradient).
+  C10_DEVICE C10_ALWAYS_INLINE T inside(T v) const { return (v >= lo && v <= hi) ? T(1) : T(0); }
+  // The KL of raw inputs, log-variances clamped.
+  C10_DEVICE C10_ALWAYS_INLINE T value(T mq, T lq, T mp, T lp) const {
+    return kl_value<kStandard>(mq, clamp(lq), mp, kStandard ? lp : clamp(lp));
   }
-  C10_DEVICE C10_ALWAYS_INLINE opmath_t<scalar_t> value(int64_t r, int64_t j) const {
-    opmath_t<scalar_t> mq, lq, mp, lp;
-    read(r, j, mq, lq, mp, lp);
-    return kl_value<kStandard>(mq, lq, mp, lp);
-  }
-  // Whether the raw log-variance lies inside the clamp range (it passes gradient).
-  C10_DEVICE C10_ALWAYS_INLINE opmath_t<scalar_t> inside(const RowMatrix<const scalar_t>& lv, int64_t r,
-                                                          int64_t j) const {
-    const auto v = load(lv.row(r), j);
-    return (v >= lo && v <= hi) ? opmath_t<scalar_t>(1) : opmath_t<scalar_t>(0);
+  template <int N>
+  bool aligned() const {
+    return rows_aligned<N>(mu_q) && rows_aligned<N>(lv_q) && (kStandard || (rows_aligned<N>(mu_p) && rows_aligned<N>(lv_p)));
   }
 };
 
 template <typename scalar_t, bool kStandard>
 struct KlTerm {
   KlInputs<scalar_t, kStandard> in;
-  C10_DEVICE C10_ALWAYS_INLINE opmath_t<scalar_t> operator()(int64_t r, int64_t j) const { return in.value(r, j); }
+  template <int N>
+  C10_DEVICE C10_ALWAYS_INLINE void add(int64_t r, int64_t j, opmath_t<scalar_t>& acc) const {
+    opmath_t<scalar_t> mq[N], lq[N], mp[N], lp[N];
+    in.load(r, j, mq, lq, mp, lp);
+#pragma unroll
+    for (int k = 0; k < N; ++k) acc += in.value(mq[k], lq[k], mp[k], lp[k]);
+  }
+  template <int N>
+  bool aligned() const {
+    return in.template aligned<N>();
+  }
 };
 
 template <typename scalar_t, bool kStandard>
 struct KlElementwise {
   KlInputs<scalar_t, kStandard> in;
-  scalar_t* out;
-  int64_t cols;
-  C10_DEVICE void operator()(int64_t i) const {
-    out[i] = static_cast<scalar_t>(in.value(i / cols, i % cols));
+  RowMatrix<scalar_t> out;
+  template <int N>
+  C10_DEVICE void elements(int64_t r, int64_t j) const {
+    opmath_t<scalar_t> mq[N], lq[N], mp[N], lp[N];
+    in.load(r, j, mq, lq, mp, lp);
+#pragma unroll
+    for (int k = 0; k < N; ++k) mq[k] = in.value(mq[k], lq[k], mp[k], lp[k]);
+    store_pack<N>(out.row(r) + j, mq);
+  }
+  template <int N>
+  bool aligned() const {
+    return in.template aligned<N>() && rows_aligned<N>(out);
   }
 };
 
@@ -63,26 +84,47 @@ struct KlElementwise {
 // grad is per row (reduce_sum) or per element.
 template <typename scalar_t, bool kStandard>
 struct KlGrad {
+  using T = opmath_t<scalar_t>;
   KlInputs<scalar_t, kStandard> in;
   RowMatrix<const scalar_t> grad;
   bool reduce_sum;
-  scalar_t *g_mu_q, *g_lv_q, *g_mu_p, *g_lv_p;
-  int64_t cols;
-  C10_DEVICE void operator()(int64_t i) const {
-    using T = opmath_t<scalar_t>;
-    const int64_t r = i / cols, j = i % cols;
-    const T g = load(grad.row(r), reduce_sum ? 0 : j);
-    T mq, lq, mp, lp, d_mu_q, d_lv_q, d_mu_p, d_lv_p;
-    in.read(r, j, mq, lq, mp, lp);
-    if constexpr (kStandard) {
-      kl_standard_and_grad(mq, lq, d_mu_q, d_lv_q);
+  RowMatrix<scalar_t> g_mu_q, g_lv_q, g_mu_p, g_lv_p;  // g_*_p unused for N(0, I)
+  template <int N>
+  C10_DEVICE void elements(int64_t r, int64_t j) const {
+    T mq[N], lq[N], mp[N], lp[N], g[N];
+    in.load(r, j, mq, lq, mp, lp);
+    if (reduce_sum) {
+#pragma unroll
+      for (int k = 0; k < N; ++k) g[k] = load(grad.row(r), 0);
     } else {
-      kl_general_and_grad(mq, lq, mp, lp, d_mu_q, d_lv_q, d_mu_p, d_lv_p);
-      g_mu_p[i] = static_cast<scalar_t>(g * d_mu_p);
-      g_lv_p[i] = static_cast<scalar_t>(g * d_lv_p * in.inside(in.lv_p, r, j));
+      load_pack<N>(grad.row(r) + j, g);
     }
-    g_mu_q[i] = static_cast<scalar_t>(g * d_mu_q);
-    g_lv_q[i] = static_cast<scalar_t>(g * d_lv_q * in.inside(in.lv_q, r, j));
+    // mq, lq, mp, lp become the four gradients, in place
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      T d_mu_q, d_lv_q;
+      if constexpr (kStandard) {
+        kl_standard_and_grad(mq[k], in.clamp(lq[k]), d_mu_q, d_lv_q);
+      } else {
+        T d_mu_p, d_lv_p;
+        kl_general_and_grad(mq[k], in.clamp(lq[k]), mp[k], in.clamp(lp[k]), d_mu_q, d_lv_q, d_mu_p, d_lv_p);
+        mp[k] = g[k] * d_mu_p;
+        lp[k] = g[k] * d_lv_p * in.inside(lp[k]);
+      }
+      mq[k] = g[k] * d_mu_q;
+      lq[k] = g[k] * d_lv_q * in.inside(lq[k]);
+    }
+    store_pack<N>(g_mu_q.row(r) + j, mq);
+    store_pack<N>(g_lv_q.row(r) + j, lq);
+    if constexpr (!kStandard) {
+      store_pack<N>(g_mu_p.row(r) + j, mp);
+      store_pack<N>(g_lv_p.row(r) + j, lp);
+    }
+  }
+  template <int N>
+  bool aligned() const {
+    return in.template aligned<N>() && (reduce_sum || rows_aligned<N>(grad)) && rows_aligned<N>(g_mu_q) &&
+           rows_aligned<N>(g_lv_q) && (kStandard || (rows_aligned<N>(g_mu_p) && rows_aligned<N>(g_lv_p)));
   }
 };
 
@@ -118,10 +160,11 @@ at::Tensor kl_diag_gaussian_cuda(const at::Tensor& mu_q, const at::Tensor& log_v
       constexpr bool kStandard = IsStandard<decltype(in)>::value;
       scalar_t* o = out.data_ptr<scalar_t>();
       if (reduce_sum) {
-        launch_row_sums<opmath_t<scalar_t>>(p.rows, p.cols, KlTerm<scalar_t, kStandard>{in}, StoreTotal<scalar_t>{o},
-                                            mu_q.device());
+        launch_row_sums<scalar_t>(p.rows, p.cols, KlTerm<scalar_t, kStandard>{in}, StoreTotal<scalar_t>{o},
+                                  mu_q.device());
       } else {
-        launch_for_each_index(out.numel(), KlElementwise<scalar_t, kStandard>{in, o, p.cols});
+        launch_for_each_element<scalar_t>(p.rows, p.cols,
+                                          KlElementwise<scalar_t, kStandard>{in, dense_rows(o, p.rows, p.cols)});
       }
     });
   });
@@ -136,16 +179,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_back
   const KlProblem p = make_kl_problem(mu_q, log_var_q, mu_p, log_var_p, clamp_min, clamp_max);
   const KlGrads grads = make_kl_grads(p, mu_q, grad, reduce_sum);
   if (grads.mu_q.numel() == 0) return grads.outputs();
-  const bool with_p = !p.standard();
   PAF_DISPATCH_FLOATING(mu_q.scalar_type(), "kl_diag_gaussian_backward_cuda", [&] {
     with_kl_inputs<scalar_t>(p, [&](auto in) {
       constexpr bool kStandard = IsStandard<decltype(in)>::value;
-      launch_for_each_index(
-          grads.mu_q.numel(),
-          KlGrad<scalar_t, kStandard>{in, const_row_matrix<scalar_t>(grads.grad_rows), reduce_sum,
-                                      grads.mu_q.data_ptr<scalar_t>(), grads.lv_q.data_ptr<scalar_t>(),
-                                      with_p ? grads.mu_p.data_ptr<scalar_t>() : nullptr,
-                                      with_p ? grads.lv_p.data_ptr<scalar_t>() : nullptr, p.cols});
+      // (mu_p and lv_p's gradients are empty for N(0, I): null, never written)
+      const auto out = [&](const at::Tensor& g) { return dense_rows(g.data_ptr<scalar_t>(), p.rows, p.cols); };
+      launch_for_each_element<scalar_t>(
+          p.rows, p.cols,
+          KlGrad<scalar_t, kStandard>{in, const_row_matrix<scalar_t>(grads.grad_rows), reduce_sum, out(grads.mu_q),
+                                      out(grads.lv_q), out(grads.mu_p), out(grads.lv_p)});
     });
   });
   return grads.outputs();

@@ -11,46 +11,73 @@
 namespace paf::cuda {
 namespace {
 
-// The term of column j of row r = (b, s) of x_hat viewed as [B*S, F].
+// The terms of row r = (b, s) of x_hat viewed as [B*S, F].
 template <typename scalar_t, Likelihood L>
 struct LogLikelihoodTerm {
   RowMatrix<const scalar_t> x, x_hat;
   int64_t samples;
-  C10_DEVICE opmath_t<scalar_t> operator()(int64_t r, int64_t j) const {
-    return LogLikelihood<L>::value(load(x.row(r / samples), j), load(x_hat.row(r), j));
+  template <int N>
+  C10_DEVICE C10_ALWAYS_INLINE void add(int64_t r, int64_t j, opmath_t<scalar_t>& acc) const {
+    opmath_t<scalar_t> xv[N], hv[N];
+    load_pack<N>(x.row(r / samples) + j, xv);
+    load_pack<N>(x_hat.row(r) + j, hv);
+#pragma unroll
+    for (int k = 0; k < N; ++k) acc += LogLikelihood<L>::value(xv[k], hv[k]);
+  }
+  template <int N>
+  bool aligned() const {
+    return rows_aligned<N>(x) && rows_aligned<N>(x_hat);
   }
 };
 
-// grad[r] * d ll / d x_hat[r, j], shaped like x_hat.
+// out[r, j] = grad[r] * d ll / d x_hat[r, j], for the rows r = (b, s) of x_hat.
 template <typename scalar_t, Likelihood L>
 struct GradXHat {
   RowMatrix<const scalar_t> x, x_hat;
   const scalar_t* grad;
-  scalar_t* out;
-  int64_t samples, features;
-  C10_DEVICE void operator()(int64_t i) const {
-    const int64_t r = i / features, j = i % features;
-    const auto partial = LogLikelihood<L>::grad_x_hat(load(x.row(r / samples), j), load(x_hat.row(r), j));
-    out[i] = static_cast<scalar_t>(load(grad, r) * partial);
+  RowMatrix<scalar_t> out;
+  int64_t samples;
+  template <int N>
+  C10_DEVICE void elements(int64_t r, int64_t j) const {
+    using T = opmath_t<scalar_t>;
+    T xv[N], hv[N], g[N];
+    load_pack<N>(x.row(r / samples) + j, xv);
+    load_pack<N>(x_hat.row(r) + j, hv);
+    const T grad_r = load(grad, r);
+#pragma unroll
+    for (int k = 0; k < N; ++k) g[k] = grad_r * LogLikelihood<L>::grad_x_hat(xv[k], hv[k]);
+    store_pack<N>(out.row(r) + j, g);
+  }
+  template <int N>
+  bool aligned() const {
+    return rows_aligned<N>(x) && rows_aligned<N>(x_hat) && rows_aligned<N>(out);
   }
 };
 
-// sum_s grad[b, s] * d ll / d x[b, j], shaped like x.
+// out[b, j] = sum_s grad[b, s] * d ll / d x[b, j], for the rows b of x.
 template <typename scalar_t, Likelihood L>
 struct GradX {
   RowMatrix<const scalar_t> x, x_hat;
   const scalar_t* grad;
-  scalar_t* out;
-  int64_t samples, features;
-  C10_DEVICE void operator()(int64_t i) const {
-    const int64_t b = i / features, j = i % features;
-    const auto xv = load(x.row(b), j);
-    opmath_t<scalar_t> total(0);
+  RowMatrix<scalar_t> out;
+  int64_t samples;
+  template <int N>
+  C10_DEVICE void elements(int64_t b, int64_t j) const {
+    using T = opmath_t<scalar_t>;
+    T xv[N], hv[N], total[N] = {};
+    load_pack<N>(x.row(b) + j, xv);
     for (int64_t s = 0; s < samples; ++s) {
       const int64_t r = b * samples + s;
-      total += load(grad, r) * LogLikelihood<L>::grad_x(xv, load(x_hat.row(r), j));
+      load_pack<N>(x_hat.row(r) + j, hv);
+      const T grad_r = load(grad, r);
+#pragma unroll
+      for (int k = 0; k < N; ++k) total[k] += grad_r * LogLikelihood<L>::grad_x(xv[k], hv[k]);
     }
-    out[i] = static_cast<scalar_t>(total);
+    store_pack<N>(out.row(b) + j, total);
+  }
+  template <int N>
+  bool aligned() const {
+    return rows_aligned<N>(x) && rows_aligned<N>(x_hat) && rows_aligned<N>(out);
   }
 };
 
@@ -64,7 +91,7 @@ at::Tensor log_likelihood_sum_cuda(const at::Tensor& x, const at::Tensor& x_hat,
     dispatch_likelihood(likelihood, [&](auto tag) {
       const LogLikelihoodTerm<scalar_t, decltype(tag)::value> term{const_row_matrix<scalar_t>(s.x),
                                                                    const_row_matrix<scalar_t>(s.x_hat), s.samples};
-      launch_row_sums<opmath_t<scalar_t>>(s.batch * s.samples, s.features, term,
+      launch_row_sums<scalar_t>(s.batch * s.samples, s.features, term,
                                           StoreTotal<scalar_t>{out.data_ptr<scalar_t>()}, x.device());
     });
   });
@@ -83,12 +110,14 @@ at::Tensor log_likelihood_sum_backward_cuda(const at::Tensor& grad, const at::Te
     dispatch_likelihood(likelihood, [&](auto tag) {
       constexpr Likelihood L = decltype(tag)::value;
       const auto xm = const_row_matrix<scalar_t>(s.x), hm = const_row_matrix<scalar_t>(s.x_hat);
+      const int64_t rows = wrt_x ? s.batch : s.batch * s.samples;
+      const auto out_rows = dense_rows(out.data_ptr<scalar_t>(), rows, s.features);
       if (wrt_x) {
-        launch_for_each_index(out.numel(), GradX<scalar_t, L>{xm, hm, g.const_data_ptr<scalar_t>(),
-                                                             out.data_ptr<scalar_t>(), s.samples, s.features});
+        launch_for_each_element<scalar_t>(
+            rows, s.features, GradX<scalar_t, L>{xm, hm, g.const_data_ptr<scalar_t>(), out_rows, s.samples});
       } else {
-        launch_for_each_index(out.numel(), GradXHat<scalar_t, L>{xm, hm, g.const_data_ptr<scalar_t>(),
-                                                                out.data_ptr<scalar_t>(), s.samples, s.features});
+        launch_for_each_element<scalar_t>(
+            rows, s.features, GradXHat<scalar_t, L>{xm, hm, g.const_data_ptr<scalar_t>(), out_rows, s.samples});
       }
     });
   });
