@@ -1,8 +1,9 @@
 // Mechanics shared by every CUDA kernel: launch configuration (grid-stride
-// loops with 64-bit indices on the current stream), opmath loads and
-// 16-byte vector packs, and deterministic row sums: a row is summed by one warp, one block, or, when
-// longer than a block's chunk, by several blocks whose partial sums are
-// combined in a fixed order. No floating-point atomics anywhere, so every
+// loops with 64-bit indices on the current stream) and deterministic row
+// sums: a row is summed by one warp, one block, or, when longer than a
+// block's chunk, by several blocks whose partial sums are combined in a
+// fixed order. What each thread does (vector packs, its share of a row) is
+// packs.h. No floating-point atomics anywhere, so every
 // result is bitwise the same from run to run.
 #pragma once
 
@@ -10,7 +11,6 @@
 #include "../common/tensor_args.h"
 #include "packs.h"
 
-#include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -21,20 +21,13 @@
 
 namespace paf::cuda {
 
-template <typename scalar_t>
-using opmath_t = at::opmath_type<scalar_t>;
-
-constexpr int kThreads = 256;  // threads per block of every kernel
 // Launch bounds of every kernel: kThreads threads, and registers for at
 // least 3 resident blocks per SM (85 a thread). With kThreads alone ptxas
 // aims at 64 registers and spills in the double-precision KL row sums.
 #define PAF_LAUNCH_BOUNDS __launch_bounds__(paf::cuda::kThreads, 3)
-constexpr int kWarp = 32;
 // Blocks of a grid-stride launch: enough to fill any current GPU (and
 // within the 2^31 - 1 limit of gridDim.x); the loops cover the rest.
 constexpr int64_t kMaxBlocks = 65536;
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 inline dim3 grid_for(int64_t work_items, int items_per_block = kThreads) {
   return dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(ceil_div(work_items, items_per_block), kMaxBlocks))));
@@ -46,65 +39,6 @@ inline cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream(); 
 #define PAF_GRID_STRIDE_LOOP(i, n)                                                         \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
-
-template <typename scalar_t>
-C10_DEVICE C10_ALWAYS_INLINE opmath_t<scalar_t> load(const scalar_t* p, int64_t j) {
-  return static_cast<opmath_t<scalar_t>>(p[j]);
-}
-
-// ---------------------------------------------------------- vector packs
-// Memory-bound kernels move N consecutive elements as one aligned vector:
-// kVecWidth is 16 bytes' worth (4 float, 2 double, 8 half or bfloat16).
-// Kernels are instantiated for N = kVecWidth and N = 1 and the launcher
-// picks N = 1 unless every row of every input and output starts on an
-// N-element boundary (rows_aligned); packs.h splits rows into packs.
-template <typename scalar_t>
-constexpr int kVecWidth = 16 / static_cast<int>(sizeof(scalar_t));
-
-template <typename scalar_t, int N>
-struct alignas(sizeof(scalar_t) * N) RawPack {
-  scalar_t v[N];
-};
-
-// out[k] = p[k], k < N, in opmath (p aligned to N elements).
-template <int N, typename scalar_t>
-C10_DEVICE C10_ALWAYS_INLINE void load_pack(const scalar_t* p, opmath_t<scalar_t> (&out)[N]) {
-  const RawPack<scalar_t, N> raw = *reinterpret_cast<const RawPack<scalar_t, N>*>(p);
-#pragma unroll
-  for (int k = 0; k < N; ++k) out[k] = static_cast<opmath_t<scalar_t>>(raw.v[k]);
-}
-
-// p[k] = in[k], k < N, rounded to scalar_t (p aligned to N elements).
-template <int N, typename scalar_t, typename T>
-C10_DEVICE C10_ALWAYS_INLINE void store_pack(scalar_t* p, const T (&in)[N]) {
-  RawPack<scalar_t, N> raw;
-#pragma unroll
-  for (int k = 0; k < N; ++k) raw.v[k] = static_cast<scalar_t>(in[k]);
-  *reinterpret_cast<RawPack<scalar_t, N>*>(p) = raw;
-}
-
-// Whether every row of m starts on an N-element boundary (host side).
-template <int N, typename T>
-bool rows_aligned(const RowMatrix<T>& m) {
-  return reinterpret_cast<std::uintptr_t>(m.data) % (sizeof(T) * N) == 0 && (m.rows <= 1 || m.row_stride % N == 0);
-}
-
-// The dense [rows, cols] matrix at data (a kernel's output).
-template <typename T>
-RowMatrix<T> dense_rows(T* data, int64_t rows, int64_t cols) {
-  return {data, rows, cols, cols};
-}
-
-// Calls launch(std::integral_constant<int, N>) with N = kVecWidth when
-// aligned, else N = 1.
-template <typename scalar_t, typename Launch>
-void with_pack_width(bool aligned, const Launch& launch) {
-  if (aligned) {
-    launch(std::integral_constant<int, kVecWidth<scalar_t>>{});
-  } else {
-    launch(std::integral_constant<int, 1>{});
-  }
-}
 
 // ------------------------------------------------------------- row sums
 // A Term is a functor with, on the device, `template <int N> void
@@ -152,8 +86,6 @@ __global__ void PAF_LAUNCH_BOUNDS warp_row_sums_kernel(int64_t rows, int64_t col
 // Longer rows: one block per chunk of kChunkCols columns of a row. With one
 // chunk per row the block finishes the row; otherwise it writes its
 // partial sum, and combine_chunks_kernel adds a row's partials in order.
-constexpr int64_t kTermsPerThread = 16;  // float accumulators add at most 16 terms each
-constexpr int64_t kChunkCols = kThreads * kTermsPerThread;
 
 template <int N, typename acc_t, typename Term, typename Finish>
 __global__ void PAF_LAUNCH_BOUNDS block_row_sums_kernel(int64_t rows, int64_t cols, int64_t chunks,
@@ -194,7 +126,7 @@ void launch_row_sums(int64_t rows, int64_t cols, const Term& term, const Finish&
   if (rows == 0) return;
   const cudaStream_t stream = current_stream();
   const bool aligned = term.template aligned<kVecWidth<scalar_t>>();
-  if (cols <= kWarp * kTermsPerThread) {
+  if (summed_by_warps(cols)) {
     with_pack_width<scalar_t>(aligned, [&](auto width) {
       warp_row_sums_kernel<decltype(width)::value, acc_t>
           <<<grid_for(rows, kThreads / kWarp), kThreads, 0, stream>>>(rows, cols, term, finish);

@@ -7,89 +7,13 @@
 // sync the host and break CUDA-graph capture), so the x_hat gradient is
 // rescaled by one elementwise pass, where the CPU returns the buffer as is.
 #include "../common/elbo_stats.h"
-#include "../common/op_args.h"
 #include "cuda_utils.cuh"
-#include "device_math.cuh"
+#include "elbo.cuh"
 
 #include <torch/library.h>
 
 namespace paf::cuda {
 namespace {
-
-// Terms of row r = (b, s) of x_hat: ll(x[b, j], x_hat[r, j]), with
-// grad[r, j] = grad_scale * d ll / d x_hat when grad.data is not null.
-template <typename scalar_t, Likelihood L>
-struct ElboLogLikelihoodTerm {
-  using T = opmath_t<scalar_t>;
-  RowMatrix<const scalar_t> x, x_hat;
-  int64_t samples;
-  RowMatrix<scalar_t> grad;
-  T grad_scale;
-  template <int N>
-  C10_DEVICE C10_ALWAYS_INLINE void add(int64_t r, int64_t j, T& acc) const {
-    T xv[N], hv[N];
-    load_pack<N>(x.row(r / samples) + j, xv);
-    load_pack<N>(x_hat.row(r) + j, hv);
-    if (grad.data == nullptr) {
-#pragma unroll
-      for (int k = 0; k < N; ++k) acc += LogLikelihood<L>::value(xv[k], hv[k]);
-      return;
-    }
-    T d[N];
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      acc += LogLikelihood<L>::value_and_grad(xv[k], hv[k], d[k]);
-      d[k] *= grad_scale;
-    }
-    store_pack<N>(grad.row(r) + j, d);
-  }
-  template <int N>
-  bool aligned() const {
-    return rows_aligned<N>(x) && rows_aligned<N>(x_hat) && rows_aligned<N>(grad);
-  }
-};
-
-// Terms of row b of the latents: KL(q_b || N(0, I)) in dimension j, with
-// d objective / d (mu, log_var) = scale * d KL when g_mu.data is not null.
-template <typename scalar_t>
-struct ElboKlTerm {
-  using T = opmath_t<scalar_t>;
-  RowMatrix<const scalar_t> mu, log_var;
-  RowMatrix<scalar_t> g_mu, g_lv;
-  T scale;
-  template <int N>
-  C10_DEVICE C10_ALWAYS_INLINE void add(int64_t b, int64_t j, T& acc) const {
-    T m[N], l[N];
-    load_pack<N>(mu.row(b) + j, m);
-    load_pack<N>(log_var.row(b) + j, l);
-    if (g_mu.data == nullptr) {
-#pragma unroll
-      for (int k = 0; k < N; ++k) acc += kl_standard(m[k], l[k]);
-      return;
-    }
-    // m and l become the gradients, in place
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      T d_mu, d_lv;
-      acc += kl_standard_and_grad(m[k], l[k], d_mu, d_lv);
-      m[k] = scale * d_mu;
-      l[k] = scale * d_lv;
-    }
-    store_pack<N>(g_mu.row(b) + j, m);
-    store_pack<N>(g_lv.row(b) + j, l);
-  }
-  template <int N>
-  bool aligned() const {
-    return rows_aligned<N>(mu) && rows_aligned<N>(log_var) && rows_aligned<N>(g_mu) && rows_aligned<N>(g_lv);
-  }
-};
-
-// The [rows, cols] gradient buffer the forward fills when need_grad, else
-// a null matrix (no gradient written).
-template <typename scalar_t>
-RowMatrix<scalar_t> gradient_rows(const at::Tensor& buffer, int64_t rows, int64_t cols) {
-  return dense_rows(buffer.defined() && buffer.numel() > 0 ? buffer.data_ptr<scalar_t>() : nullptr, rows, cols);
-}
 
 struct StoreRowSum {
   double* out;
@@ -176,28 +100,6 @@ at::Tensor grad_stats_coefficient(const at::Tensor& grad_stats, std::array<doubl
   return coefficient;
 }
 
-// out = in * coefficient, elementwise.
-template <typename scalar_t>
-struct ScaleBy {
-  RowMatrix<const scalar_t> in;
-  const double* coefficient;
-  RowMatrix<scalar_t> out;
-  template <int N>
-  C10_DEVICE void elements(int64_t r, int64_t j) const {
-    using T = opmath_t<scalar_t>;
-    T v[N];
-    load_pack<N>(in.row(r) + j, v);
-    const T c = static_cast<T>(*coefficient);
-#pragma unroll
-    for (int k = 0; k < N; ++k) v[k] *= c;
-    store_pack<N>(out.row(r) + j, v);
-  }
-  template <int N>
-  bool aligned() const {
-    return rows_aligned<N>(in) && rows_aligned<N>(out);
-  }
-};
-
 // d/dx_hat of stats . grad_stats = dobj_dx_hat * (g_objective - g_elbo - g_ll).
 at::Tensor elbo_backward_x_hat_cuda(const at::Tensor& grad_stats, const at::Tensor& dobj_dx_hat) {
   check_floating(dobj_dx_hat, "dobj_dx_hat");
@@ -215,36 +117,6 @@ at::Tensor elbo_backward_x_hat_cuda(const at::Tensor& grad_stats, const at::Tens
   });
   return out;
 }
-
-// coefficient * (mu, 0.5 (exp(log_var) - 1)) for every element of [B, D].
-template <typename scalar_t>
-struct LatentGrad {
-  RowMatrix<const scalar_t> mu, log_var;
-  const double* coefficient;
-  RowMatrix<scalar_t> g_mu, g_lv;
-  template <int N>
-  C10_DEVICE void elements(int64_t b, int64_t j) const {
-    using T = opmath_t<scalar_t>;
-    T m[N], l[N];
-    load_pack<N>(mu.row(b) + j, m);
-    load_pack<N>(log_var.row(b) + j, l);
-    const T c = static_cast<T>(*coefficient);
-    // m and l become the gradients, in place
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      T d_mu, d_lv;
-      kl_standard_and_grad(m[k], l[k], d_mu, d_lv);
-      m[k] = c * d_mu;
-      l[k] = c * d_lv;
-    }
-    store_pack<N>(g_mu.row(b) + j, m);
-    store_pack<N>(g_lv.row(b) + j, l);
-  }
-  template <int N>
-  bool aligned() const {
-    return rows_aligned<N>(mu) && rows_aligned<N>(log_var) && rows_aligned<N>(g_mu) && rows_aligned<N>(g_lv);
-  }
-};
 
 // coefficient = (beta (g_obj - g_elbo) + g_kl) / B.
 std::tuple<at::Tensor, at::Tensor> elbo_backward_latent_cuda(const at::Tensor& grad_stats, const at::Tensor& mu,

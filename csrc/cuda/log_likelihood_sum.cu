@@ -2,84 +2,13 @@
 // against x_hat [B, S, ...] -> [B, S]: the elementwise term and the feature
 // sum in one pass (deterministic row sums, cuda_utils.cuh), x read in place
 // for every sample.
-#include "../common/op_args.h"
 #include "cuda_utils.cuh"
-#include "device_math.cuh"
+#include "log_likelihood_sum.cuh"
 
 #include <torch/library.h>
 
 namespace paf::cuda {
 namespace {
-
-// The terms of row r = (b, s) of x_hat viewed as [B*S, F].
-template <typename scalar_t, Likelihood L>
-struct LogLikelihoodTerm {
-  RowMatrix<const scalar_t> x, x_hat;
-  int64_t samples;
-  template <int N>
-  C10_DEVICE C10_ALWAYS_INLINE void add(int64_t r, int64_t j, opmath_t<scalar_t>& acc) const {
-    opmath_t<scalar_t> xv[N], hv[N];
-    load_pack<N>(x.row(r / samples) + j, xv);
-    load_pack<N>(x_hat.row(r) + j, hv);
-#pragma unroll
-    for (int k = 0; k < N; ++k) acc += LogLikelihood<L>::value(xv[k], hv[k]);
-  }
-  template <int N>
-  bool aligned() const {
-    return rows_aligned<N>(x) && rows_aligned<N>(x_hat);
-  }
-};
-
-// out[r, j] = grad[r] * d ll / d x_hat[r, j], for the rows r = (b, s) of x_hat.
-template <typename scalar_t, Likelihood L>
-struct GradXHat {
-  RowMatrix<const scalar_t> x, x_hat;
-  const scalar_t* grad;
-  RowMatrix<scalar_t> out;
-  int64_t samples;
-  template <int N>
-  C10_DEVICE void elements(int64_t r, int64_t j) const {
-    using T = opmath_t<scalar_t>;
-    T xv[N], hv[N], g[N];
-    load_pack<N>(x.row(r / samples) + j, xv);
-    load_pack<N>(x_hat.row(r) + j, hv);
-    const T grad_r = load(grad, r);
-#pragma unroll
-    for (int k = 0; k < N; ++k) g[k] = grad_r * LogLikelihood<L>::grad_x_hat(xv[k], hv[k]);
-    store_pack<N>(out.row(r) + j, g);
-  }
-  template <int N>
-  bool aligned() const {
-    return rows_aligned<N>(x) && rows_aligned<N>(x_hat) && rows_aligned<N>(out);
-  }
-};
-
-// out[b, j] = sum_s grad[b, s] * d ll / d x[b, j], for the rows b of x.
-template <typename scalar_t, Likelihood L>
-struct GradX {
-  RowMatrix<const scalar_t> x, x_hat;
-  const scalar_t* grad;
-  RowMatrix<scalar_t> out;
-  int64_t samples;
-  template <int N>
-  C10_DEVICE void elements(int64_t b, int64_t j) const {
-    using T = opmath_t<scalar_t>;
-    T xv[N], hv[N], total[N] = {};
-    load_pack<N>(x.row(b) + j, xv);
-    for (int64_t s = 0; s < samples; ++s) {
-      const int64_t r = b * samples + s;
-      load_pack<N>(x_hat.row(r) + j, hv);
-      const T grad_r = load(grad, r);
-#pragma unroll
-      for (int k = 0; k < N; ++k) total[k] += grad_r * LogLikelihood<L>::grad_x(xv[k], hv[k]);
-    }
-    store_pack<N>(out.row(b) + j, total);
-  }
-  template <int N>
-  bool aligned() const {
-    return rows_aligned<N>(x) && rows_aligned<N>(x_hat) && rows_aligned<N>(out);
-  }
-};
 
 at::Tensor log_likelihood_sum_cuda(const at::Tensor& x, const at::Tensor& x_hat, c10::string_view likelihood_name) {
   const c10::cuda::CUDAGuard guard(x.device());

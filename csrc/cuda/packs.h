@@ -1,18 +1,101 @@
-// How a CUDA kernel's threads split a [rows, cols] problem into packs: N
-// consecutive columns read (and written) as one aligned vector, then the
-// cols % N columns left at each row's end one by one. Rows start aligned
-// (the launcher checks), so a pack never straddles two rows and every pack
-// starts on an N-element boundary. Host/device on purpose: no GPU runs the
-// test suite here, so tests/test_cuda_packs.py compiles this header for the
-// host and checks that every element falls to exactly one thread, once.
+// What one thread of a CUDA kernel does, host/device so that it can be
+// checked on the host (tests/test_cuda_host.py runs every kernel functor
+// through it on the CPU; no GPU runs the suite on most machines):
+//   - vector packs: N consecutive elements read and written as one aligned
+//     vector, 16 bytes' worth (kVecWidth: 4 float, 2 double, 8 half or
+//     bfloat16), used when every row of every input and output starts on
+//     an N-element boundary (rows_aligned), else N = 1;
+//   - the split of a [rows, cols] problem among threads: packs of N
+//     columns, then the cols % N columns left at each row's end, one by
+//     one. Rows start aligned, so a pack never straddles two rows.
+// A kernel functor has `template <int N> bool aligned() const` on the host
+// (rows_aligned of everything it reads and writes) and, on the device,
+//   - a row-sum Term: `template <int N> void add(int64_t row, int64_t col,
+//     acc_t& acc) const`, adding the terms of columns col .. col + N - 1 (it
+//     may also write per-element outputs, each exactly once);
+//   - an elementwise functor: `template <int N> void elements(int64_t row,
+//     int64_t col) const`.
 #pragma once
 
+#include "../common/tensor_args.h"
+
+#include <ATen/OpMathType.h>
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace paf::cuda {
 
+template <typename scalar_t>
+using opmath_t = at::opmath_type<scalar_t>;
+
+constexpr int kThreads = 256;  // threads per block of every kernel
+constexpr int kWarp = 32;
+// Row sums: rows up to kWarp * kTermsPerThread columns are summed by one
+// warp, longer ones by one block per chunk of kChunkCols columns, so a
+// float accumulator adds about 16 terms.
+constexpr int64_t kTermsPerThread = 16;
+constexpr int64_t kChunkCols = kThreads * kTermsPerThread;
+
+C10_HOST_DEVICE inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+C10_HOST_DEVICE inline bool summed_by_warps(int64_t cols) { return cols <= kWarp * kTermsPerThread; }
+
+template <typename scalar_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE opmath_t<scalar_t> load(const scalar_t* p, int64_t j) {
+  return static_cast<opmath_t<scalar_t>>(p[j]);
+}
+
+// ---------------------------------------------------------- vector packs
+template <typename scalar_t>
+constexpr int kVecWidth = 16 / static_cast<int>(sizeof(scalar_t));
+
+template <typename scalar_t, int N>
+struct alignas(sizeof(scalar_t) * N) RawPack {
+  scalar_t v[N];
+};
+
+// out[k] = p[k], k < N, in opmath (p aligned to N elements).
+template <int N, typename scalar_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void load_pack(const scalar_t* p, opmath_t<scalar_t> (&out)[N]) {
+  const RawPack<scalar_t, N> raw = *reinterpret_cast<const RawPack<scalar_t, N>*>(p);
+#pragma unroll
+  for (int k = 0; k < N; ++k) out[k] = static_cast<opmath_t<scalar_t>>(raw.v[k]);
+}
+
+// p[k] = in[k], k < N, rounded to scalar_t (p aligned to N elements).
+template <int N, typename scalar_t, typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void store_pack(scalar_t* p, const T (&in)[N]) {
+  RawPack<scalar_t, N> raw;
+#pragma unroll
+  for (int k = 0; k < N; ++k) raw.v[k] = static_cast<scalar_t>(in[k]);
+  *reinterpret_cast<RawPack<scalar_t, N>*>(p) = raw;
+}
+
+// Whether every row of m starts on an N-element boundary (host side).
+template <int N, typename T>
+bool rows_aligned(const RowMatrix<T>& m) {
+  return reinterpret_cast<std::uintptr_t>(m.data) % (sizeof(T) * N) == 0 && (m.rows <= 1 || m.row_stride % N == 0);
+}
+
+// The dense [rows, cols] matrix at data (a kernel's output).
+template <typename T>
+RowMatrix<T> dense_rows(T* data, int64_t rows, int64_t cols) {
+  return {data, rows, cols, cols};
+}
+
+// Calls launch(std::integral_constant<int, N>) with N = kVecWidth when
+// aligned, else N = 1.
+template <typename scalar_t, typename Launch>
+void with_pack_width(bool aligned, const Launch& launch) {
+  if (aligned) {
+    launch(std::integral_constant<int, kVecWidth<scalar_t>>{});
+  } else {
+    launch(std::integral_constant<int, 1>{});
+  }
+}
+
+// ------------------------------------------------- a thread's share
 // fn.elements<N>(r, j) for the packs, and fn.elements<1>(r, j) for the
 // tail columns, that fall to thread `first` of a grid of `step` threads.
 template <int N, typename Fn>
@@ -32,9 +115,9 @@ template <int N, typename acc_t, typename Term>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void add_row_slice(const Term& term, int64_t r, int64_t begin, int64_t end,
                                                      int64_t first, int64_t step, acc_t& acc) {
   const int64_t body_end = begin + (end - begin) / N * N;
-  // A thread's body is at most 16 terms (cuda_utils.cuh), 4 packs of float
-  // or 2 of half: unrolled in full. Double packs are added one at a time:
-  // unrolled, the double likelihood and KL terms spill registers.
+  // A thread's body is at most 16 terms, 4 packs of float or 2 of half:
+  // unrolled in full. Double packs are added one at a time: unrolled, the
+  // double likelihood and KL terms spill registers.
 #pragma unroll(sizeof(acc_t) == 8 ? 1 : 4)
   for (int64_t j = begin + first * N; j < body_end; j += step * N) term.template add<N>(r, j, acc);
   if constexpr (N > 1) {

@@ -1,0 +1,188 @@
+"""The CUDA kernels' per-thread work, run on the CPU.
+
+No GPU runs this suite on most machines (CI has none), so the functors of
+the CUDA kernels (csrc/cuda/<op>.cuh: vector packs, tails, broadcast rows,
+gradients, the Philox stream) are compiled for the host by
+tests/_cuda_host_check.cpp and played thread by thread with the launch
+shapes of cuda_utils.cuh; here they meet the CPU kernels (themselves tested
+against the reference) on the same inputs. Not played: warp shuffles,
+shared memory and the launches (tests/test_cuda.py, on a GPU).
+
+The layouts make both paths run: rows aligned for 16-byte packs
+("aligned", "long", "broadcast": zero-stride rows, "padded": a row stride
+longer than the row, so packs end in a scalar tail) and a storage offset of
+one element ("offset": one element at a time). Each call returns the pack
+width it used and the tests check it.
+"""
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import LIKELIHOODS, random_inputs
+
+ROOT = Path(__file__).resolve().parent.parent
+CSRC = ROOT / "csrc"
+OPS = torch.ops.pyautoencoder_fast
+
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+TOL = {
+    torch.float64: dict(rtol=1e-10, atol=1e-10),
+    torch.float32: dict(rtol=2e-5, atol=2e-5),
+    torch.float16: dict(rtol=4e-3, atol=4e-3),
+    torch.bfloat16: dict(rtol=3e-2, atol=3e-2),
+}
+# (rows, cols) of each layout; "long" takes the block-per-chunk path (two chunks).
+LAYOUTS = {"aligned": (5, 24), "padded": (4, 13), "broadcast": (3, 24), "offset": (4, 24), "long": (2, 5000)}
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    if not (CSRC / "cuda" / "packs.h").exists():
+        pytest.skip("needs the source tree (csrc/): the installed package ships no sources")
+    from torch.utils.cpp_extension import load
+
+    build = tmp_path_factory.mktemp("cuda_host_check")
+    return load(
+        name="paf_cuda_host_check",
+        sources=[str(ROOT / "tests" / "_cuda_host_check.cpp")],
+        extra_include_paths=[str(CSRC)],
+        extra_cflags=["-O1", "-Wall", "-Wextra", "-Werror", "-Wno-unknown-pragmas", "-Wno-unused-parameter"],
+        build_directory=str(build),
+        verbose=os.environ.get("PYAUTOENCODER_FAST_VERBOSE_BUILD") == "1",
+    )
+
+
+def tensor(layout, make, lead=None):
+    """A [*lead, cols] tensor in the layout (lead: the layout's rows by
+    default); make(shape) gives the values."""
+    rows, cols = LAYOUTS[layout]
+    lead = (rows,) if lead is None else tuple(lead)
+    if layout == "padded":
+        return make((*lead, 16))[..., :cols]
+    if layout == "broadcast":
+        return make((1,) * len(lead) + (cols,)).expand(*lead, cols)
+    if layout == "offset":
+        return make((math.prod(lead) * cols + 1,))[1:].view(*lead, cols)
+    return make((*lead, cols))
+
+
+def expect_width(width, layout, dtype, *, writes_elements):
+    """16-byte packs where every row is aligned, single elements where not:
+    a padded row stride keeps the inputs' rows aligned, but an op that
+    writes per-element outputs writes them dense, 13 to a row."""
+    pack = 16 // torch.empty((), dtype=dtype).element_size()
+    if layout == "offset" or (layout == "padded" and writes_elements):
+        assert width == 1
+    else:
+        assert width == pack
+
+
+def close(actual, expected, dtype):
+    torch.testing.assert_close(actual.to(dtype), expected, **TOL[dtype], equal_nan=True)
+
+
+def normal(dtype, scale=1.0):
+    return lambda shape: (torch.randn(shape, dtype=torch.float64) * scale).to(dtype)
+
+
+def test_packs_cover_every_element_once(host):
+    """packs.h: every thread of each launch shape (a warp per row, 256
+    threads per 4096-column chunk, grid-stride loops) for pack widths 1, 2,
+    4 and 8 and edge column counts: each element visited exactly once, each
+    pack aligned within its row, at most 16 terms (+1 tail) per thread."""
+    assert host.check_packs() == []
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_log_likelihood_sum(host, layout, dtype, likelihood):
+    x = tensor(layout, lambda s: random_inputs(s, likelihood, dtype, target=True))
+    x_hat = tensor(layout, lambda s: random_inputs(s, likelihood, dtype), lead=(x.shape[0], 2))
+    out, width = host.log_likelihood_sum(x, x_hat, likelihood)
+    close(out, OPS.log_likelihood_sum(x, x_hat, likelihood), dtype)
+    expect_width(width, layout, dtype, writes_elements=False)
+    grad = normal(dtype)(out.shape)
+    for wrt_x in (False, True):
+        g, width = host.log_likelihood_sum_backward(grad, x, x_hat, likelihood, wrt_x)
+        close(g, OPS.log_likelihood_sum_backward(grad, x, x_hat, likelihood, wrt_x), dtype)
+        expect_width(width, layout, dtype, writes_elements=True)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("prior", ["standard", "general"])
+@pytest.mark.parametrize("clamp", [None, (-2.0, 1.5)])
+def test_kl_diag_gaussian(host, layout, dtype, prior, clamp):
+    make = normal(dtype, 1.5)
+    mu_q, lv_q = tensor(layout, make), tensor(layout, make)
+    mu_p = lv_p = None
+    if prior == "general":  # mu_p broadcast over the rows (a zero row stride)
+        mu_p = make((1, mu_q.shape[1])).expand(mu_q.shape)
+        lv_p = tensor(layout, make)
+    lo, hi = clamp if clamp else (None, None)
+    for reduce_sum in (True, False):
+        args = (mu_q, lv_q, mu_p, lv_p, reduce_sum, lo, hi)
+        out, width = host.kl_diag_gaussian(*args)
+        close(out, OPS.kl_diag_gaussian(*args), dtype)
+        expect_width(width, layout, dtype, writes_elements=not reduce_sum)
+        grad = make(out.shape)
+        *grads, width = host.kl_diag_gaussian_backward(grad, *args)
+        for got, want in zip(grads, OPS.kl_diag_gaussian_backward(grad, *args)):
+            close(got, want, dtype)
+        expect_width(width, layout, dtype, writes_elements=True)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_elbo(host, layout, dtype, likelihood):
+    beta = 0.7
+    x = tensor(layout, lambda s: random_inputs(s, likelihood, dtype, target=True))
+    rows = x.shape[0]
+    x_hat = tensor(layout, lambda s: random_inputs(s, likelihood, dtype), lead=(rows, 2))
+    mu, lv = tensor(layout, normal(dtype)), tensor(layout, normal(dtype))
+    ll_rows, kl_rows, d_x_hat, d_mu, d_lv, ll_width, kl_width = host.elbo_rows(x, x_hat, mu, lv, beta, likelihood,
+                                                                               True)
+    close(ll_rows.view(rows, 2), OPS.log_likelihood_sum(x, x_hat, likelihood), dtype)
+    close(kl_rows, OPS.kl_diag_gaussian(mu, lv, None, None, True, None, None), dtype)
+    _, want_x_hat, want_mu, want_lv = OPS.elbo(x, x_hat, mu, lv, beta, likelihood, True)
+    close(d_x_hat, want_x_hat, dtype)
+    close(d_mu, want_mu, dtype)
+    close(d_lv, want_lv, dtype)
+    expect_width(ll_width, layout, dtype, writes_elements=True)
+    expect_width(kl_width, layout, dtype, writes_elements=True)
+    # the backward: grad_stats . d stats, with the coefficients of elbo.cu
+    grad_stats = torch.tensor([1.5, -0.25, 0.5, 2.0], dtype=torch.float64).to(dtype)
+    g = grad_stats.double().tolist()
+    scaled, width = host.elbo_scale(want_x_hat, g[0] - g[1] - g[2])
+    close(scaled, OPS.elbo_backward_x_hat(grad_stats, want_x_hat), dtype)
+    assert width == 16 // want_x_hat.element_size()  # one dense row
+    g_mu, g_lv, width = host.elbo_latent_grad(mu, lv, (beta * (g[0] - g[1]) + g[3]) / rows)
+    for got, want in zip((g_mu, g_lv), OPS.elbo_backward_latent(grad_stats, mu, lv, beta)):
+        close(got, want, dtype)
+    expect_width(width, layout, dtype, writes_elements=True)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("samples", [1, 3])
+def test_reparameterize(host, layout, dtype, samples):
+    mu, lv = tensor(layout, normal(dtype)), tensor(layout, normal(dtype))
+    seed = torch.tensor([0x1234_5678_9ABC], dtype=torch.int64)
+    z, noise, packed = host.reparameterize(mu, lv, samples, seed, True)
+    want_z, want_noise = OPS.reparameterize_with_noise(mu, lv, samples, seed)
+    close(z, want_z, dtype)
+    close(noise, want_noise, want_noise.dtype)
+    # packed: a latent width that is a multiple of 4, rows aligned
+    assert packed == (layout in ("aligned", "long", "broadcast"))
+    grad_z = normal(dtype)(z.shape)
+    for saved in (noise, None):
+        g_mu, g_lv, packed = host.reparameterize_backward(grad_z, mu, lv, seed, saved)
+        for got, want in zip((g_mu, g_lv), OPS.reparameterize_backward(grad_z, mu, lv, seed, saved)):
+            close(got, want, dtype)
+        assert packed == (layout in ("aligned", "long", "broadcast"))
