@@ -24,8 +24,8 @@ struct Posteriors {
 
 template <typename scalar_t>
 __global__ void PAF_LAUNCH_BOUNDS adagvae_posterior_kernel(Posteriors<scalar_t> in, int64_t rows,
-                                                                     int64_t dim, scalar_t* o_mu1, scalar_t* o_lv1,
-                                                                     scalar_t* o_mu2, scalar_t* o_lv2, bool* mask) {
+                                                           int64_t dim, scalar_t* o_mu1, scalar_t* o_lv1,
+                                                           scalar_t* o_mu2, scalar_t* o_lv2, bool* mask) {
   using T = opmath_t<scalar_t>;
   const int lane = threadIdx.x % kWarp;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * (kThreads / kWarp) + threadIdx.x / kWarp;

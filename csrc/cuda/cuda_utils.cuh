@@ -72,7 +72,7 @@ C10_DEVICE C10_ALWAYS_INLINE acc_t block_sum(acc_t v) {
 // Short rows: one warp per row, kThreads / kWarp rows per block.
 template <int N, typename acc_t, typename Term, typename Finish>
 __global__ void PAF_LAUNCH_BOUNDS warp_row_sums_kernel(int64_t rows, int64_t cols, Term term,
-                                                                 Finish finish) {
+                                                       Finish finish) {
   const int lane = threadIdx.x % kWarp;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * (kThreads / kWarp) + threadIdx.x / kWarp;
   for (int64_t r = first; r < rows; r += static_cast<int64_t>(gridDim.x) * (kThreads / kWarp)) {
@@ -89,7 +89,7 @@ __global__ void PAF_LAUNCH_BOUNDS warp_row_sums_kernel(int64_t rows, int64_t col
 
 template <int N, typename acc_t, typename Term, typename Finish>
 __global__ void PAF_LAUNCH_BOUNDS block_row_sums_kernel(int64_t rows, int64_t cols, int64_t chunks,
-                                                                  Term term, Finish finish, double* partials) {
+                                                        Term term, Finish finish, double* partials) {
   const int64_t work = rows * chunks;
   for (int64_t w = blockIdx.x; w < work; w += gridDim.x) {  // block-uniform: __syncthreads is safe
     const int64_t r = w / chunks, begin = (w % chunks) * kChunkCols;
@@ -109,7 +109,7 @@ __global__ void PAF_LAUNCH_BOUNDS block_row_sums_kernel(int64_t rows, int64_t co
 
 template <typename Finish>
 __global__ void PAF_LAUNCH_BOUNDS combine_chunks_kernel(int64_t rows, int64_t chunks,
-                                                                  const double* partials, Finish finish) {
+                                                        const double* partials, Finish finish) {
   PAF_GRID_STRIDE_LOOP(r, rows) {
     CompensatedSum total;
     for (int64_t c = 0; c < chunks; ++c) total.add(partials[r * chunks + c]);

@@ -22,9 +22,8 @@ struct StoreRowSum {
 
 // One block: the batch means of the row sums and the four stats.
 template <typename scalar_t>
-__global__ void PAF_LAUNCH_BOUNDS elbo_stats_kernel(const double* ll_rows, int64_t ll_count,
-                                                              const double* kl_rows, int64_t kl_count, double beta,
-                                                              scalar_t* stats) {
+__global__ void PAF_LAUNCH_BOUNDS elbo_stats_kernel(const double* ll_rows, int64_t ll_count, const double* kl_rows,
+                                                   int64_t kl_count, double beta, scalar_t* stats) {
   CompensatedSum ll, kl;
   for (int64_t i = threadIdx.x; i < ll_count; i += kThreads) ll.add(ll_rows[i]);
   for (int64_t i = threadIdx.x; i < kl_count; i += kThreads) kl.add(kl_rows[i]);
@@ -66,7 +65,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cuda(const at::T
       if (F > 0) launch_row_sums<scalar_t>(B * S, F, term, StoreRowSum{ll_rows}, x.device());
     });
     const ElboKlTerm<scalar_t> kl_term{const_row_matrix<scalar_t>(p.mu), const_row_matrix<scalar_t>(p.log_var),
-                                       gradient_rows<scalar_t>(p.dobj_dmu, B, D), gradient_rows<scalar_t>(p.dobj_dlv, B, D),
+                                       gradient_rows<scalar_t>(p.dobj_dmu, B, D),
+                                       gradient_rows<scalar_t>(p.dobj_dlv, B, D),
                                        static_cast<T>(beta / static_cast<double>(B))};
     if (D > 0) launch_row_sums<scalar_t>(B, D, kl_term, StoreRowSum{kl_rows}, x.device());
     elbo_stats_kernel<scalar_t><<<1, kThreads, 0, current_stream()>>>(ll_rows, B * S, kl_rows, B, beta,
@@ -81,7 +81,8 @@ template <typename scalar_t>
 __global__ void grad_stats_coefficient_kernel(const scalar_t* grad_stats, int64_t stride, double w0, double w1,
                                               double w2, double w3, double divisor, double* coefficient) {
   const double g[kNumStats] = {static_cast<double>(grad_stats[0]), static_cast<double>(grad_stats[stride]),
-                               static_cast<double>(grad_stats[2 * stride]), static_cast<double>(grad_stats[3 * stride])};
+                               static_cast<double>(grad_stats[2 * stride]),
+                               static_cast<double>(grad_stats[3 * stride])};
   *coefficient = (w0 * g[0] + w1 * g[1] + w2 * g[2] + w3 * g[3]) / divisor;
 }
 

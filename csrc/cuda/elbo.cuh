@@ -1,7 +1,7 @@
-// elbo: the per-thread work of its CUDA kernels (the row terms writing the gradients, and the two backward rescales), as
-// functors that are host/device: elbo.cu launches them on the GPU and
-// tests/test_cuda_host.py runs them on the CPU against the reference.
-// What each thread does with them: packs.h.
+// elbo: the per-thread work of its CUDA kernels (the row terms writing the
+// gradients, and the two backward rescales), as functors that are host/device:
+// elbo.cu launches them on the GPU and tests/test_cuda_host.py runs them on
+// the CPU against the reference. What each thread does with them: packs.h.
 #pragma once
 
 #include "../common/op_args.h"

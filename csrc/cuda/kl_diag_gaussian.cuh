@@ -1,7 +1,8 @@
-// kl_diag_gaussian: the per-thread work of its CUDA kernels (the inputs, the row terms, the elementwise KL and the gradients), as
-// functors that are host/device: kl_diag_gaussian.cu launches them on the GPU and
-// tests/test_cuda_host.py runs them on the CPU against the reference.
-// What each thread does with them: packs.h.
+// kl_diag_gaussian: the per-thread work of its CUDA kernels (the inputs, the
+// row terms, the elementwise KL and the gradients), as functors that are
+// host/device: kl_diag_gaussian.cu launches them on the GPU and
+// tests/test_cuda_host.py runs them on the CPU against the reference. What
+// each thread does with them: packs.h.
 #pragma once
 
 #include "../common/op_args.h"
@@ -41,7 +42,8 @@ struct KlInputs {
   }
   template <int N>
   bool aligned() const {
-    return rows_aligned<N>(mu_q) && rows_aligned<N>(lv_q) && (kStandard || (rows_aligned<N>(mu_p) && rows_aligned<N>(lv_p)));
+    return rows_aligned<N>(mu_q) && rows_aligned<N>(lv_q) &&
+           (kStandard || (rows_aligned<N>(mu_p) && rows_aligned<N>(lv_p)));
   }
 };
 

@@ -20,8 +20,8 @@ at::Tensor log_likelihood_sum_cuda(const at::Tensor& x, const at::Tensor& x_hat,
     dispatch_likelihood(likelihood, [&](auto tag) {
       const LogLikelihoodTerm<scalar_t, decltype(tag)::value> term{const_row_matrix<scalar_t>(s.x),
                                                                    const_row_matrix<scalar_t>(s.x_hat), s.samples};
-      launch_row_sums<scalar_t>(s.batch * s.samples, s.features, term,
-                                          StoreTotal<scalar_t>{out.data_ptr<scalar_t>()}, x.device());
+      launch_row_sums<scalar_t>(s.batch * s.samples, s.features, term, StoreTotal<scalar_t>{out.data_ptr<scalar_t>()},
+                                x.device());
     });
   });
   return out;

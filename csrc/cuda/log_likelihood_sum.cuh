@@ -1,7 +1,7 @@
-// log_likelihood_sum: the per-thread work of its CUDA kernels (the row terms and both gradients), as
-// functors that are host/device: log_likelihood_sum.cu launches them on the GPU and
-// tests/test_cuda_host.py runs them on the CPU against the reference.
-// What each thread does with them: packs.h.
+// log_likelihood_sum: the per-thread work of its CUDA kernels (the row terms
+// and both gradients), as functors that are host/device: log_likelihood_sum.cu
+// launches them on the GPU and tests/test_cuda_host.py runs them on the CPU
+// against the reference. What each thread does with them: packs.h.
 #pragma once
 
 #include "../common/op_args.h"

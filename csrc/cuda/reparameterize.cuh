@@ -1,7 +1,7 @@
-// reparameterize: the per-thread work of its CUDA kernels (sampling and its gradient), as
-// functors that are host/device: reparameterize.cu launches them on the GPU and
-// tests/test_cuda_host.py runs them on the CPU against the reference.
-// What each thread does with them: packs.h.
+// reparameterize: the per-thread work of its CUDA kernels (sampling and its
+// gradient), as functors that are host/device: reparameterize.cu launches them
+// on the GPU and tests/test_cuda_host.py runs them on the CPU against the
+// reference. What each thread does with them: packs.h.
 #pragma once
 
 #include "../common/op_args.h"
