@@ -285,29 +285,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t, 
   at::Tensor ll_rows = row_totals(p.B * p.S, x), kl_rows = row_totals(p.B, x);
   int64_t ll_width = 0, kl_width = 0;
   PAF_DISPATCH_FLOATING(x.scalar_type(), "elbo_rows", [&] {
-    using T = opmath_t<scalar_t>;
     dispatch_likelihood(parse_likelihood(likelihood), [&](auto tag) {
-      const ElboLogLikelihoodTerm<scalar_t, decltype(tag)::value> term{
-          const_row_matrix<scalar_t>(p.x), const_row_matrix<scalar_t>(p.x_hat), p.S,
-          gradient_rows<scalar_t>(p.dobj_dx_hat, p.B * p.S, p.F), T(-1) / static_cast<T>(p.B * p.S)};
+      const auto term = elbo_log_likelihood_term<scalar_t, decltype(tag)::value>(p);
       ll_width = host_row_sums<scalar_t>(p.B * p.S, p.F, term, ll_rows.data_ptr<double>());
     });
-    const ElboKlTerm<scalar_t> kl_term{const_row_matrix<scalar_t>(p.mu), const_row_matrix<scalar_t>(p.log_var),
-                                       gradient_rows<scalar_t>(p.dobj_dmu, p.B, p.D),
-                                       gradient_rows<scalar_t>(p.dobj_dlv, p.B, p.D),
-                                       static_cast<T>(beta / static_cast<double>(p.B))};
-    kl_width = host_row_sums<scalar_t>(p.B, p.D, kl_term, kl_rows.data_ptr<double>());
+    kl_width = host_row_sums<scalar_t>(p.B, p.D, elbo_kl_term<scalar_t>(p, beta), kl_rows.data_ptr<double>());
   });
   return {ll_rows, kl_rows, p.dobj_dx_hat, p.dobj_dmu, p.dobj_dlv, ll_width, kl_width};
 }
 
-// The backward's rescale of d objective / d x_hat by a coefficient.
-std::tuple<at::Tensor, int64_t> elbo_scale(const at::Tensor& buffer, double coefficient) {
+// (weights . grad_stats) / divisor, as grad_stats_coefficient_kernel forms it.
+double coefficient_of(const at::Tensor& grad_stats, const std::array<double, kNumStats>& weights, double divisor) {
+  const std::array<double, kNumStats> g = read_grad_stats(grad_stats);
+  return (weights[0] * g[0] + weights[1] * g[1] + weights[2] * g[2] + weights[3] * g[3]) / divisor;
+}
+
+// The backward's rescale of d objective / d x_hat.
+std::tuple<at::Tensor, int64_t> elbo_backward_x_hat(const at::Tensor& grad_stats, const at::Tensor& buffer) {
+  const double coefficient = coefficient_of(grad_stats, kXHatGradWeights, 1.0);
   const at::Tensor in = buffer.contiguous();
   at::Tensor out = at::empty_like(in);
   const int64_t n = in.numel();
   int64_t width = 0;
-  PAF_DISPATCH_FLOATING(in.scalar_type(), "elbo_scale", [&] {
+  PAF_DISPATCH_FLOATING(in.scalar_type(), "elbo_backward_x_hat", [&] {
     width = host_for_each_element<scalar_t>(
         1, n,
         ScaleBy<scalar_t>{RowMatrix<const scalar_t>{in.const_data_ptr<scalar_t>(), 1, n, n}, &coefficient,
@@ -317,14 +317,15 @@ std::tuple<at::Tensor, int64_t> elbo_scale(const at::Tensor& buffer, double coef
 }
 
 // The backward's latent gradients, coefficient * d KL / d (mu, log_var).
-std::tuple<at::Tensor, at::Tensor, int64_t> elbo_latent_grad(const at::Tensor& mu, const at::Tensor& log_var,
-                                                             double coefficient) {
+std::tuple<at::Tensor, at::Tensor, int64_t> elbo_backward_latent(const at::Tensor& grad_stats, const at::Tensor& mu,
+                                                                 const at::Tensor& log_var, double beta) {
   check_latent_pair(mu, log_var);
   const int64_t B = mu.size(0), D = mu.size(1);
+  const double coefficient = coefficient_of(grad_stats, latent_grad_weights(beta), static_cast<double>(B));
   auto [g_mu, g_lv] = latent_pair_grads(mu);
   const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
   int64_t width = 0;
-  PAF_DISPATCH_FLOATING(mu.scalar_type(), "elbo_latent_grad", [&] {
+  PAF_DISPATCH_FLOATING(mu.scalar_type(), "elbo_backward_latent", [&] {
     width = host_for_each_element<scalar_t>(
         B, D,
         LatentGrad<scalar_t>{const_row_matrix<scalar_t>(mu2), const_row_matrix<scalar_t>(lv2), &coefficient,
@@ -382,8 +383,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("kl_diag_gaussian", &kl_diag_gaussian);
   m.def("kl_diag_gaussian_backward", &kl_diag_gaussian_backward);
   m.def("elbo_rows", &elbo_rows);
-  m.def("elbo_scale", &elbo_scale);
-  m.def("elbo_latent_grad", &elbo_latent_grad);
+  m.def("elbo_backward_x_hat", &elbo_backward_x_hat);
+  m.def("elbo_backward_latent", &elbo_backward_latent);
   m.def("reparameterize", &reparameterize);
   m.def("reparameterize_backward", &reparameterize_backward);
 }

@@ -156,13 +156,12 @@ def test_elbo(host, layout, dtype, likelihood):
     close(d_lv, want_lv, dtype)
     expect_width(ll_width, layout, dtype, writes_elements=True)
     expect_width(kl_width, layout, dtype, writes_elements=True)
-    # the backward: grad_stats . d stats, with the coefficients of elbo.cu
+    # the backward: d (stats . grad_stats), with the weights of elbo.cuh
     grad_stats = torch.tensor([1.5, -0.25, 0.5, 2.0], dtype=torch.float64).to(dtype)
-    g = grad_stats.double().tolist()
-    scaled, width = host.elbo_scale(want_x_hat, g[0] - g[1] - g[2])
+    scaled, width = host.elbo_backward_x_hat(grad_stats, want_x_hat)
     close(scaled, OPS.elbo_backward_x_hat(grad_stats, want_x_hat), dtype)
     assert width == 16 // want_x_hat.element_size()  # one dense row
-    g_mu, g_lv, width = host.elbo_latent_grad(mu, lv, (beta * (g[0] - g[1]) + g[3]) / rows)
+    g_mu, g_lv, width = host.elbo_backward_latent(grad_stats, mu, lv, beta)
     for got, want in zip((g_mu, g_lv), OPS.elbo_backward_latent(grad_stats, mu, lv, beta)):
         close(got, want, dtype)
     expect_width(width, layout, dtype, writes_elements=True)

@@ -5,7 +5,6 @@
 
 #include <c10/macros/Macros.h>
 
-#include <cmath>
 #include <cstdint>
 
 namespace paf {
@@ -53,4 +52,3 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void philox4x32_10(uint64_t seed, uint64_t blo
 }
 
 }  // namespace paf
-

@@ -17,7 +17,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
 namespace paf::cuda {
 

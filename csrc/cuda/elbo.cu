@@ -56,19 +56,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cuda(const at::T
   double* ll_rows = row_sums.data_ptr<double>();
   double* kl_rows = ll_rows + B * S;
   PAF_DISPATCH_FLOATING(x.scalar_type(), "elbo_cuda", [&] {
-    using T = opmath_t<scalar_t>;
-    const T grad_scale = B * S > 0 ? T(-1) / static_cast<T>(B * S) : T(0);
     dispatch_likelihood(likelihood, [&](auto tag) {
-      const ElboLogLikelihoodTerm<scalar_t, decltype(tag)::value> term{
-          const_row_matrix<scalar_t>(p.x), const_row_matrix<scalar_t>(p.x_hat), S,
-          gradient_rows<scalar_t>(p.dobj_dx_hat, B * S, F), grad_scale};
+      const auto term = elbo_log_likelihood_term<scalar_t, decltype(tag)::value>(p);
       if (F > 0) launch_row_sums<scalar_t>(B * S, F, term, StoreRowSum{ll_rows}, x.device());
     });
-    const ElboKlTerm<scalar_t> kl_term{const_row_matrix<scalar_t>(p.mu), const_row_matrix<scalar_t>(p.log_var),
-                                       gradient_rows<scalar_t>(p.dobj_dmu, B, D),
-                                       gradient_rows<scalar_t>(p.dobj_dlv, B, D),
-                                       static_cast<T>(beta / static_cast<double>(B))};
-    if (D > 0) launch_row_sums<scalar_t>(B, D, kl_term, StoreRowSum{kl_rows}, x.device());
+    if (D > 0) launch_row_sums<scalar_t>(B, D, elbo_kl_term<scalar_t>(p, beta), StoreRowSum{kl_rows}, x.device());
     elbo_stats_kernel<scalar_t><<<1, kThreads, 0, current_stream()>>>(ll_rows, B * S, kl_rows, B, beta,
                                                                        p.stats.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -101,12 +93,12 @@ at::Tensor grad_stats_coefficient(const at::Tensor& grad_stats, std::array<doubl
   return coefficient;
 }
 
-// d/dx_hat of stats . grad_stats = dobj_dx_hat * (g_objective - g_elbo - g_ll).
+// d/dx_hat of stats . grad_stats = dobj_dx_hat * coefficient (kXHatGradWeights).
 at::Tensor elbo_backward_x_hat_cuda(const at::Tensor& grad_stats, const at::Tensor& dobj_dx_hat) {
   check_floating(dobj_dx_hat, "dobj_dx_hat");
   check_same_dtype_device(dobj_dx_hat, "dobj_dx_hat", grad_stats, "grad_stats");
   const c10::cuda::CUDAGuard guard(dobj_dx_hat.device());
-  const at::Tensor coefficient = grad_stats_coefficient(grad_stats, {1.0, -1.0, -1.0, 0.0}, 1.0);
+  const at::Tensor coefficient = grad_stats_coefficient(grad_stats, kXHatGradWeights, 1.0);
   const at::Tensor in = dobj_dx_hat.contiguous();
   at::Tensor out = at::empty_like(in);
   const int64_t n = in.numel();
@@ -119,7 +111,7 @@ at::Tensor elbo_backward_x_hat_cuda(const at::Tensor& grad_stats, const at::Tens
   return out;
 }
 
-// coefficient = (beta (g_obj - g_elbo) + g_kl) / B.
+// d/d(mu, log_var) of stats . grad_stats (latent_grad_weights).
 std::tuple<at::Tensor, at::Tensor> elbo_backward_latent_cuda(const at::Tensor& grad_stats, const at::Tensor& mu,
                                                              const at::Tensor& log_var, double beta) {
   check_latent_pair(mu, log_var);
@@ -129,7 +121,7 @@ std::tuple<at::Tensor, at::Tensor> elbo_backward_latent_cuda(const at::Tensor& g
   auto [g_mu, g_lv] = latent_pair_grads(mu);
   if (g_mu.numel() == 0) return {g_mu, g_lv};
   const at::Tensor coefficient =
-      grad_stats_coefficient(grad_stats, {beta, -beta, 0.0, 1.0}, static_cast<double>(B));
+      grad_stats_coefficient(grad_stats, latent_grad_weights(beta), static_cast<double>(B));
   const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
   PAF_DISPATCH_FLOATING(mu.scalar_type(), "elbo_backward_latent_cuda", [&] {
     launch_for_each_element<scalar_t>(

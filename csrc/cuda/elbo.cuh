@@ -4,6 +4,7 @@
 // the CPU against the reference. What each thread does with them: packs.h.
 #pragma once
 
+#include "../common/elbo_stats.h"
 #include "../common/op_args.h"
 #include "device_math.cuh"
 #include "packs.h"
@@ -84,6 +85,30 @@ template <typename scalar_t>
 RowMatrix<scalar_t> gradient_rows(const at::Tensor& buffer, int64_t rows, int64_t cols) {
   return dense_rows(buffer.defined() && buffer.numel() > 0 ? buffer.data_ptr<scalar_t>() : nullptr, rows, cols);
 }
+
+// The forward's two row terms for problem p, writing d objective / d x_hat
+// (scaled by -1 / (B S)) and d objective / d (mu, log_var) (by beta / B)
+// when the problem carries gradient buffers.
+template <typename scalar_t, Likelihood L>
+ElboLogLikelihoodTerm<scalar_t, L> elbo_log_likelihood_term(const ElboProblem& p) {
+  using T = opmath_t<scalar_t>;
+  const int64_t rows = p.B * p.S;
+  return {const_row_matrix<scalar_t>(p.x), const_row_matrix<scalar_t>(p.x_hat), p.S,
+          gradient_rows<scalar_t>(p.dobj_dx_hat, rows, p.F), rows > 0 ? T(-1) / static_cast<T>(rows) : T(0)};
+}
+
+template <typename scalar_t>
+ElboKlTerm<scalar_t> elbo_kl_term(const ElboProblem& p, double beta) {
+  return {const_row_matrix<scalar_t>(p.mu), const_row_matrix<scalar_t>(p.log_var),
+          gradient_rows<scalar_t>(p.dobj_dmu, p.B, p.D), gradient_rows<scalar_t>(p.dobj_dlv, p.B, p.D),
+          static_cast<opmath_t<scalar_t>>(beta / static_cast<double>(p.B))};
+}
+
+// The backward's coefficients, (weights . grad_stats) / divisor:
+// d/dx_hat of stats . grad_stats = dobj_dx_hat * (g_objective - g_elbo - g_ll);
+constexpr std::array<double, kNumStats> kXHatGradWeights = {1.0, -1.0, -1.0, 0.0};
+// d/d(mu, log_var) = d KL * (beta (g_objective - g_elbo) + g_kl) / B.
+inline std::array<double, kNumStats> latent_grad_weights(double beta) { return {beta, -beta, 0.0, 1.0}; }
 
 // out = in * coefficient, elementwise.
 template <typename scalar_t>
