@@ -5,6 +5,18 @@
 // (pyautoencoder_fast._cpu_<capability>), loaded after this one.
 #include <Python.h>
 
+#include <atomic>
+
+#include "autograd/torch_conventions.h"
+
+namespace paf::autograd {
+namespace {
+std::atomic<bool> clamp_grad_at_bounds_setting{true};  // torch <= 2.13 until set at import
+}  // namespace
+bool clamp_grad_at_bounds() { return clamp_grad_at_bounds_setting.load(std::memory_order_relaxed); }
+void set_clamp_grad_at_bounds(bool passes) { clamp_grad_at_bounds_setting.store(passes, std::memory_order_relaxed); }
+}  // namespace paf::autograd
+
 namespace {
 
 PyObject* with_cuda(PyObject*, PyObject*) {
@@ -15,8 +27,23 @@ PyObject* with_cuda(PyObject*, PyObject*) {
 #endif
 }
 
+PyObject* clamp_grad_at_bounds(PyObject*, PyObject*) {
+  return PyBool_FromLong(paf::autograd::clamp_grad_at_bounds());
+}
+
+PyObject* set_clamp_grad_at_bounds(PyObject*, PyObject* passes) {
+  const int value = PyObject_IsTrue(passes);
+  if (value < 0) return nullptr;
+  paf::autograd::set_clamp_grad_at_bounds(value != 0);
+  Py_RETURN_NONE;
+}
+
 PyMethodDef methods[] = {
     {"with_cuda", with_cuda, METH_NOARGS, "Whether CUDA kernels were compiled in."},
+    {"clamp_grad_at_bounds", clamp_grad_at_bounds, METH_NOARGS,
+     "Whether the KL backward passes the gradient of a clamped log-variance at exactly a bound."},
+    {"set_clamp_grad_at_bounds", set_clamp_grad_at_bounds, METH_O,
+     "Sets it (torch.clamp's convention, probed at import)."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

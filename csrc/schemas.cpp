@@ -17,6 +17,8 @@ TORCH_LIBRARY(pyautoencoder_fast, m) {
       "str likelihood, bool wrt_x) -> Tensor");
 
   // kl_diag_gaussian: KL(q || p), p = N(0, I) when mu_p/log_var_p are None.
+  // Its backward passes a clamped log-variance's gradient at exactly a bound
+  // when clamp_grad_at_bounds (torch.clamp's convention up to torch 2.13).
   m.def(
       "kl_diag_gaussian(Tensor mu_q, Tensor log_var_q, Tensor? mu_p, "
       "Tensor? log_var_p, bool reduce_sum, float? clamp_min, "
@@ -24,7 +26,7 @@ TORCH_LIBRARY(pyautoencoder_fast, m) {
   m.def(
       "kl_diag_gaussian_backward(Tensor grad, Tensor mu_q, Tensor log_var_q, "
       "Tensor? mu_p, Tensor? log_var_p, bool reduce_sum, float? clamp_min, "
-      "float? clamp_max) -> (Tensor, Tensor, Tensor, Tensor)");
+      "float? clamp_max, bool clamp_grad_at_bounds) -> (Tensor, Tensor, Tensor, Tensor)");
 
   // reparameterize: z[b, s] = mu[b] + exp(0.5 log_var[b]) * eps(seed, b, s).
   m.def(

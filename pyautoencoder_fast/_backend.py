@@ -49,6 +49,18 @@ def cpu_library_for(aten_capability: str, built: tuple[str, ...]) -> str:
     return next(c for c in allowed if c in built)
 
 
+def torch_clamp_grad_at_bounds() -> bool:
+    """Whether the installed torch's ``torch.clamp`` passes the gradient at
+    exactly a bound: it does up to torch 2.13 (``[-3, -2, 3, 4]`` clamped to
+    ``[-3, 3]`` has gradient ``[1, 1, 1, 0]``) and not from 2.14
+    (``[0, 1, 0, 0]``). The clamped KL's kernels follow it (decided once, when
+    the extension loads), as the reference does by calling torch.clamp."""
+    with torch.inference_mode(False), torch.enable_grad():
+        bounds = torch.tensor([-1.0, 1.0], requires_grad=True)
+        (grad,) = torch.autograd.grad(bounds.clamp(-1.0, 1.0).sum(), bounds)
+    return bool(grad.all())
+
+
 def _load_extension() -> str | None:
     """Loads ``_C``, then the CPU kernel library for this CPU, and registers
     fake kernels and autograd; returns why not."""
@@ -64,7 +76,7 @@ def _load_extension() -> str | None:
         return "the build lists no CPU kernel library (rebuild: pip install --no-build-isolation -e .)"
     capability = cpu_library_for(torch.backends.cpu.get_cpu_capability(), built)
     try:
-        importlib.import_module("pyautoencoder_fast._C")
+        importlib.import_module("pyautoencoder_fast._C").set_clamp_grad_at_bounds(torch_clamp_grad_at_bounds())
         spec = importlib.util.find_spec(f"pyautoencoder_fast._cpu_{capability.lower()}")
         if spec is None or spec.origin is None:
             raise ImportError(f"the CPU kernel library _cpu_{capability.lower()} is missing")
@@ -121,7 +133,8 @@ def active_backend() -> str:
 
 def extension_info() -> dict[str, object]:
     """Facts of the loaded extension: the instruction set of the CPU kernels
-    in use (``cpu_capability``), ATen's own choice, the ones built, CUDA."""
+    in use (``cpu_capability``), ATen's own choice, the ones built, CUDA, and
+    the clamp-gradient convention followed (:func:`torch_clamp_grad_at_bounds`)."""
     if not _loaded:
         return {"loaded": False, "error": _load_error}
     from . import _C  # type: ignore[attr-defined]
@@ -133,6 +146,7 @@ def extension_info() -> dict[str, object]:
         "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_capabilities_built": list(_build_config.CPU_CAPABILITIES),
         "with_cuda": _C.with_cuda(),
+        "clamp_grad_at_bounds": _C.clamp_grad_at_bounds(),
     }
 
 

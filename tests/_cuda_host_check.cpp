@@ -257,18 +257,14 @@ std::tuple<at::Tensor, int64_t> kl_diag_gaussian(const at::Tensor& mu_q, const a
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t> kl_diag_gaussian_backward(
     const at::Tensor& grad, const at::Tensor& mu_q, const at::Tensor& log_var_q,
     const std::optional<at::Tensor>& mu_p, const std::optional<at::Tensor>& log_var_p, bool reduce_sum,
-    std::optional<double> clamp_min, std::optional<double> clamp_max) {
+    std::optional<double> clamp_min, std::optional<double> clamp_max, bool clamp_grad_at_bounds) {
   const KlProblem p = make_kl_problem(mu_q, log_var_q, mu_p, log_var_p, clamp_min, clamp_max);
   const KlGrads grads = make_kl_grads(p, mu_q, grad, reduce_sum);
   int64_t width = 0;
   PAF_DISPATCH_FLOATING(mu_q.scalar_type(), "kl_diag_gaussian_backward", [&] {
     with_kl_inputs<scalar_t>(p, [&](auto in) {
-      constexpr bool kStandard = IsStandard<decltype(in)>::value;
-      const auto out = [&](const at::Tensor& g) { return dense_rows(g.data_ptr<scalar_t>(), p.rows, p.cols); };
-      width = host_for_each_element<scalar_t>(
-          p.rows, p.cols,
-          KlGrad<scalar_t, kStandard>{in, const_row_matrix<scalar_t>(grads.grad_rows), reduce_sum, out(grads.mu_q),
-                                      out(grads.lv_q), out(grads.mu_p), out(grads.lv_p)});
+      width = host_for_each_element<scalar_t>(p.rows, p.cols,
+                                              make_kl_grad(in, p, grads, reduce_sum, clamp_grad_at_bounds));
     });
   });
   auto [g_mu_q, g_lv_q, g_mu_p, g_lv_p] = grads.outputs();

@@ -55,6 +55,44 @@ def test_kl_clamp_values_and_gradients(dtype, with_p, device):
     check_against_oracle(fn, [mu_q, lv_q, mu_p, lv_p], dtype, device=device)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("at_bounds", [True, False], ids=["passes_at_bounds", "stops_at_bounds"])
+def test_kl_backward_clamp_conventions(dtype, at_bounds, device):
+    """The backward op under both torch.clamp conventions (the autograd
+    kernel passes the installed torch's): at exactly a bound the gradient of
+    a clamped log-variance is the unclamped one (torch <= 2.13) or 0 (2.14);
+    inside it always passes, beyond it never; a missing bound stops nothing,
+    infinities included."""
+    ops = torch.ops.pyautoencoder_fast
+    on = dict(dtype=dtype, device=device)
+    lv = torch.tensor([[-5.0, -3.0, -2.5, 0.0, 3.0, 4.0, float("-inf"), float("inf")]], **on)
+    mu = torch.linspace(-1, 1, lv.shape[1], **on).unsqueeze(0)
+    grad = torch.full_like(lv, 1.5)
+    for lo, hi in ((-3.0, 3.0), (-3.0, None), (None, 3.0), (None, None)):
+        _, g_lv, _, _ = ops.kl_diag_gaussian_backward(grad, mu, lv, None, None, False, lo, hi, at_bounds)
+        raw = lv.double()
+        never = torch.zeros_like(raw, dtype=torch.bool)
+        below, above = (raw < lo if lo is not None else never), (raw > hi if hi is not None else never)
+        on_bound = (raw == lo if lo is not None else never) | (raw == hi if hi is not None else never)
+        passes = ~below & ~above & (~on_bound if not at_bounds else ~never)
+        clamped = raw.clamp(lo, hi) if (lo is not None or hi is not None) else raw
+        # d KL / d lv = 0.5 (exp(lv) - 1) at the clamped value, where it passes
+        want = torch.where(passes, 0.5 * (clamped.exp() - 1) * 1.5, torch.zeros_like(raw))
+        torch.testing.assert_close(g_lv.double().cpu(), want.cpu(), rtol=1e-2 if dtype.itemsize == 2 else 1e-6, atol=0,
+                                   msg=lambda m: f"clamp ({lo}, {hi}): {m}")
+
+
+def test_kl_autograd_follows_installed_torch_clamp(device):
+    """What the fused op's autograd gives at the bounds is what torch.clamp
+    gives there, whichever torch is installed."""
+    lv = torch.tensor([[-3.0, 0.0, 3.0]], dtype=torch.float64, device=device, requires_grad=True)
+    mu = torch.zeros_like(lv)
+    (g_fused,) = torch.autograd.grad(F.kl_diag_gaussian(mu, lv, clamp_min=-3.0, clamp_max=3.0).sum(), lv)
+    (g_clamp,) = torch.autograd.grad(lv.clamp(-3.0, 3.0).sum(), lv)
+    assert torch.equal(g_fused[0, [0, 2]] != 0, g_clamp[0, [0, 2]] != 0)
+    assert g_fused[0, 1] == 0  # d/dlv of the KL is 0.5 (exp(lv) - 1): 0 at lv = 0
+
+
 def test_kl_without_clamp_overflows_like_torch(device):
     # exp(100) overflows float32 in both implementations: no silent clamping.
     mu, lv = torch.zeros(1, 2, device=device), torch.tensor([[100.0, 0.0]], device=device)

@@ -410,7 +410,13 @@ def test_clamp_gradient_at_and_beyond_bounds(dtype, backend, device):
     beyond = (lv < -30) | (lv > 20)
     assert torch.all(g_lv[beyond] == 0)
     at = (lv == -30) | (lv == 20)
-    assert torch.all(g_lv[at] != 0)  # torch.clamp passes the gradient at the bounds
+    # at exactly a bound, what the installed torch.clamp does (passes the
+    # gradient up to torch 2.13, stops it from 2.14), each bound alone
+    for bound, clamp in ((-30.0, dict(min=-30.0)), (20.0, dict(max=20.0))):
+        probe = torch.tensor([bound], dtype=torch.float64, requires_grad=True)
+        (torch_grad,) = torch.autograd.grad(probe.clamp(**clamp).sum(), probe)
+        assert torch.all((g_lv[lv == bound] != 0) == (torch_grad != 0))
+    assert at.sum() == 2
     # pair: every combination of lv_p and lv_q bound cases
     lv_p, lv_q = torch.meshgrid(lv, lv, indexing="ij")
     mu_p = torch.randn(n, n, dtype=torch.float64)

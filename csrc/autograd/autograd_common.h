@@ -13,7 +13,10 @@
 #include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/library.h>
 
+#include <memory>
 #include <optional>
+#include <type_traits>
+#include <utility>
 
 namespace paf::autograd {
 
@@ -69,6 +72,20 @@ inline bool values_readable_on_host(const at::Tensor& t) {
          !t.key_set().has_any(tracing_keys) && !c10::impl::TorchDispatchModeTLS::any_modes_set();
 }
 
+// The pointer the autograd graph holds its nodes by, read off torch's own
+// Edge rather than guessed from a version number: std::shared_ptr<Node> in
+// torch 2.11 and 2.12, c10::intrusive_ptr<Node> from 2.13 on.
+using NodePtr = decltype(torch::autograd::Edge::function);
+
+template <class NodeT, class... Args>
+NodePtr make_node(Args&&... args) {
+  if constexpr (std::is_same_v<NodePtr, std::shared_ptr<torch::autograd::Node>>) {
+    return std::make_shared<NodeT>(std::forward<Args>(args)...);
+  } else {
+    return c10::make_intrusive<NodeT>(std::forward<Args>(args)...);
+  }
+}
+
 // The gradients a backward returns, made once-differentiable: the backward
 // kernels have no derivatives of their own, so while the graph of the
 // gradient is being built (create_graph=True) each gradient gets a node
@@ -81,7 +98,7 @@ inline variable_list first_order_only(variable_list grads, const variable_list& 
   if (!at::GradMode::is_enabled()) return grads;
   torch::autograd::edge_list edges = torch::autograd::collect_next_edges(saved, grad_outputs);
   if (std::none_of(edges.begin(), edges.end(), [](const auto& e) { return e.is_valid(); })) return grads;
-  auto refuse = c10::make_intrusive<torch::autograd::Error>(
+  NodePtr refuse = make_node<torch::autograd::Error>(
       std::string("pyautoencoder_fast::") + op +
           ": double backward (differentiating its gradient) is not supported; run it under "
           "pyautoencoder_fast.use_backend('reference'), whose PyTorch ops differentiate twice",

@@ -1,5 +1,6 @@
 // kl_diag_gaussian: autograd (schema: csrc/schemas.cpp; kernels: csrc/<device>/kl_diag_gaussian).
 #include "autograd_common.h"
+#include "torch_conventions.h"
 
 namespace paf::autograd {
 namespace {
@@ -9,7 +10,7 @@ using Forward = at::Tensor(const at::Tensor&, const at::Tensor&, const OptionalT
                            std::optional<double>, std::optional<double>);
 using Backward = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptionalTensor&, const OptionalTensor&, bool,
-    std::optional<double>, std::optional<double>);
+    std::optional<double>, std::optional<double>, bool);
 
 class KlDiagGaussian : public torch::autograd::Function<KlDiagGaussian> {
  public:
@@ -36,7 +37,7 @@ class KlDiagGaussian : public torch::autograd::Function<KlDiagGaussian> {
     auto [g_mu_q, g_log_var_q, g_mu_p, g_log_var_p] = PAF_OP(kl_diag_gaussian_backward, Backward)
         .call(grad, in[0], in[1], optional(in[2]), optional(in[3]),
               ctx->saved_data["reduce_sum"].toBool(), ctx->saved_data["clamp_min"].toOptional<double>(),
-              ctx->saved_data["clamp_max"].toOptional<double>());
+              ctx->saved_data["clamp_max"].toOptional<double>(), clamp_grad_at_bounds());
     variable_list result(7);
     const at::Tensor computed[] = {g_mu_q, g_log_var_q, g_mu_p, g_log_var_p};
     // needs_input_grad counts the tensors passed (a None prior parameter is

@@ -13,6 +13,7 @@
 #include <ATen/OpMathType.h>
 
 #include <array>
+#include <cmath>
 #include <tuple>
 #include <utility>
 #include <limits>
@@ -92,7 +93,23 @@ struct KlProblem {
   at::Tensor mu_q, lv_q, mu_p, lv_p;  // [rows, D]; mu_p/lv_p undefined for N(0, I)
   double lo = -kNoClamp;
   double hi = kNoClamp;
+  bool clamped_below = false, clamped_above = false;  // clamp_min / clamp_max given
   bool standard() const { return !mu_p.defined(); }
+  // The raw log-variances through which the clamp passes gradient, as a
+  // closed range [first, second] of the arithmetic type T. At exactly a bound
+  // torch.clamp passes it up to torch 2.13 and not from 2.14
+  // (clamp_grad_at_bounds); a bound it does not pass becomes the next value
+  // of T inward, so the kernels compare alike either way. A missing bound
+  // stays infinite: everything passes it, infinities included.
+  template <typename T>
+  std::pair<T, T> clamp_grad_range(bool grad_at_bounds) const {
+    T first = static_cast<T>(lo), second = static_cast<T>(hi);
+    if (!grad_at_bounds) {
+      if (clamped_below) first = std::nextafter(first, std::numeric_limits<T>::infinity());
+      if (clamped_above) second = std::nextafter(second, -std::numeric_limits<T>::infinity());
+    }
+    return {first, second};
+  }
   // The output shape: the broadcast shape, less D when summed.
   std::vector<int64_t> out_shape(bool reduce_sum) const {
     std::vector<int64_t> s = shape;
@@ -132,6 +149,8 @@ inline KlProblem make_kl_problem(const at::Tensor& mu_q, const at::Tensor& lv_q,
   }
   p.lo = value_or(clamp_min, p.lo);
   p.hi = value_or(clamp_max, p.hi);
+  p.clamped_below = clamp_min.has_value();
+  p.clamped_above = clamp_max.has_value();
   TORCH_CHECK_VALUE(!(p.lo > p.hi), "clamp_min (", p.lo, ") must not exceed clamp_max (", p.hi, ")");
   return p;
 }

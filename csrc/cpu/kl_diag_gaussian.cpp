@@ -65,11 +65,12 @@ at::Tensor kl_diag_gaussian_cpu(const at::Tensor& mu_q, const at::Tensor& log_va
 // Gradients in the broadcast shape [..., D] for (mu_q, log_var_q, mu_p,
 // log_var_p); the p-gradients are empty when p is N(0, I). Clamped
 // log-variances pass gradient only inside [clamp_min, clamp_max], as
-// torch.clamp does.
+// torch.clamp does, and at the bounds as the installed torch's does
+// (clamp_grad_at_bounds).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_backward_cpu(
     const at::Tensor& grad, const at::Tensor& mu_q, const at::Tensor& log_var_q,
     const std::optional<at::Tensor>& mu_p, const std::optional<at::Tensor>& log_var_p,
-    bool reduce_sum, std::optional<double> clamp_min, std::optional<double> clamp_max) {
+    bool reduce_sum, std::optional<double> clamp_min, std::optional<double> clamp_max, bool clamp_grad_at_bounds) {
   const KlProblem p = make_kl_problem(mu_q, log_var_q, mu_p, log_var_p, clamp_min, clamp_max);
   const KlGrads grads = make_kl_grads(p, mu_q, grad, reduce_sum);
   if (grads.mu_q.numel() == 0) return grads.outputs();
@@ -82,7 +83,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_back
     scalar_t* o_lv_q = grads.lv_q.data_ptr<scalar_t>();
     scalar_t* o_mu_p = with_p ? grads.mu_p.data_ptr<scalar_t>() : nullptr;
     scalar_t* o_lv_p = with_p ? grads.lv_p.data_ptr<scalar_t>() : nullptr;
-    const opmath_t lo = static_cast<opmath_t>(p.lo), hi = static_cast<opmath_t>(p.hi);
+    const std::pair<opmath_t, opmath_t> pass = p.clamp_grad_range<opmath_t>(clamp_grad_at_bounds);
+    const opmath_t pass_lo = pass.first, pass_hi = pass.second;
     auto run = [&](auto standard_tag) {
       constexpr bool kStandard = decltype(standard_tag)::value;
       at::parallel_for(0, p.rows, row_grain(p.cols), [&](int64_t begin, int64_t end) {
@@ -97,9 +99,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_back
             auto inside = [&](const scalar_t* raw) {
               const T v = load_at<scalar_t, T>(raw, j);
               if constexpr (std::is_arithmetic_v<T>) {
-                return T(v >= lo && v <= hi);
+                return T(v >= pass_lo && v <= pass_hi);
               } else {
-                return (v >= T(lo)) & (v <= T(hi)) & T(1);
+                return (v >= T(pass_lo)) & (v <= T(pass_hi)) & T(1);
               }
             };
             T d_mu_q, d_lv_q, d_mu_p, d_lv_p;

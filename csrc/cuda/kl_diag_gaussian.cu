@@ -37,20 +37,15 @@ at::Tensor kl_diag_gaussian_cuda(const at::Tensor& mu_q, const at::Tensor& log_v
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_backward_cuda(
     const at::Tensor& grad, const at::Tensor& mu_q, const at::Tensor& log_var_q,
     const std::optional<at::Tensor>& mu_p, const std::optional<at::Tensor>& log_var_p, bool reduce_sum,
-    std::optional<double> clamp_min, std::optional<double> clamp_max) {
+    std::optional<double> clamp_min, std::optional<double> clamp_max, bool clamp_grad_at_bounds) {
   const c10::cuda::CUDAGuard guard(mu_q.device());
   const KlProblem p = make_kl_problem(mu_q, log_var_q, mu_p, log_var_p, clamp_min, clamp_max);
   const KlGrads grads = make_kl_grads(p, mu_q, grad, reduce_sum);
   if (grads.mu_q.numel() == 0) return grads.outputs();
   PAF_DISPATCH_FLOATING(mu_q.scalar_type(), "kl_diag_gaussian_backward_cuda", [&] {
     with_kl_inputs<scalar_t>(p, [&](auto in) {
-      constexpr bool kStandard = IsStandard<decltype(in)>::value;
-      // (mu_p and lv_p's gradients are empty for N(0, I): null, never written)
-      const auto out = [&](const at::Tensor& g) { return dense_rows(g.data_ptr<scalar_t>(), p.rows, p.cols); };
-      launch_for_each_element<scalar_t>(
-          p.rows, p.cols,
-          KlGrad<scalar_t, kStandard>{in, const_row_matrix<scalar_t>(grads.grad_rows), reduce_sum, out(grads.mu_q),
-                                      out(grads.lv_q), out(grads.mu_p), out(grads.lv_p)});
+      launch_for_each_element<scalar_t>(p.rows, p.cols,
+                                        make_kl_grad(in, p, grads, reduce_sum, clamp_grad_at_bounds));
     });
   });
   return grads.outputs();

@@ -34,8 +34,6 @@ struct KlInputs {
     }
   }
   C10_HOST_DEVICE C10_ALWAYS_INLINE T clamp(T v) const { return v < lo ? lo : (v > hi ? hi : v); }
-  // Whether a raw log-variance lies inside the clamp range (it passes gradient).
-  C10_HOST_DEVICE C10_ALWAYS_INLINE T inside(T v) const { return (v >= lo && v <= hi) ? T(1) : T(0); }
   // The KL of raw inputs, log-variances clamped.
   C10_HOST_DEVICE C10_ALWAYS_INLINE T value(T mq, T lq, T mp, T lp) const {
     return kl_value<kStandard>(mq, clamp(lq), mp, kStandard ? lp : clamp(lp));
@@ -82,14 +80,18 @@ struct KlElementwise {
 };
 
 // Gradients in the broadcast shape for (mu_q, log_var_q[, mu_p, log_var_p]);
-// grad is per row (reduce_sum) or per element.
+// grad is per row (reduce_sum) or per element. A clamped log-variance passes
+// its gradient where its raw value lies in [pass_lo, pass_hi]
+// (KlProblem::clamp_grad_range).
 template <typename scalar_t, bool kStandard>
 struct KlGrad {
   using T = opmath_t<scalar_t>;
   KlInputs<scalar_t, kStandard> in;
   RowMatrix<const scalar_t> grad;
   bool reduce_sum;
+  T pass_lo, pass_hi;
   RowMatrix<scalar_t> g_mu_q, g_lv_q, g_mu_p, g_lv_p;  // g_*_p unused for N(0, I)
+  C10_HOST_DEVICE C10_ALWAYS_INLINE T passes(T raw) const { return (raw >= pass_lo && raw <= pass_hi) ? T(1) : T(0); }
   template <int N>
   C10_HOST_DEVICE void elements(int64_t r, int64_t j) const {
     T mq[N], lq[N], mp[N], lp[N], g[N];
@@ -110,10 +112,10 @@ struct KlGrad {
         T d_mu_p, d_lv_p;
         kl_general_and_grad(mq[k], in.clamp(lq[k]), mp[k], in.clamp(lp[k]), d_mu_q, d_lv_q, d_mu_p, d_lv_p);
         mp[k] = g[k] * d_mu_p;
-        lp[k] = g[k] * d_lv_p * in.inside(lp[k]);
+        lp[k] = g[k] * d_lv_p * passes(lp[k]);
       }
       mq[k] = g[k] * d_mu_q;
-      lq[k] = g[k] * d_lv_q * in.inside(lq[k]);
+      lq[k] = g[k] * d_lv_q * passes(lq[k]);
     }
     store_pack<N>(g_mu_q.row(r) + j, mq);
     store_pack<N>(g_lv_q.row(r) + j, lq);
@@ -141,6 +143,18 @@ void with_kl_inputs(const KlProblem& p, Fn&& fn) {
     fn(KlInputs<scalar_t, false>{mq, lq, const_row_matrix<scalar_t>(p.mu_p), const_row_matrix<scalar_t>(p.lv_p), lo,
                                  hi});
   }
+}
+
+// The backward's functor for the problem's inputs, writing into grads'
+// dense [rows, D] buffers (mu_p and lv_p's are empty for N(0, I): null,
+// never written).
+template <typename scalar_t, bool kStandard>
+KlGrad<scalar_t, kStandard> make_kl_grad(const KlInputs<scalar_t, kStandard>& in, const KlProblem& p,
+                                         const KlGrads& grads, bool reduce_sum, bool clamp_grad_at_bounds) {
+  const auto out = [&](const at::Tensor& g) { return dense_rows(g.data_ptr<scalar_t>(), p.rows, p.cols); };
+  const auto pass = p.clamp_grad_range<opmath_t<scalar_t>>(clamp_grad_at_bounds);
+  return {in,         const_row_matrix<scalar_t>(grads.grad_rows), reduce_sum, pass.first, pass.second,
+          out(grads.mu_q), out(grads.lv_q), out(grads.mu_p), out(grads.lv_p)};
 }
 
 template <typename Inputs>

@@ -19,7 +19,7 @@ def _fake(mu_q, log_var_q, mu_p, log_var_p, reduce_sum, clamp_min, clamp_max):
     return empty_like_shape(mu_q, shape[:-1] if reduce_sum else shape)
 
 
-def _fake_backward(grad, mu_q, log_var_q, mu_p, log_var_p, reduce_sum, clamp_min, clamp_max):
+def _fake_backward(grad, mu_q, log_var_q, mu_p, log_var_p, reduce_sum, clamp_min, clamp_max, clamp_grad_at_bounds):
     shape = _broadcast_shape(mu_q, log_var_q, mu_p, log_var_p)
     p_shape = shape if (mu_p is not None or log_var_p is not None) else (0,)
     return (
