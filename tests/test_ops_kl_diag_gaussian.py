@@ -61,11 +61,12 @@ def test_kl_backward_clamp_conventions(dtype, at_bounds, device):
     """The backward op under both torch.clamp conventions (the autograd
     kernel passes the installed torch's): at exactly a bound the gradient of
     a clamped log-variance is the unclamped one (torch <= 2.13) or 0 (2.14);
-    inside it always passes, beyond it never; a missing bound stops nothing,
-    infinities included."""
+    inside it always passes, beyond it and at NaN never; a missing bound stops
+    nothing, infinities included."""
     ops = torch.ops.pyautoencoder_fast
     on = dict(dtype=dtype, device=device)
-    lv = torch.tensor([[-5.0, -3.0, -2.5, 0.0, 3.0, 4.0, float("-inf"), float("inf")]], **on)
+    # repeated so that the vectorised body of a row is tested, not only its tail
+    lv = torch.tensor([[-5.0, -3.0, -2.5, 0.0, 3.0, 4.0, float("-inf"), float("inf"), float("nan")]], **on).repeat(1, 7)
     mu = torch.linspace(-1, 1, lv.shape[1], **on).unsqueeze(0)
     grad = torch.full_like(lv, 1.5)
     for lo, hi in ((-3.0, 3.0), (-3.0, None), (None, 3.0), (None, None)):
@@ -75,10 +76,12 @@ def test_kl_backward_clamp_conventions(dtype, at_bounds, device):
         below, above = (raw < lo if lo is not None else never), (raw > hi if hi is not None else never)
         on_bound = (raw == lo if lo is not None else never) | (raw == hi if hi is not None else never)
         passes = ~below & ~above & (~on_bound if not at_bounds else ~never)
+        if lo is not None or hi is not None:  # torch.clamp stops the gradient at NaN
+            passes &= ~raw.isnan()
         clamped = raw.clamp(lo, hi) if (lo is not None or hi is not None) else raw
         # d KL / d lv = 0.5 (exp(lv) - 1) at the clamped value, where it passes
         want = torch.where(passes, 0.5 * (clamped.exp() - 1) * 1.5, torch.zeros_like(raw))
-        torch.testing.assert_close(g_lv.double().cpu(), want.cpu(), rtol=1e-2 if dtype.itemsize == 2 else 1e-6, atol=0,
+        torch.testing.assert_close(g_lv.double().cpu(), want.cpu(), rtol=1e-2 if dtype.itemsize == 2 else 1e-6, atol=0, equal_nan=True,
                                    msg=lambda m: f"clamp ({lo}, {hi}): {m}")
 
 

@@ -85,6 +85,18 @@ inline std::pair<at::Tensor, at::Tensor> sum_backward_buffers(const SumProblem& 
 // ------------------------------------------------------ kl_diag_gaussian
 constexpr double kNoClamp = std::numeric_limits<double>::infinity();
 
+// The gradient of a clamped log-variance, as torch.clamp passes it: where
+// the raw value lies in [lo, hi], else 0 (a NaN raw value included, whatever
+// the gradient is there); unchanged when nothing is clamped.
+template <typename T>
+struct ClampGradGate {
+  T lo, hi;
+  bool active;  // clamp_min or clamp_max given
+  C10_HOST_DEVICE C10_ALWAYS_INLINE T operator()(T raw, T grad) const {
+    return (!active || (raw >= lo && raw <= hi)) ? grad : T(0);
+  }
+};
+
 // All inputs broadcast to one [rows, D] shape, as row views (no copies for
 // broadcast rows), plus the clamp bounds.
 struct KlProblem {
@@ -95,20 +107,19 @@ struct KlProblem {
   double hi = kNoClamp;
   bool clamped_below = false, clamped_above = false;  // clamp_min / clamp_max given
   bool standard() const { return !mu_p.defined(); }
-  // The raw log-variances through which the clamp passes gradient, as a
-  // closed range [first, second] of the arithmetic type T. At exactly a bound
-  // torch.clamp passes it up to torch 2.13 and not from 2.14
-  // (clamp_grad_at_bounds); a bound it does not pass becomes the next value
-  // of T inward, so the kernels compare alike either way. A missing bound
-  // stays infinite: everything passes it, infinities included.
+  // Where the clamp passes gradient (ClampGradGate), in the arithmetic type
+  // T. At exactly a bound torch.clamp passes it up to torch 2.13 and not
+  // from 2.14 (grad_at_bounds); a bound it does not pass becomes the next
+  // value of T inward, so the kernels compare alike either way. A missing
+  // bound stays infinite: everything passes it, infinities included.
   template <typename T>
-  std::pair<T, T> clamp_grad_range(bool grad_at_bounds) const {
-    T first = static_cast<T>(lo), second = static_cast<T>(hi);
+  ClampGradGate<T> clamp_grad_gate(bool grad_at_bounds) const {
+    ClampGradGate<T> gate{static_cast<T>(lo), static_cast<T>(hi), clamped_below || clamped_above};
     if (!grad_at_bounds) {
-      if (clamped_below) first = std::nextafter(first, std::numeric_limits<T>::infinity());
-      if (clamped_above) second = std::nextafter(second, -std::numeric_limits<T>::infinity());
+      if (clamped_below) gate.lo = std::nextafter(gate.lo, std::numeric_limits<T>::infinity());
+      if (clamped_above) gate.hi = std::nextafter(gate.hi, -std::numeric_limits<T>::infinity());
     }
-    return {first, second};
+    return gate;
   }
   // The output shape: the broadcast shape, less D when summed.
   std::vector<int64_t> out_shape(bool reduce_sum) const {

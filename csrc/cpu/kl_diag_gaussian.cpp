@@ -83,8 +83,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_back
     scalar_t* o_lv_q = grads.lv_q.data_ptr<scalar_t>();
     scalar_t* o_mu_p = with_p ? grads.mu_p.data_ptr<scalar_t>() : nullptr;
     scalar_t* o_lv_p = with_p ? grads.lv_p.data_ptr<scalar_t>() : nullptr;
-    const std::pair<opmath_t, opmath_t> pass = p.clamp_grad_range<opmath_t>(clamp_grad_at_bounds);
-    const opmath_t pass_lo = pass.first, pass_hi = pass.second;
+    const ClampGradGate<opmath_t> gate = p.clamp_grad_gate<opmath_t>(clamp_grad_at_bounds);
     auto run = [&](auto standard_tag) {
       constexpr bool kStandard = decltype(standard_tag)::value;
       at::parallel_for(0, p.rows, row_grain(p.cols), [&](int64_t begin, int64_t end) {
@@ -96,12 +95,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_back
           for_each_kl_column<kStandard>(in, p.cols, p.lo, p.hi, [&](int64_t j, auto mq, auto lq, auto mp, auto lp) {
             using T = decltype(mq);
             const T g = reduce_sum ? T(static_cast<opmath_t>(grow[0])) : load_at<scalar_t, T>(grow, j);
-            auto inside = [&](const scalar_t* raw) {
+            auto gated = [&](const scalar_t* raw, T grad) {
               const T v = load_at<scalar_t, T>(raw, j);
               if constexpr (std::is_arithmetic_v<T>) {
-                return T(v >= pass_lo && v <= pass_hi);
+                return gate(v, grad);
               } else {
-                return (v >= T(pass_lo)) & (v <= T(pass_hi)) & T(1);
+                return gate.active ? grad & (v >= T(gate.lo)) & (v <= T(gate.hi)) : grad;
               }
             };
             T d_mu_q, d_lv_q, d_mu_p, d_lv_p;
@@ -110,10 +109,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_diag_gaussian_back
             } else {
               kl_general_and_grad(mq, lq, mp, lp, d_mu_q, d_lv_q, d_mu_p, d_lv_p);
               store_at(o_mu_p + off, j, g * d_mu_p);
-              store_at(o_lv_p + off, j, g * d_lv_p * inside(in.lv_p));
+              store_at(o_lv_p + off, j, gated(in.lv_p, g * d_lv_p));
             }
             store_at(o_mu_q + off, j, g * d_mu_q);
-            store_at(o_lv_q + off, j, g * d_lv_q * inside(in.lv_q));
+            store_at(o_lv_q + off, j, gated(in.lv_q, g * d_lv_q));
           });
         }
       });

@@ -80,18 +80,16 @@ struct KlElementwise {
 };
 
 // Gradients in the broadcast shape for (mu_q, log_var_q[, mu_p, log_var_p]);
-// grad is per row (reduce_sum) or per element. A clamped log-variance passes
-// its gradient where its raw value lies in [pass_lo, pass_hi]
-// (KlProblem::clamp_grad_range).
+// grad is per row (reduce_sum) or per element; a clamped log-variance's
+// passes where the gate lets it (KlProblem::clamp_grad_gate).
 template <typename scalar_t, bool kStandard>
 struct KlGrad {
   using T = opmath_t<scalar_t>;
   KlInputs<scalar_t, kStandard> in;
   RowMatrix<const scalar_t> grad;
   bool reduce_sum;
-  T pass_lo, pass_hi;
+  ClampGradGate<T> gate;
   RowMatrix<scalar_t> g_mu_q, g_lv_q, g_mu_p, g_lv_p;  // g_*_p unused for N(0, I)
-  C10_HOST_DEVICE C10_ALWAYS_INLINE T passes(T raw) const { return (raw >= pass_lo && raw <= pass_hi) ? T(1) : T(0); }
   template <int N>
   C10_HOST_DEVICE void elements(int64_t r, int64_t j) const {
     T mq[N], lq[N], mp[N], lp[N], g[N];
@@ -112,10 +110,10 @@ struct KlGrad {
         T d_mu_p, d_lv_p;
         kl_general_and_grad(mq[k], in.clamp(lq[k]), mp[k], in.clamp(lp[k]), d_mu_q, d_lv_q, d_mu_p, d_lv_p);
         mp[k] = g[k] * d_mu_p;
-        lp[k] = g[k] * d_lv_p * passes(lp[k]);
+        lp[k] = gate(lp[k], g[k] * d_lv_p);
       }
       mq[k] = g[k] * d_mu_q;
-      lq[k] = g[k] * d_lv_q * passes(lq[k]);
+      lq[k] = gate(lq[k], g[k] * d_lv_q);
     }
     store_pack<N>(g_mu_q.row(r) + j, mq);
     store_pack<N>(g_lv_q.row(r) + j, lq);
@@ -152,9 +150,14 @@ template <typename scalar_t, bool kStandard>
 KlGrad<scalar_t, kStandard> make_kl_grad(const KlInputs<scalar_t, kStandard>& in, const KlProblem& p,
                                          const KlGrads& grads, bool reduce_sum, bool clamp_grad_at_bounds) {
   const auto out = [&](const at::Tensor& g) { return dense_rows(g.data_ptr<scalar_t>(), p.rows, p.cols); };
-  const auto pass = p.clamp_grad_range<opmath_t<scalar_t>>(clamp_grad_at_bounds);
-  return {in,         const_row_matrix<scalar_t>(grads.grad_rows), reduce_sum, pass.first, pass.second,
-          out(grads.mu_q), out(grads.lv_q), out(grads.mu_p), out(grads.lv_p)};
+  return {in,
+          const_row_matrix<scalar_t>(grads.grad_rows),
+          reduce_sum,
+          p.clamp_grad_gate<opmath_t<scalar_t>>(clamp_grad_at_bounds),
+          out(grads.mu_q),
+          out(grads.lv_q),
+          out(grads.mu_p),
+          out(grads.lv_p)};
 }
 
 template <typename Inputs>
