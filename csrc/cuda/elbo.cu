@@ -118,7 +118,8 @@ std::tuple<at::Tensor, at::Tensor> elbo_backward_latent_cuda(const at::Tensor& g
   check_same_dtype_device(mu, "mu", grad_stats, "grad_stats");
   const c10::cuda::CUDAGuard guard(mu.device());
   const int64_t B = mu.size(0), D = mu.size(1);
-  auto [g_mu, g_lv] = latent_pair_grads(mu);
+  at::Tensor g_mu, g_lv;  // (not a structured binding: the lambda below captures them, C++17)
+  std::tie(g_mu, g_lv) = latent_pair_grads(mu);
   if (g_mu.numel() == 0) return {g_mu, g_lv};
   const at::Tensor coefficient =
       grad_stats_coefficient(grad_stats, latent_grad_weights(beta), static_cast<double>(B));
