@@ -28,9 +28,11 @@ Environment variables:
                                        "8.0;9.0+PTX" without one: sm_80, sm_90
                                        and PTX that newer GPUs compile at load).
   DEBUG=1                              -O0 -g build (device code: -G).
-  MAX_JOBS                             parallel compile jobs (ninja).
+  MAX_JOBS                             parallel compile jobs (ninja) per extension;
+                                       `build_ext -j N` builds N extensions at once.
 """
 
+import copy
 import glob
 import os
 import platform
@@ -253,15 +255,17 @@ def extensions():
 class BuildPerExtensionDir(BuildExtension):
     """BuildExtension with one object folder per extension: the CPU kernel
     libraries compile the same sources with different flags, and separate
-    folders keep every library's objects (incremental rebuilds stay incremental)."""
+    folders keep every library's objects (incremental rebuilds stay incremental).
+
+    ``build_ext -j N`` builds N extensions at once (each with its own ninja
+    and MAX_JOBS jobs): on a many-core machine the CPU libraries compile
+    beside _C's CUDA kernels instead of after them. Each extension is built
+    through a copy of this command, so no thread changes another's folder."""
 
     def build_extension(self, ext):
-        shared = self.build_temp
-        self.build_temp = os.path.join(shared, ext.name.rsplit(".", 1)[-1])
-        try:
-            super().build_extension(ext)
-        finally:
-            self.build_temp = shared
+        per_extension = copy.copy(self)
+        per_extension.build_temp = os.path.join(self.build_temp, ext.name.rsplit(".", 1)[-1])
+        super(BuildPerExtensionDir, per_extension).build_extension(ext)
 
 
 setup(

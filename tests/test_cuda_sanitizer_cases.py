@@ -1,0 +1,95 @@
+"""One representative CUDA case per op and dtype, forward and backward, for
+compute-sanitizer (``.ci/gpu_check memcheck`` / ``racecheck``): few enough
+to run under the sanitizers in a minute, varied enough to reach every kernel
+path of each op (a warp per short row, several blocks per long row, 16-byte
+packs and the one-element path, broadcast rows, the packed and the plain
+sampler). Each case is also checked against the oracle, so it runs in the
+ordinary GPU test step too. Skipped without a GPU.
+
+The row sums (the ops whose threads share memory: ``log_likelihood_sum``,
+``kl_diag_gaussian`` summed, ``elbo``) are the cases racecheck runs
+(``-k row_sum``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pyautoencoder_fast import functional as F
+from conftest import (
+    DTYPES,
+    check_against_oracle,
+    random_inputs,
+    reparameterize_with_oracle,
+    require_cuda_kernels,
+    requires_cuda,
+    requires_extension,
+)
+
+pytestmark = [requires_cuda, requires_extension, pytest.mark.cuda]
+
+# Row lengths: odd (one element at a time, a warp per row) and past one
+# 4096-column chunk, a multiple of every pack width (several blocks per row).
+SHORT, LONG = 37, 4104
+
+
+@pytest.fixture(autouse=True)
+def _cuda_kernels_built():
+    require_cuda_kernels()
+
+
+def _leaf(t):
+    return t.requires_grad_()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_likelihood(dtype):
+    for likelihood, (batch, features) in (("bernoulli", (5, SHORT)), ("gaussian", (3, LONG))):
+        x = random_inputs((batch, 1, features), likelihood, torch.float64, target=True, requires_grad=True)
+        x_hat = random_inputs((batch, 2, features), likelihood, torch.float64, requires_grad=True)
+        check_against_oracle(lambda a, b: F.log_likelihood(a, b, likelihood), [x, x_hat], dtype, device="cuda")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_sum_log_likelihood_sum(dtype):
+    for likelihood, (batch, features) in (("laplace", (9, SHORT)), ("bernoulli", (2, LONG))):
+        x = random_inputs((batch, features), likelihood, torch.float64, target=True, requires_grad=True)
+        x_hat = random_inputs((batch, 3, features), likelihood, torch.float64, requires_grad=True)
+        check_against_oracle(lambda a, b: F.log_likelihood_sum(a, b, likelihood), [x, x_hat], dtype, device="cuda")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduce_sum", [True, False], ids=["row_sum", "elementwise"])
+def test_kl_diag_gaussian(dtype, reduce_sum):
+    for rows, cols in ((7, SHORT), (2, LONG)):
+        mu_q, lv_q = _leaf(torch.randn(rows, cols, dtype=torch.float64)), _leaf(torch.randn(rows, cols, dtype=torch.float64))
+        mu_p, lv_p = _leaf(torch.randn(cols, dtype=torch.float64)), _leaf(torch.randn(rows, cols, dtype=torch.float64))
+        fn = lambda a, b, c, d: F.kl_diag_gaussian(a, b, c, d, reduce_sum=reduce_sum, clamp_min=-1.0, clamp_max=1.0)
+        check_against_oracle(fn, [mu_q, lv_q, mu_p, lv_p], dtype, device="cuda")
+        check_against_oracle(lambda a, b: F.kl_diag_gaussian(a, b, reduce_sum=reduce_sum), [mu_q, lv_q], dtype, device="cuda")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reparameterize(dtype):
+    for batch, latent in ((9, 16), (5, 7)):  # the packed sampler (a multiple of 4) and the plain one
+        mu = _leaf(torch.randn(batch, latent, dtype=torch.float64))
+        lv = _leaf(torch.randn(batch, latent, dtype=torch.float64) * 0.5)
+        check_against_oracle(reparameterize_with_oracle(3, 2024, dtype), [mu, lv], dtype, device="cuda")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_sum_elbo(dtype):
+    for likelihood, (batch, samples, features, latent) in (("gaussian", (6, 2, SHORT, 10)), ("bernoulli", (2, 1, LONG, 8))):
+        x = random_inputs((batch, features), likelihood, torch.float64, target=True)
+        x_hat = random_inputs((batch, samples, features), likelihood, torch.float64, requires_grad=True)
+        mu = _leaf(torch.randn(batch, latent, dtype=torch.float64))
+        lv = _leaf(torch.randn(batch, latent, dtype=torch.float64) * 0.5)
+        fn = lambda a, b, c, d: F.elbo_stats(a, b, c, d, 2.0, likelihood)
+        check_against_oracle(fn, [x, x_hat, mu, lv], dtype, device="cuda")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adagvae_posterior(dtype):
+    inputs = [_leaf(torch.randn(11, 10, dtype=torch.float64)) for _ in range(4)]
+    check_against_oracle(F.adagvae_posterior, inputs, dtype, device="cuda")
