@@ -132,6 +132,7 @@ def test_refuses_without_a_gpu(tmp_path):
                           env={"OUT": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=300)
     assert done.returncode == 1, done.stderr
     summary = (tmp_path / "summary.txt").read_text()
+    assert summary.startswith("carried wheels: ")
     assert "no CUDA GPU visible to torch" in summary and "'gpus': 0" in summary
     unknown = subprocess.run([sys.executable, str(DRIVER), "tests"], capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "unknown step" in unknown.stderr
