@@ -48,7 +48,7 @@ def test_plan_for_a_gpu_machine(gpu_check, tmp_path):
                          "PYAUTOENCODER_FAST_CPU_CAPABILITIES": "AVX512", "MAX_JOBS": "16"}
     assert build.argv[1:] == ["setup.py", "build_ext", "--inplace", "-j", "3"]
     test = steps["test"].commands[0].argv
-    assert test[test.index("-n") + 1] == "16" and test[-3:] == ["-m", "cuda", "tests"]
+    assert test[test.index("-n") + 1] == "16" and test[-3:] == ["-m", "cuda", "tests"] and "-v" in test
     memcheck = steps["memcheck"].commands[0]
     assert memcheck.argv[:1] == ["compute-sanitizer"] and "memcheck" in memcheck.argv
     assert memcheck.argv[-1] == "tests/test_cuda_sanitizer_cases.py"
@@ -64,17 +64,19 @@ def test_plan_for_a_gpu_machine(gpu_check, tmp_path):
 def test_rerun_lists_only_the_failed_tests(gpu_check, tmp_path):
     log = tmp_path / "test.log"
     log.write_text(
-        "....F..E\n"
+        "[gw0] [ 10%] PASSED tests/test_cuda.py::test_ok\n"
+        "[gw3] [ 41%] FAILED tests/test_cuda.py::test_graph_step[S=8]\n"
+        "[gw1] [ 42%] ERROR tests/test_models.py::test_a[cuda-x y]\n"
         "FAILED tests/test_cuda.py::test_graph_step[S=8] - AssertionError: x\n"
         "ERROR tests/test_ops_elbo.py::test_elbo_matches_oracle[cuda-1.0-(4, 1, (17,), 3)-gaussian-dtype0]\n"
         "FAILED tests/test_cuda.py::test_graph_step[S=8] - AssertionError: x\n"
         "=== 1 failed, 6 passed, 1 error in 3.1s ===\n"
     )
     ids = gpu_check.failed_tests(log)
-    assert ids == ["tests/test_cuda.py::test_graph_step[S=8]",
+    assert ids == ["tests/test_cuda.py::test_graph_step[S=8]", "tests/test_models.py::test_a[cuda-x y]",
                    "tests/test_ops_elbo.py::test_elbo_matches_oracle[cuda-1.0-(4, 1, (17,), 3)-gaussian-dtype0]"]
     test = {s.name: s for s in gpu_check.plan(H200, "python3", tmp_path, rerun=ids)}["test"].commands[0].argv
-    assert test[-2:] == ids and "cuda" not in test and "tests" not in test
+    assert test[-3:] == ids and "cuda" not in test and "tests" not in test
 
 
 def _step(gpu_check, name, budget, *scripts, needs_build=True):
