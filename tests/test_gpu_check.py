@@ -40,8 +40,8 @@ H200 = {"torch": "2.11.0+cu130", "cuda": "13.0", "gpus": 1, "cpu_capability": "A
         "name": "NVIDIA H200", "capability": [9, 0]}
 
 
-def test_plan_for_a_gpu_machine(gpu_check, tmp_path):
-    steps = {s.name: s for s in gpu_check.plan(H200, "python3", tmp_path)}
+def test_plan_for_a_gpu_machine(gpu_check):
+    steps = {s.name: s for s in gpu_check.plan(H200, "python3")}
     assert list(steps) == ["build", "test", "memcheck", "racecheck", "bench"]
     build = steps["build"].commands[0]
     assert build.env == {"FORCE_CUDA": "1", "TORCH_CUDA_ARCH_LIST": "9.0",
@@ -75,7 +75,7 @@ def test_rerun_lists_only_the_failed_tests(gpu_check, tmp_path):
     ids = gpu_check.failed_tests(log)
     assert ids == ["tests/test_cuda.py::test_graph_step[S=8]", "tests/test_models.py::test_a[cuda-x y]",
                    "tests/test_ops_elbo.py::test_elbo_matches_oracle[cuda-1.0-(4, 1, (17,), 3)-gaussian-dtype0]"]
-    test = {s.name: s for s in gpu_check.plan(H200, "python3", tmp_path, rerun=ids)}["test"].commands[0].argv
+    test = {s.name: s for s in gpu_check.plan(H200, "python3", rerun=ids)}["test"].commands[0].argv
     assert test[-3:] == ids and "cuda" not in test and "tests" not in test
 
 
