@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-write", action="store_true", help="print only, write no files")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--keep-going", action="store_true",
+                   help="a case that fails its check against the oracle (or raises) is reported and "
+                        "skipped; the other cases still run and are written")
     return p.parse_args(argv)
 
 
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         plot=not args.no_plot,
         progress=not args.no_progress,
         command=" ".join(["python -m benchmarks", *map(shlex.quote, raw)]),
+        keep_going=args.keep_going,
     )
     start = time.perf_counter()
     harness.run(config)

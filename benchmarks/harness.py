@@ -75,6 +75,11 @@ class Config:
     print_table: bool = True
     command: str = ""
     seed: int = 0
+    # A case whose providers disagree with the oracle, or that raises, is
+    # reported (printed, and listed in the files' "failed_cases") and the run
+    # goes on; without it the first such case ends the run. For a first run
+    # on new hardware, where one broken kernel must not hide the others' numbers.
+    keep_going: bool = False
 
     def resolved(self) -> "Config":
         p = PRESETS[self.preset]
@@ -102,7 +107,7 @@ def plan(preset: str, device: str, dtypes: Sequence[torch.dtype]) -> list[Spec]:
     def add(workload, variant, size, dtype, mode, sweep=False):
         specs.append(Spec(workload, variant, size, dtype, mode, device, sweep))
 
-    sizes = list(W.SIZES.values())
+    sizes = W.sizes_for(device)
     if preset == "smoke":
         tiny = W.SMOKE_SIZE
         for dtype in dtypes:
@@ -551,11 +556,21 @@ def run(config: Config) -> list[DeviceReport]:
         report = DeviceReport(device, device_tag(device), metadata(device, cfg, copy_gbps))
         progress = _Progress(len(specs), cfg.progress, f"benchmarks {device}")
         started = time.perf_counter()
+        failed: list[str] = []
         try:
             for spec in specs:
                 progress.start(spec.label)
-                report.rows.extend(run_case(spec, cfg, copy_gbps))
+                try:
+                    report.rows.extend(run_case(spec, cfg, copy_gbps))
+                except Exception as exc:  # noqa: BLE001 - re-raised unless keep_going
+                    if not cfg.keep_going:
+                        raise
+                    failed.append(f"{spec.label}: {type(exc).__name__}: {exc}".replace("\n", " ")[:400])
+                    print(f"FAILED {failed[-1]}", file=sys.stderr)
+                    report.meta["failed_cases"] = " | ".join(failed)
                 progress.step()
+                if cfg.out_dir is not None:  # each finished case is on disk at once (a run cut off keeps them)
+                    write_outputs(report, Path(cfg.out_dir), cfg, plot=False)
         finally:
             progress.close()
         report.meta["elapsed_s"] = f"{time.perf_counter() - started:.1f}"
@@ -694,7 +709,7 @@ def read_csv(path: Path | str) -> list[dict[str, str]]:
         return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
-def plot(report: DeviceReport, path: Path) -> Path | None:
+def plot_report(report: DeviceReport, path: Path) -> Path | None:
     """GB/s of the VAE loss (fwd+bwd) against the feature count, one line per provider."""
     try:
         import matplotlib
@@ -741,7 +756,7 @@ def plot(report: DeviceReport, path: Path) -> Path | None:
     return path
 
 
-def write_outputs(report: DeviceReport, out_dir: Path, cfg: Config) -> list[Path]:
+def write_outputs(report: DeviceReport, out_dir: Path, cfg: Config, plot: bool | None = None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = report.tag + ("" if cfg.preset == "full" else f"-{cfg.preset}")
     files = []
@@ -751,9 +766,9 @@ def write_outputs(report: DeviceReport, out_dir: Path, cfg: Config) -> list[Path
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
         files.append(path)
-    if cfg.plot:
+    if cfg.plot if plot is None else plot:
         try:
-            png = plot(report, out_dir / (stem + ".png"))
+            png = plot_report(report, out_dir / (stem + ".png"))
         except Exception as exc:  # noqa: BLE001 - a plot must never lose the measurements
             print(f"plot failed ({type(exc).__name__}: {exc}): skipping it", file=sys.stderr)
             png = None

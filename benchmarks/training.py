@@ -11,7 +11,12 @@ data), interleaved step by step:
   :func:`benchmarks.workloads.eager_vae_loss` (elementwise log-likelihood,
   sums, means, one ``.item()`` per diagnostic);
 * ``fast``: this library's ``VAE``/``AE`` (fused sampling op, fused loss op,
-  one transfer for the diagnostics).
+  one transfer for the diagnostics);
+* ``fast+graph`` (CUDA, VAE cases): this library with the whole step captured
+  in one CUDA graph and replayed: the model's forward, the fused loss through
+  ``functional.elbo_stats`` (its diagnostics stay on the device, a [4]
+  tensor read whenever the user wants), backward and ``Adam(capturable=True)``.
+  The eager code cannot be captured: its ``.item()`` calls read the device.
 
 Reported per case and provider: median [p20, p80] ms per step, the speed-up,
 and the loss's share of the step: the median time of the loss alone
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import shlex
 import sys
 import time
@@ -39,7 +45,7 @@ import pyautoencoder_fast as paf
 from . import harness as H
 from .workloads import eager_vae_loss
 
-PROVIDERS = ("eager", "fast")
+PROVIDERS = ("eager", "fast", "fast+graph")
 
 
 # ------------------------------------------------------------------ models
@@ -178,9 +184,9 @@ class Trainer:
         c, m, x = self.case, self.model, self.x
         if c.kind == "ae":
             out = m(x)
-            return (out.x_hat,) if self.provider == "fast" else (out,)
+            return (out.x_hat,) if self.provider != "eager" else (out,)
         out = m(x, S=c.samples)
-        return (out.x_hat, out.mu, out.log_var) if self.provider == "fast" else out
+        return (out.x_hat, out.mu, out.log_var) if self.provider != "eager" else out
 
     def loss(self, x_hat, mu=None, log_var=None):
         """(objective, diagnostics as floats)."""
@@ -215,6 +221,60 @@ class Trainer:
         objective.backward()
 
 
+class GraphTrainer(Trainer):
+    """The fast provider's step captured whole in one CUDA graph (the recipe of
+    torch.cuda.graphs: warm-up on a side stream, grads set to None, then
+    forward, loss, backward and optimizer step inside the capture); ``step``
+    replays it. The sampling noise stays fresh on every replay: its seed is
+    drawn on the device from torch's CUDA generator, which advances in graphs."""
+
+    def __init__(self, model: nn.Module, case: Case, x: torch.Tensor):
+        super().__init__("fast", model, case, x)
+        self.provider = "fast+graph"
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=True)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.stats: torch.Tensor | None = None
+
+    def body(self) -> torch.Tensor:
+        """One step without reading the device; returns elbo_stats' [4] tensor."""
+        c = self.case
+        x_hat, mu, log_var = self.forward()
+        stats = paf.functional.elbo_stats(self.x, x_hat, mu, log_var, c.beta, c.likelihood)
+        stats[0].backward()
+        self.optimizer.step()
+        return stats.detach()
+
+    def capture(self, warmup: int = 3) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.body()
+        torch.cuda.current_stream().wait_stream(side)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.stats = self.body()
+
+    def step(self) -> float:
+        self.graph.replay()
+        return math.nan  # the objective stays on the device (self.stats[0])
+
+    def check_training(self, replays: int = 5) -> None:
+        """The replays train: the objective stays finite and the weights move."""
+        before = [p.detach().clone() for p in self.model.parameters()]
+        objectives = []
+        for _ in range(replays):
+            self.step()
+            objectives.append(self.stats[0].item())
+        moved = any(not torch.equal(a, p.detach()) for a, p in zip(before, self.model.parameters()))
+        if not all(math.isfinite(o) for o in objectives) or not moved:
+            raise H.ProviderMismatch(
+                f"{self.case.label}: the captured step does not train (objectives {objectives}, weights moved: {moved})"
+            )
+
+
 def check_same_numbers(eager: Trainer, fast: Trainer) -> float:
     """Both compute the same objective at z = mu (eval mode); returns it."""
     eager.model.eval(), fast.model.eval()
@@ -238,6 +298,11 @@ class Result:
     loss_ms: float
     loss_share: float
     speedup: float = 1.0  # eager step median / this provider's
+    note: str = ""  # why a provider has no numbers
+
+    @property
+    def steps_per_s(self) -> float:
+        return 1e3 / self.step_ms
 
 
 PRESETS = {
@@ -251,8 +316,20 @@ def run_case(case: Case, device: str, preset: str) -> list[Result]:
     p = PRESETS[preset]
     eager_model, fast_model = build_pair(case, device)
     x = make_data(case, device)
+    graph_model = copy.deepcopy(fast_model) if device.startswith("cuda") and case.kind == "vae" else None
     trainers = {"eager": Trainer("eager", eager_model, case, x), "fast": Trainer("fast", fast_model, case, x)}
     check_same_numbers(trainers["eager"], trainers["fast"])
+    failed: dict[str, str] = {}
+    if graph_model is not None:
+        graph = GraphTrainer(graph_model, case, x)
+        try:
+            check_same_numbers(trainers["eager"], graph)
+            graph.capture()
+            graph.check_training()
+            trainers["fast+graph"] = graph
+        except Exception as exc:  # noqa: BLE001 - reported in the results, the other providers still run
+            failed["fast+graph"] = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+            print(f"{case.label}: fast+graph failed: {failed['fast+graph']}", file=sys.stderr)
     for _ in range(p["warmup"]):
         for t in trainers.values():
             t.step()
@@ -260,19 +337,22 @@ def run_case(case: Case, device: str, preset: str) -> list[Result]:
     for _ in range(p["rounds"]):  # interleaved: one step of each, in turn
         for name, t in trainers.items():
             steps[name].append(1e3 * H.time_call(t.step, device))
-    losses: dict[str, list[float]] = {k: [] for k in trainers}
+    losses: dict[str, list[float]] = {k: [] for k in trainers if k != "fast+graph"}
     for _ in range(p["loss_rounds"]):
-        for name, t in trainers.items():
+        for name in losses:
+            t = trainers[name]
             # As in a step, the loss reads the x_hat the decoder has just written.
             leaves = t.loss_inputs()
             losses[name].append(1e3 * H.time_call(lambda: t.loss_only(leaves), device))
     results = []
     for name in trainers:
         median = H.percentile(steps[name], 50)
-        loss = H.percentile(losses[name], 50)
+        loss = H.percentile(losses[name], 50) if name in losses else math.nan  # (not separable from a graph)
         results.append(
             Result(case.label, name, median, H.percentile(steps[name], 20), H.percentile(steps[name], 80), loss, loss / median)
         )
+    for name, why in failed.items():
+        results.append(Result(case.label, name, math.nan, math.nan, math.nan, math.nan, math.nan, note=why))
     eager_ms = results[0].step_ms
     for r in results:
         r.speedup = eager_ms / r.step_ms
@@ -283,13 +363,18 @@ def render_markdown(results: list[Result], meta: dict[str, str]) -> str:
     lines = [f"- **{k}**: {v}" for k, v in meta.items()]
     lines += [
         "",
-        "| training step | provider | ms / step [p20, p80] | speed-up | loss ms | loss share |",
-        "|---|---|---:|---:|---:|---:|",
+        "| training step | provider | ms / step [p20, p80] | steps / s | speed-up | loss ms | loss share |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        if r.note:
+            lines.append(f"| {r.case} | {r.provider} | failed: {r.note} | | | | |")
+            continue
+        loss = "-" if math.isnan(r.loss_ms) else f"{r.loss_ms:.3f}"
+        share = "-" if math.isnan(r.loss_share) else f"{100 * r.loss_share:.1f}%"
         lines.append(
             f"| {r.case} | {r.provider} | {r.step_ms:.2f} [{r.step_p20_ms:.2f}, {r.step_p80_ms:.2f}] | "
-            f"{r.speedup:.2f}x | {r.loss_ms:.3f} | {100 * r.loss_share:.1f}% |"
+            f"{r.steps_per_s:.0f} | {r.speedup:.2f}x | {loss} | {share} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -110,6 +110,42 @@ def test_mismatching_provider_fails_loudly(monkeypatch, tmp_path):
     assert not list(tmp_path.iterdir())  # nothing is written for a void benchmark
 
 
+def test_keep_going_reports_a_failed_case_and_writes_the_others(monkeypatch, tmp_path):
+    real = W.fast_vae_loss
+
+    def wrong_for_bernoulli(x, x_hat, mu, log_var, beta, likelihood):
+        result = real(x, x_hat, mu, log_var, beta, likelihood)
+        scale = 1.01 if likelihood == "bernoulli" else 1.0
+        return type(result)(objective=result.objective * scale, diagnostics=result.diagnostics)
+
+    monkeypatch.setattr(W, "fast_vae_loss", wrong_for_bernoulli)
+    config = H.Config(devices=("cpu",), preset="smoke", providers=("eager", "fast"), out_dir=tmp_path,
+                      workloads=["vae_loss[bernoulli] tiny fp32 fwd+bwd", "vae_loss[gaussian] tiny fp32 fwd+bwd"],
+                      progress=False, print_table=False, plot=False, keep_going=True)
+    (report,) = H.run(config)
+    assert {r.variant for r in report.rows} == {"gaussian"}
+    assert "vae_loss[bernoulli] tiny fp32 fwd+bwd: ProviderMismatch" in report.meta["failed_cases"]
+    csv = next(tmp_path.glob("*.csv")).read_text()
+    assert "failed_cases" in csv and "gaussian" in csv
+
+
+def test_results_are_on_disk_after_each_case(monkeypatch, tmp_path):
+    """A run cut off mid-way (a GPU lease ending) keeps the cases it finished."""
+    seen = []
+    real_run_case = H.run_case
+
+    def run_case_then_look(spec, cfg, copy_gbps):
+        rows = real_run_case(spec, cfg, copy_gbps)
+        seen.append(sorted(p.name for p in tmp_path.glob("*.csv")))
+        return rows
+
+    monkeypatch.setattr(H, "run_case", run_case_then_look)
+    config = H.Config(devices=("cpu",), preset="smoke", providers=("eager", "fast"), out_dir=tmp_path,
+                      workloads=["vae_loss[gaussian] tiny fp32"], progress=False, print_table=False, plot=False)
+    H.run(config)
+    assert len(seen) == 2 and seen[0] == [] and len(seen[1]) == 1  # written after the first case
+
+
 def test_verify_compares_gradients():
     spec = W.Spec("log_likelihood_sum", "gaussian", W.SMOKE_SIZE, torch.float32, "fwd+bwd", "cpu")
     bench = W.build(spec)
@@ -160,6 +196,10 @@ def test_presets():
     for size in ("small", "small-b128", "large"):
         for lik in ("gaussian", "bernoulli"):
             assert f"vae_loss[{lik}] {size} fp32 fwd+bwd" in labels
+    assert not any("larger" in label for label in labels)  # (CUDA only)
+    cuda = [s.label for s in H.plan("quick", "cuda", (torch.float32,))]
+    assert "vae_loss[gaussian] larger fp32 fwd+bwd" in cuda
+    assert (W.LARGER.batch, W.LARGER.samples, W.LARGER.features) == (256, 8, (3, 64, 64))
     assert {s.workload for s in quick} == set(W.WORKLOADS)
     full = H.plan("full", "cpu", (torch.float32, torch.bfloat16))
     sweep = {s.size.num_features for s in full if s.sweep}
@@ -179,8 +219,8 @@ def test_training_benchmark_smoke(tmp_path):
     from benchmarks import training as T
 
     results = T.run("cpu", "smoke", command="pytest", out_dir=tmp_path)
-    assert {(r.case, r.provider) for r in results} == {
-        (c.label, p) for c in T.SMOKE_CASES for p in T.PROVIDERS
+    assert {(r.case, r.provider) for r in results} == {  # (fast+graph: CUDA only)
+        (c.label, p) for c in T.SMOKE_CASES for p in ("eager", "fast")
     }
     for r in results:
         assert 0 < r.step_p20_ms <= r.step_ms <= r.step_p80_ms
@@ -208,3 +248,62 @@ def test_overhead_breakdown_runs(capsys):
     assert overhead.main(["--reps", "3", "--batch", "4", "--features", "7", "--latent", "3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 7 and all(float(line.split()[0]) > 0 for line in lines[1:])
+
+
+def test_launch_counting_classifies_profiler_events():
+    from types import SimpleNamespace
+
+    from benchmarks import launches as Lc
+
+    def ev(name, device):
+        return SimpleNamespace(name=name, device_type=SimpleNamespace(name=device))
+
+    events = [
+        ev("paf_elbo_stats_kernel", "CUDA"), ev("void at::native::reduce_kernel<...>", "CUDA"),
+        ev("Memcpy DtoH (Device -> Pageable)", "CUDA"), ev("Memset (Device)", "CUDA"),
+        ev("Memcpy HtoD (Pageable -> Device)", "CUDA"),
+        ev("cudaLaunchKernel", "CPU"), ev("cudaMemcpyAsync", "CPU"), ev("cudaStreamSynchronize", "CPU"),
+        ev("aten::item", "CPU"),
+    ]
+    counts = Lc.count_device_work(events)
+    assert (counts.kernels, counts.dtoh, counts.syncs) == (2, 1, 1)
+    per = (counts - Lc.Counts(syncs=1)).per_call(2)
+    assert (per.kernels, per.dtoh, per.syncs) == (1, 0.5, 0)
+
+
+def test_launch_counting_refuses_without_cuda():
+    from benchmarks import launches as Lc
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(SystemExit, match="needs a CUDA device"):
+        Lc.main(["--device", "cpu"])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_training_step_captured_in_a_cuda_graph_trains():
+    from benchmarks import training as T
+
+    case = T.SMOKE_CASES[0]
+    eager, fast = T.build_pair(case, "cuda")
+    x = T.make_data(case, "cuda")
+    graph = T.GraphTrainer(fast, case, x)
+    T.check_same_numbers(T.Trainer("eager", eager, case, x), graph)
+    graph.capture()
+    graph.check_training()  # raises unless the replays move the weights and stay finite
+    first = graph.stats.clone()
+    graph.step()
+    assert not torch.equal(first, graph.stats)  # fresh noise and new weights on each replay
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_launch_counts_on_cuda():
+    from benchmarks import launches as Lc
+
+    rows = Lc.measure("bernoulli", 8, 13, 3, calls=3, device="cuda")
+    by = {r.provider: r for r in rows}
+    assert by["eager"].forward.dtoh == 3  # its three .item() calls
+    assert by["fast"].forward.dtoh == 1  # one .tolist()
+    assert by["fast"].forward.kernels >= 1 and by["fast"].backward.kernels >= 1
