@@ -47,6 +47,8 @@ TORCH_LIBRARY(pyautoencoder_fast, m) {
       "elbo(Tensor x, Tensor x_hat, Tensor mu, Tensor log_var, float beta, "
       "str likelihood, bool need_grad) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("elbo_backward_x_hat(Tensor grad_stats, Tensor dobj_dx_hat) -> Tensor");
+  // The same, in place on the forward's buffer (autograd's first backward).
+  m.def("elbo_scale_x_hat_grad_(Tensor grad_stats, Tensor(a!) dobj_dx_hat) -> ()");
   m.def(
       "elbo_backward_latent(Tensor grad_stats, Tensor mu, Tensor log_var, "
       "float beta) -> (Tensor, Tensor)");

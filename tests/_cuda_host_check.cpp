@@ -290,24 +290,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t, 
   return {ll_rows, kl_rows, p.dobj_dx_hat, p.dobj_dmu, p.dobj_dlv, ll_width, kl_width};
 }
 
-// (weights . grad_stats) / divisor, as grad_stats_coefficient_kernel forms it.
-double coefficient_of(const at::Tensor& grad_stats, const std::array<double, kNumStats>& weights, double divisor) {
-  const std::array<double, kNumStats> g = read_grad_stats(grad_stats);
-  return (weights[0] * g[0] + weights[1] * g[1] + weights[2] * g[2] + weights[3] * g[3]) / divisor;
-}
-
-// The backward's rescale of d objective / d x_hat.
-std::tuple<at::Tensor, int64_t> elbo_backward_x_hat(const at::Tensor& grad_stats, const at::Tensor& buffer) {
-  const double coefficient = coefficient_of(grad_stats, kXHatGradWeights, 1.0);
+// The backward's rescale of d objective / d x_hat, into a new tensor or (in_place)
+// into the buffer itself, as elbo_backward_x_hat and elbo_scale_x_hat_grad_ launch it.
+std::tuple<at::Tensor, int64_t> elbo_backward_x_hat(const at::Tensor& grad_stats, const at::Tensor& buffer,
+                                                    bool in_place) {
+  const at::Tensor g = grad_stats.reshape({kNumStats});
   const at::Tensor in = buffer.contiguous();
-  at::Tensor out = at::empty_like(in);
+  at::Tensor out = in_place ? in : at::empty_like(in);
   const int64_t n = in.numel();
   int64_t width = 0;
   PAF_DISPATCH_FLOATING(in.scalar_type(), "elbo_backward_x_hat", [&] {
     width = host_for_each_element<scalar_t>(
         1, n,
-        ScaleBy<scalar_t>{RowMatrix<const scalar_t>{in.const_data_ptr<scalar_t>(), 1, n, n}, &coefficient,
-                          dense_rows(out.data_ptr<scalar_t>(), 1, n)});
+        ScaleBy<scalar_t>{RowMatrix<const scalar_t>{in.const_data_ptr<scalar_t>(), 1, n, n},
+                          grad_stats_coefficient<scalar_t>(g, kXHatGradWeights, 1.0),
+                          dense_rows(out.data_ptr<scalar_t>(), 1, n), in_place});
   });
   return {out, width};
 }
@@ -317,14 +314,15 @@ std::tuple<at::Tensor, at::Tensor, int64_t> elbo_backward_latent(const at::Tenso
                                                                  const at::Tensor& log_var, double beta) {
   check_latent_pair(mu, log_var);
   const int64_t B = mu.size(0), D = mu.size(1);
-  const double coefficient = coefficient_of(grad_stats, latent_grad_weights(beta), static_cast<double>(B));
+  const at::Tensor g = grad_stats.reshape({kNumStats});
   auto [g_mu, g_lv] = latent_pair_grads(mu);
   const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
   int64_t width = 0;
   PAF_DISPATCH_FLOATING(mu.scalar_type(), "elbo_backward_latent", [&] {
     width = host_for_each_element<scalar_t>(
         B, D,
-        LatentGrad<scalar_t>{const_row_matrix<scalar_t>(mu2), const_row_matrix<scalar_t>(lv2), &coefficient,
+        LatentGrad<scalar_t>{const_row_matrix<scalar_t>(mu2), const_row_matrix<scalar_t>(lv2),
+                             grad_stats_coefficient<scalar_t>(g, latent_grad_weights(beta), static_cast<double>(B)),
                              dense_rows(g_mu.data_ptr<scalar_t>(), B, D),
                              dense_rows(g_lv.data_ptr<scalar_t>(), B, D)});
   });

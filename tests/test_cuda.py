@@ -152,6 +152,10 @@ def test_cuda_graph_replays_a_training_step_like_eager():
 # two kernels or a buffer fill, and is far below the eager loss (the
 # reference backend launches about 35 kernels, checked below).
 MAX_LOSS_KERNELS = 8
+# Its backward (torch.autograd.grad of the objective): autograd's own seed and
+# select-backward kernels, the in-place x_hat rescale (each thread returns
+# at once for objective.backward()) and the latent gradients.
+MAX_LOSS_BACKWARD_KERNELS = 6
 
 
 def _cuda_activity(fn) -> tuple[list[str], int]:
@@ -163,9 +167,9 @@ def _cuda_activity(fn) -> tuple[list[str], int]:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    on_device = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
-    kernels = [e.name for e in on_device if e.activity_type == "kernel"]
-    to_host = [e.name for e in on_device if e.name.startswith("Memcpy DtoH")]
+    on_device = [e.name for e in prof.events() if e.device_type == DeviceType.CUDA]
+    kernels = [name for name in on_device if not name.startswith(("Memcpy", "Memset"))]
+    to_host = [name for name in on_device if name.startswith("Memcpy DtoH")]
     return kernels, len(to_host)
 
 
@@ -190,6 +194,10 @@ def test_vae_loss_launches_few_kernels_and_reads_the_device_once(likelihood):
         assert to_host == 1, f"rank {rank}: {to_host} device-to-host copies (one reads all diagnostics)"
         assert 1 <= len(kernels) <= MAX_LOSS_KERNELS, f"rank {rank}: {len(kernels)} kernels: {kernels}"
         counts[rank] = len(kernels)
+        both, to_host = _cuda_activity(lambda: torch.autograd.grad(loss().objective, [x_hat, mu, log_var]))
+        backward = both[len(kernels):]
+        assert to_host == 1, f"rank {rank}: the backward read the device ({to_host} copies in all)"
+        assert len(backward) <= MAX_LOSS_BACKWARD_KERNELS, f"rank {rank}: backward kernels: {backward}"
     assert counts[2] == counts[4], counts
     # The count is meaningful: the eager loss code launches many more.
     with paf.use_backend("reference"):

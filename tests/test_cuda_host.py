@@ -161,9 +161,21 @@ def test_elbo(host, layout, dtype, likelihood):
     expect_width(kl_width, layout, dtype, writes_elements=True)
     # the backward: d (stats . grad_stats), with the weights of elbo.cuh
     grad_stats = torch.tensor([1.5, -0.25, 0.5, 2.0], dtype=torch.float64).to(dtype)
-    scaled, width = host.elbo_backward_x_hat(grad_stats, want_x_hat)
+    scaled, width = host.elbo_backward_x_hat(grad_stats, want_x_hat, False)
     close(scaled, OPS.elbo_backward_x_hat(grad_stats, want_x_hat), dtype)
     assert width == 16 // want_x_hat.element_size()  # one dense row
+    # in place (autograd's first backward): the buffer becomes the gradient ...
+    buffer = want_x_hat.clone()
+    in_place, _ = host.elbo_backward_x_hat(grad_stats, buffer, True)
+    assert in_place.data_ptr() == buffer.data_ptr()
+    close(buffer, scaled, dtype)
+    # ... and a coefficient of 1 (grad_stats [1, 0, 0, 0]) leaves every element untouched
+    poisoned = torch.full_like(want_x_hat, float("nan"))
+    host.elbo_backward_x_hat(torch.tensor([1.0, 0, 0, 0], dtype=dtype), poisoned, True)
+    assert poisoned.isnan().all()
+    buffer = want_x_hat.clone()
+    host.elbo_backward_x_hat(torch.tensor([2.0, 0.5, 0.5, 3.0], dtype=dtype), buffer, True)
+    assert torch.equal(buffer, want_x_hat)  # 2 - 0.5 - 0.5 = 1 as well
     g_mu, g_lv, width = host.elbo_backward_latent(grad_stats, mu, lv, beta)
     for got, want in zip((g_mu, g_lv), OPS.elbo_backward_latent(grad_stats, mu, lv, beta)):
         close(got, want, dtype)

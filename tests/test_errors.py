@@ -57,6 +57,7 @@ def test_functional_errors(call, exc, match):
         (lambda: ops.reparameterize_backward(torch.zeros(2, 1, 3), torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor(1), torch.zeros(2, 2, 3)), r"noise: expected shape \[2, 1, 3\]"),
         (lambda: ops.elbo(torch.zeros(2, 3), torch.zeros(2, 1, 3), torch.zeros(3, 4), torch.zeros(3, 4), 1.0, "gaussian", False), "mu: expected batch size 2"),
         (lambda: ops.elbo_backward_x_hat(torch.zeros(3), torch.zeros(2, 3)), "grad_stats: expected 4 elements"),
+        (lambda: ops.elbo_scale_x_hat_grad_(torch.zeros(3), torch.zeros(2, 3)), "grad_stats: expected 4 elements"),
         (lambda: ops.kl_diag_gaussian(torch.zeros(2, 3), torch.zeros(2, 3), None, None, True, 1.0, 0.0), r"clamp_min \(1\) must not exceed clamp_max \(0\)"),
         (lambda: ops.adagvae_posterior_backward(*(torch.zeros(2, 3) for _ in range(6)), torch.zeros(2, 3)), "mask: expected dtype bool"),
         (lambda: ops.kl_diag_gaussian(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), None, None, True, None, None), "mu_q: expected a floating-point tensor"),

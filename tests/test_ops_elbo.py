@@ -88,3 +88,54 @@ def test_elbo_without_grad_writes_no_gradient_buffer(device):
     with torch.no_grad():
         expected = F.elbo_stats(x, x_hat, mu, lv)
     torch.testing.assert_close(stats, expected)
+
+
+def _reference_grads(fn, leaves):
+    with paf.use_backend("reference"):
+        return torch.autograd.grad(fn(*leaves), leaves)
+
+
+@pytest.mark.parametrize("seed_grad", [1.0, 0.25, -3.0, 0.0])
+def test_scaled_objective_gradient_rescales_the_buffer_in_place(seed_grad, device):
+    # Anything but objective.backward() on the CPU (a scaled loss, grad scalers,
+    # and every backward on a GPU, where grad_stats is not read) scales the
+    # forward's x_hat buffer in place: that buffer is the gradient returned.
+    x, x_hat, mu, lv = on_device(device, *_inputs(5, 3, (33,), 4, "bernoulli"))
+    leaves = [x_hat, mu, lv]
+    fn = lambda h, m, v: seed_grad * F.elbo_stats(x, h, m, v, 2.0, "bernoulli")[0]
+    got = torch.autograd.grad(fn(*leaves), leaves)
+    for g, want in zip(got, _reference_grads(fn, leaves)):
+        torch.testing.assert_close(g, want)
+
+
+@pytest.mark.parametrize("stat", [0, 1, 2, 3])
+def test_repeated_backward_with_retain_graph(stat, device):
+    # A later backward of the same node recomputes (the first one may have
+    # rescaled the buffers or handed them to .grad): every one is right.
+    x, x_hat, mu, lv = on_device(device, *_inputs(4, 2, (19,), 3, "gaussian"))
+    leaves = [x_hat, mu, lv]
+    out = F.elbo_stats(x, x_hat, mu, lv, 1.5, "gaussian")[stat]
+    once = _reference_grads(lambda h, m, v: F.elbo_stats(x, h, m, v, 1.5, "gaussian")[stat], leaves)
+    for k in range(3):
+        out.backward(torch.tensor(0.5 + k, dtype=out.dtype, device=out.device), retain_graph=True)
+        expected = sum(0.5 + i for i in range(k + 1))
+        for leaf, want in zip(leaves, once):
+            torch.testing.assert_close(leaf.grad, expected * want, msg=lambda m: f"backward {k + 1}: {m}")
+    for leaf in leaves:
+        leaf.grad = None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scale_x_hat_grad_in_place_op(dtype, device):
+    op = torch.ops.pyautoencoder_fast.elbo_scale_x_hat_grad_
+    buffer = torch.randn(3, 2, 7, dtype=dtype, device=device)
+    grad_stats = torch.tensor([1.5, -0.25, 0.5, 2.0], dtype=dtype, device=device)
+    expected = torch.ops.pyautoencoder_fast.elbo_backward_x_hat(grad_stats, buffer)
+    assert op(grad_stats, buffer) is None
+    torch.testing.assert_close(buffer, expected)
+    # a coefficient of exactly 1 leaves the buffer as it is (NaN stays, nothing is written)
+    poisoned = torch.full((4, 5), float("nan"), dtype=dtype, device=device)
+    op(torch.tensor([2.0, 0.5, 0.5, 9.0], dtype=dtype, device=device), poisoned)
+    assert poisoned.isnan().all()
+    with pytest.raises(RuntimeError, match="grad_stats: expected 4 elements"):
+        op(torch.zeros(3, dtype=dtype, device=device), buffer)

@@ -63,14 +63,18 @@ inline std::optional<at::Tensor> optional(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
-// Whether the values of t may be read on the host now: a real CPU tensor,
-// with no tracing mode or tensor subclass (fake, functional) around it.
-inline bool values_readable_on_host(const at::Tensor& t) {
+// Whether t is a real tensor with memory, on any device, with no tracing mode
+// or tensor subclass (fake, functional) around it: what may be mutated in
+// place without a tracer having to follow.
+inline bool is_plain_tensor(const at::Tensor& t) {
   constexpr c10::DispatchKeySet tracing_keys({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot,
                                               c10::DispatchKey::Functionalize});
-  return t.defined() && t.device().is_cpu() && t.layout() == at::kStrided && t.has_storage() &&
-         !t.key_set().has_any(tracing_keys) && !c10::impl::TorchDispatchModeTLS::any_modes_set();
+  return t.defined() && t.layout() == at::kStrided && t.has_storage() && !t.key_set().has_any(tracing_keys) &&
+         !c10::impl::TorchDispatchModeTLS::any_modes_set();
 }
+
+// Whether the values of t may be read on the host now: a plain CPU tensor.
+inline bool values_readable_on_host(const at::Tensor& t) { return is_plain_tensor(t) && t.device().is_cpu(); }
 
 // The pointer the autograd graph holds its nodes by, read off torch's own
 // Edge rather than guessed from a version number: std::shared_ptr<Node> in

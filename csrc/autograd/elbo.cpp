@@ -1,12 +1,19 @@
 // elbo: autograd (schema: csrc/schemas.cpp; kernels: csrc/<device>/elbo).
 //
 // With need_grad the forward op already wrote d objective / d (x_hat, mu,
-// log_var). For the usual objective.backward() (grad_stats = [1, 0, 0, 0])
-// those buffers are the gradients and are returned as they are: backward
-// launches nothing and touches no x_hat-sized memory. Other grad_stats (or
-// grad_stats whose values cannot be read now: another device, tracing)
-// rescale the x_hat gradient by (g_objective - g_elbo - g_log_likelihood)
-// and recompute the small latent gradients.
+// log_var), and the node's first backward turns those buffers into the
+// gradients:
+// - grad_stats readable on the host and [1, 0, 0, 0] (objective.backward()
+//   on the CPU): returned as they are; nothing launched or touched;
+// - otherwise (other grad_stats, or values on a GPU, not read to spare a host
+//   sync): the x_hat buffer is rescaled in place by (g_objective - g_elbo -
+//   g_log_likelihood) (elbo_scale_x_hat_grad_, which leaves it untouched when
+//   that is 1, as read on the device), and the small latent gradients are
+//   recomputed;
+// - under a tracer (torch.compile), the functional elbo_backward_x_hat.
+// A later backward of the same node (retain_graph) has no buffers left to
+// trust (the first may have rescaled them, or handed them to .grad, where
+// accumulation mutates them) and recomputes from x and x_hat.
 #include "../common/elbo_stats.h"
 #include "autograd_common.h"
 
@@ -20,6 +27,7 @@ using Forward = Tensors4(const at::Tensor&, const at::Tensor&, const at::Tensor&
 using LikelihoodSumBackward =
     at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view, bool);
 using BackwardXHat = at::Tensor(const at::Tensor&, const at::Tensor&);
+using ScaleXHatGrad = void(const at::Tensor&, at::Tensor&);
 using BackwardLatent = Tensors2(const at::Tensor&, const at::Tensor&, const at::Tensor&, double);
 
 // grad_stats == [1, 0, 0, 0] (objective.backward()), when its values can be read now.
@@ -65,7 +73,9 @@ class Elbo : public torch::autograd::Function<Elbo> {
     const at::Tensor &dobj_dx_hat = saved[4], &dobj_dmu = saved[5], &dobj_dlv = saved[6];
     const double beta = ctx->saved_data["beta"].toDouble();
     const std::string likelihood = ctx->saved_data["likelihood"].toStringRef();
-    const bool have_buffers = dobj_dx_hat.sizes() == x_hat.sizes();
+    const bool first_backward = ctx->saved_data.find("buffers_used") == ctx->saved_data.end();
+    ctx->saved_data["buffers_used"] = true;
+    const bool have_buffers = first_backward && dobj_dx_hat.sizes() == x_hat.sizes();
     const bool objective_only = have_buffers && is_objective_only(grad_stats);
     const auto& ll_sum_backward = PAF_OP(log_likelihood_sum_backward, LikelihoodSumBackward);
     if (ctx->needs_input_grad(0)) {
@@ -74,9 +84,16 @@ class Elbo : public torch::autograd::Function<Elbo> {
     if (ctx->needs_input_grad(1)) {
       if (objective_only) {
         result[1] = dobj_dx_hat;
+      } else if (have_buffers && is_plain_tensor(dobj_dx_hat) && is_plain_tensor(grad_stats)) {
+        // (below ADInplaceOrView: the saved buffer's version stays, so a
+        // retain_graph backward can still unpack the saved variables)
+        at::AutoDispatchBelowADInplaceOrView below_autograd;
+        at::Tensor buffer = dobj_dx_hat;
+        PAF_OP(elbo_scale_x_hat_grad_, ScaleXHatGrad).call(grad_stats, buffer);
+        result[1] = std::move(buffer);
       } else if (have_buffers) {
         result[1] = PAF_OP(elbo_backward_x_hat, BackwardXHat).call(grad_stats, dobj_dx_hat);
-      } else {  // the forward ran without gradient buffers
+      } else {  // no buffers: the forward ran without them, or a later backward
         result[1] = ll_sum_backward.call(ll_row_grad(grad_stats, x_hat), x, x_hat, likelihood, false);
       }
     }

@@ -70,12 +70,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cpu(const at::Te
   return p.outputs();
 }
 
-// d/dx_hat of stats . grad_stats = dobj_dx_hat * (g_objective - g_elbo - g_ll).
+// d/dx_hat of stats . grad_stats = dobj_dx_hat * (kXHatGradWeights . grad_stats).
+double x_hat_grad_coefficient(const at::Tensor& grad_stats) {
+  return grad_stats_coefficient_on_host(grad_stats, kXHatGradWeights, 1.0);
+}
+
 at::Tensor elbo_backward_x_hat_cpu(const at::Tensor& grad_stats, const at::Tensor& dobj_dx_hat) {
   check_floating(dobj_dx_hat, "dobj_dx_hat");
-  const auto g = read_grad_stats(grad_stats);
-  const double coef = g[kObjective] - g[kElbo] - g[kLogLikelihood];
-  return at::mul(dobj_dx_hat, coef);
+  return at::mul(dobj_dx_hat, x_hat_grad_coefficient(grad_stats));
+}
+
+// The same, in place; a coefficient of exactly 1 leaves the buffer untouched.
+void elbo_scale_x_hat_grad_cpu_(const at::Tensor& grad_stats, at::Tensor& dobj_dx_hat) {
+  check_floating(dobj_dx_hat, "dobj_dx_hat");
+  const double coef = x_hat_grad_coefficient(grad_stats);
+  if (coef != 1.0) dobj_dx_hat.mul_(coef);
 }
 
 // d/dmu and d/dlog_var of stats . grad_stats; only the KL term depends on them:
@@ -85,11 +94,11 @@ std::tuple<at::Tensor, at::Tensor> elbo_backward_latent_cpu(const at::Tensor& gr
                                                             const at::Tensor& log_var,
                                                             double beta) {
   check_latent_pair(mu, log_var);
-  const auto g = read_grad_stats(grad_stats);
+  check_grad_stats(grad_stats);
   const int64_t B = mu.size(0), D = mu.size(1);
   auto [g_mu, g_lv] = latent_pair_grads(mu);
   if (g_mu.numel() == 0) return {g_mu, g_lv};
-  const double coef = (beta * (g[kObjective] - g[kElbo]) + g[kKl]) / static_cast<double>(B);
+  const double coef = grad_stats_coefficient_on_host(grad_stats, latent_grad_weights(beta), static_cast<double>(B));
   const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
   PAF_DISPATCH_FLOATING(mu.scalar_type(), "elbo_backward_latent_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
@@ -116,6 +125,7 @@ std::tuple<at::Tensor, at::Tensor> elbo_backward_latent_cpu(const at::Tensor& gr
 TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) {
   m.impl("elbo", &elbo_cpu);
   m.impl("elbo_backward_x_hat", &elbo_backward_x_hat_cpu);
+  m.impl("elbo_scale_x_hat_grad_", &elbo_scale_x_hat_grad_cpu_);
   m.impl("elbo_backward_latent", &elbo_backward_latent_cpu);
 }
 

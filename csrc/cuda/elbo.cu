@@ -4,8 +4,10 @@
 // (writing d objective / d (mu, log_var)), then one block combines the row
 // sums into the four stats: a fixed number of launches for any input rank,
 // no host sync. Backward: grad_stats stays on the device (reading it would
-// sync the host and break CUDA-graph capture), so the x_hat gradient is
-// rescaled by one elementwise pass, where the CPU returns the buffer as is.
+// sync the host and break CUDA-graph capture); each kernel forms its
+// coefficient from it in place, and the x_hat buffer is rescaled in place
+// (elbo_scale_x_hat_grad_), each thread returning at once when the
+// coefficient is 1, so objective.backward() moves no x_hat-sized memory.
 #include "../common/elbo_stats.h"
 #include "cuda_utils.cuh"
 #include "elbo.cuh"
@@ -68,47 +70,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cuda(const at::T
   return p.outputs();
 }
 
-// coefficient = (sum_k weight[k] * grad_stats[k]) / divisor, on the device.
-template <typename scalar_t>
-__global__ void grad_stats_coefficient_kernel(const scalar_t* grad_stats, int64_t stride, double w0, double w1,
-                                              double w2, double w3, double divisor, double* coefficient) {
-  const double g[kNumStats] = {static_cast<double>(grad_stats[0]), static_cast<double>(grad_stats[stride]),
-                               static_cast<double>(grad_stats[2 * stride]),
-                               static_cast<double>(grad_stats[3 * stride])};
-  *coefficient = (w0 * g[0] + w1 * g[1] + w2 * g[2] + w3 * g[3]) / divisor;
-}
-
-at::Tensor grad_stats_coefficient(const at::Tensor& grad_stats, std::array<double, kNumStats> weights,
-                                  double divisor) {
-  check_grad_stats(grad_stats);
-  check_floating(grad_stats, "grad_stats");
+// d/dx_hat of stats . grad_stats = dobj_dx_hat * coefficient (kXHatGradWeights),
+// into out (a new tensor, or dobj_dx_hat itself: skip_when_one).
+void scale_x_hat_grad(const at::Tensor& grad_stats, const at::Tensor& in, const at::Tensor& out, bool skip_when_one) {
   const at::Tensor g = grad_stats.reshape({kNumStats});
-  at::Tensor coefficient = at::empty({1}, g.options().dtype(at::kDouble));
-  PAF_DISPATCH_FLOATING(g.scalar_type(), "grad_stats_coefficient", [&] {
-    grad_stats_coefficient_kernel<scalar_t><<<1, 1, 0, current_stream()>>>(
-        g.const_data_ptr<scalar_t>(), g.stride(0), weights[0], weights[1], weights[2], weights[3], divisor,
-        coefficient.data_ptr<double>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return coefficient;
-}
-
-// d/dx_hat of stats . grad_stats = dobj_dx_hat * coefficient (kXHatGradWeights).
-at::Tensor elbo_backward_x_hat_cuda(const at::Tensor& grad_stats, const at::Tensor& dobj_dx_hat) {
-  check_floating(dobj_dx_hat, "dobj_dx_hat");
-  check_same_dtype_device(dobj_dx_hat, "dobj_dx_hat", grad_stats, "grad_stats");
-  const c10::cuda::CUDAGuard guard(dobj_dx_hat.device());
-  const at::Tensor coefficient = grad_stats_coefficient(grad_stats, kXHatGradWeights, 1.0);
-  const at::Tensor in = dobj_dx_hat.contiguous();
-  at::Tensor out = at::empty_like(in);
   const int64_t n = in.numel();
   PAF_DISPATCH_FLOATING(in.scalar_type(), "elbo_backward_x_hat_cuda", [&] {
     launch_for_each_element<scalar_t>(
         1, n,
         ScaleBy<scalar_t>{RowMatrix<const scalar_t>{in.const_data_ptr<scalar_t>(), 1, n, n},
-                          coefficient.const_data_ptr<double>(), dense_rows(out.data_ptr<scalar_t>(), 1, n)});
+                          grad_stats_coefficient<scalar_t>(g, kXHatGradWeights, 1.0),
+                          dense_rows(out.data_ptr<scalar_t>(), 1, n), skip_when_one});
   });
+}
+
+at::Tensor elbo_backward_x_hat_cuda(const at::Tensor& grad_stats, const at::Tensor& dobj_dx_hat) {
+  check_floating(dobj_dx_hat, "dobj_dx_hat");
+  check_same_dtype_device(dobj_dx_hat, "dobj_dx_hat", grad_stats, "grad_stats");
+  check_grad_stats(grad_stats);
+  const c10::cuda::CUDAGuard guard(dobj_dx_hat.device());
+  const at::Tensor in = dobj_dx_hat.contiguous();
+  at::Tensor out = at::empty_like(in);
+  scale_x_hat_grad(grad_stats, in, out, false);
   return out;
+}
+
+// The same, in place: the forward's buffer becomes the gradient, and with a
+// coefficient of 1 (read on the device) no element is read or written.
+void elbo_scale_x_hat_grad_cuda_(const at::Tensor& grad_stats, at::Tensor& dobj_dx_hat) {
+  check_floating(dobj_dx_hat, "dobj_dx_hat");
+  check_same_dtype_device(dobj_dx_hat, "dobj_dx_hat", grad_stats, "grad_stats");
+  check_grad_stats(grad_stats);
+  TORCH_CHECK(dobj_dx_hat.is_contiguous(), "dobj_dx_hat: expected a contiguous buffer (the forward's), got strides ",
+              dobj_dx_hat.strides());
+  const c10::cuda::CUDAGuard guard(dobj_dx_hat.device());
+  scale_x_hat_grad(grad_stats, dobj_dx_hat, dobj_dx_hat, true);
 }
 
 // d/d(mu, log_var) of stats . grad_stats (latent_grad_weights).
@@ -121,14 +117,15 @@ std::tuple<at::Tensor, at::Tensor> elbo_backward_latent_cuda(const at::Tensor& g
   at::Tensor g_mu, g_lv;  // (not a structured binding: the lambda below captures them, C++17)
   std::tie(g_mu, g_lv) = latent_pair_grads(mu);
   if (g_mu.numel() == 0) return {g_mu, g_lv};
-  const at::Tensor coefficient =
-      grad_stats_coefficient(grad_stats, latent_grad_weights(beta), static_cast<double>(B));
+  check_grad_stats(grad_stats);
+  const at::Tensor g = grad_stats.reshape({kNumStats});
   const at::Tensor mu2 = as_rows(mu, B, D), lv2 = as_rows(log_var, B, D);
   PAF_DISPATCH_FLOATING(mu.scalar_type(), "elbo_backward_latent_cuda", [&] {
     launch_for_each_element<scalar_t>(
         B, D,
         LatentGrad<scalar_t>{const_row_matrix<scalar_t>(mu2), const_row_matrix<scalar_t>(lv2),
-                             coefficient.const_data_ptr<double>(), dense_rows(g_mu.data_ptr<scalar_t>(), B, D),
+                             grad_stats_coefficient<scalar_t>(g, latent_grad_weights(beta), static_cast<double>(B)),
+                             dense_rows(g_mu.data_ptr<scalar_t>(), B, D),
                              dense_rows(g_lv.data_ptr<scalar_t>(), B, D)});
   });
   return {g_mu, g_lv};
@@ -139,6 +136,7 @@ std::tuple<at::Tensor, at::Tensor> elbo_backward_latent_cuda(const at::Tensor& g
 TORCH_LIBRARY_IMPL(pyautoencoder_fast, CUDA, m) {
   m.impl("elbo", &elbo_cuda);
   m.impl("elbo_backward_x_hat", &elbo_backward_x_hat_cuda);
+  m.impl("elbo_scale_x_hat_grad_", &elbo_scale_x_hat_grad_cuda_);
   m.impl("elbo_backward_latent", &elbo_backward_latent_cuda);
 }
 

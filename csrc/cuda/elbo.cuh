@@ -1,5 +1,5 @@
 // elbo: the per-thread work of its CUDA kernels (the row terms writing the
-// gradients, and the two backward rescales), as functors that are host/device:
+// gradients, and the backward's rescales), as functors that are host/device:
 // elbo.cu launches them on the GPU and tests/test_cuda_host.py runs them on
 // the CPU against the reference. What each thread does with them: packs.h.
 #pragma once
@@ -104,26 +104,24 @@ ElboKlTerm<scalar_t> elbo_kl_term(const ElboProblem& p, double beta) {
           static_cast<opmath_t<scalar_t>>(beta / static_cast<double>(p.B))};
 }
 
-// The backward's coefficients, (weights . grad_stats) / divisor:
-// d/dx_hat of stats . grad_stats = dobj_dx_hat * (g_objective - g_elbo - g_ll);
-constexpr std::array<double, kNumStats> kXHatGradWeights = {1.0, -1.0, -1.0, 0.0};
-// d/d(mu, log_var) = d KL * (beta (g_objective - g_elbo) + g_kl) / B.
-inline std::array<double, kNumStats> latent_grad_weights(double beta) { return {beta, -beta, 0.0, 1.0}; }
-
-// out = in * coefficient, elementwise.
+// out = in * coefficient, elementwise. In place (in and out the same
+// buffer, skip_when_one), a coefficient of exactly 1 (objective.backward())
+// leaves the buffer as it is: the thread returns before touching it.
 template <typename scalar_t>
 struct ScaleBy {
   RowMatrix<const scalar_t> in;
-  const double* coefficient;
+  GradStatsCoefficient<scalar_t> coefficient;
   RowMatrix<scalar_t> out;
+  bool skip_when_one;
   template <int N>
   C10_HOST_DEVICE void elements(int64_t r, int64_t j) const {
     using T = opmath_t<scalar_t>;
+    const double c = coefficient.value();
+    if (skip_when_one && c == 1.0) return;
     T v[N];
     load_pack<N>(in.row(r) + j, v);
-    const T c = static_cast<T>(*coefficient);
 #pragma unroll
-    for (int k = 0; k < N; ++k) v[k] *= c;
+    for (int k = 0; k < N; ++k) v[k] *= static_cast<T>(c);
     store_pack<N>(out.row(r) + j, v);
   }
   template <int N>
@@ -136,7 +134,7 @@ struct ScaleBy {
 template <typename scalar_t>
 struct LatentGrad {
   RowMatrix<const scalar_t> mu, log_var;
-  const double* coefficient;
+  GradStatsCoefficient<scalar_t> coefficient;
   RowMatrix<scalar_t> g_mu, g_lv;
   template <int N>
   C10_HOST_DEVICE void elements(int64_t b, int64_t j) const {
@@ -144,7 +142,7 @@ struct LatentGrad {
     T m[N], l[N];
     load_pack<N>(mu.row(b) + j, m);
     load_pack<N>(log_var.row(b) + j, l);
-    const T c = static_cast<T>(*coefficient);
+    const T c = static_cast<T>(coefficient.value());
     // m and l become the gradients, in place
 #pragma unroll
     for (int k = 0; k < N; ++k) {

@@ -8,6 +8,7 @@ from ._common import empty_like_shape
 
 OP = "pyautoencoder_fast::elbo"
 BACKWARD_X_HAT_OP = "pyautoencoder_fast::elbo_backward_x_hat"
+SCALE_X_HAT_GRAD_OP = "pyautoencoder_fast::elbo_scale_x_hat_grad_"
 BACKWARD_LATENT_OP = "pyautoencoder_fast::elbo_backward_latent"
 NUM_STATS = 4  # objective, elbo, log_likelihood, kl_divergence
 
@@ -23,6 +24,10 @@ def _fake_backward_x_hat(grad_stats, dobj_dx_hat):
     return empty_like_shape(dobj_dx_hat, dobj_dx_hat.shape)
 
 
+def _fake_scale_x_hat_grad(grad_stats, dobj_dx_hat):
+    return None  # (in place on dobj_dx_hat)
+
+
 def _fake_backward_latent(grad_stats, mu, log_var, beta):
     return empty_like_shape(mu, mu.shape), empty_like_shape(mu, mu.shape)
 
@@ -30,4 +35,5 @@ def _fake_backward_latent(grad_stats, mu, log_var, beta):
 def register() -> None:
     torch.library.register_fake(OP, _fake)
     torch.library.register_fake(BACKWARD_X_HAT_OP, _fake_backward_x_hat)
+    torch.library.register_fake(SCALE_X_HAT_GRAD_OP, _fake_scale_x_hat_grad)
     torch.library.register_fake(BACKWARD_LATENT_OP, _fake_backward_latent)
