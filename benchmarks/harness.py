@@ -257,6 +257,30 @@ def percentile(values: Sequence[float], q: float) -> float:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
+def device_seconds(fn: Callable[[], Any], calls: int = 5) -> float:
+    """Device time per call of fn on CUDA: the summed durations of the kernels
+    and copies it ran (torch.profiler), without host overhead or idle gaps."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
+    return us * 1e-6 / calls
+
+
+def measure_copy_device_bandwidth(mib: int, device: str) -> float:
+    """GB/s of dst.copy_(src) from its device time (bytes = 2*size)."""
+    numel = mib * 2**20 // 4
+    src = torch.rand(numel, device=device)
+    dst = torch.empty_like(src)
+    return 2 * numel * 4 / device_seconds(lambda: dst.copy_(src), calls=10) / 1e9
+
+
 def measure_copy_bandwidth(device: str, mib: int, reps: int) -> float:
     """GB/s of dst.copy_(src) for a float32 tensor of `mib` MiB (bytes = 2*size)."""
     numel = mib * 2**20 // 4
@@ -437,6 +461,10 @@ class Row:
     objective: float
     min_bytes: int
     bytes_formula: str
+    # CUDA: the device's own time per call (kernels and copies, from torch.profiler),
+    # without the host's launches and waits; its GB/s against the copy's, timed alike
+    device_ms: float = math.nan
+    device_pct_copy: float = math.nan
 
     @property
     def case(self) -> str:
@@ -504,7 +532,7 @@ def _configure_dynamo() -> None:
         cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 4096)
 
 
-def run_case(spec: Spec, cfg: Config, copy_gbps: float) -> list[Row]:
+def run_case(spec: Spec, cfg: Config, copy_gbps: float, copy_device_gbps: float = math.nan) -> list[Row]:
     torch._dynamo.reset()  # one fresh compiled artifact per case, no guard build-up
     bench = W.build(spec, cfg.seed)
     providers = {name: bench.providers[name] for name in cfg.providers}
@@ -528,6 +556,11 @@ def run_case(spec: Spec, cfg: Config, copy_gbps: float) -> list[Row]:
             objective=objectives.get(name, math.nan),
             min_bytes=bench.min_bytes, bytes_formula=bench.bytes_formula,
         ))
+    if spec.device.startswith("cuda"):
+        for row in rows:
+            seconds = device_seconds(providers[row.provider])
+            row.device_ms = seconds * 1e3
+            row.device_pct_copy = 100.0 * bench.min_bytes / seconds / 1e9 / copy_device_gbps
     return rows
 
 
@@ -554,6 +587,13 @@ def run(config: Config) -> list[DeviceReport]:
             specs = [s for s in specs if any(w in s.label for w in cfg.workloads)]
         copy_gbps = measure_copy_bandwidth(device, cfg.copy_mib, cfg.copy_reps)
         report = DeviceReport(device, device_tag(device), metadata(device, cfg, copy_gbps))
+        copy_device_gbps = math.nan
+        if device.startswith("cuda"):
+            copy_device_gbps = measure_copy_device_bandwidth(cfg.copy_mib, device)
+            report.meta["copy_device_bandwidth_GBps"] = f"{copy_device_gbps:.2f}"
+            report.meta["device_time"] = ("per call, the summed kernel and copy durations from torch.profiler "
+                                          "(5 calls); device % copy: min bytes / device time against the "
+                                          "copy's device-time bandwidth")
         progress = _Progress(len(specs), cfg.progress, f"benchmarks {device}")
         started = time.perf_counter()
         failed: list[str] = []
@@ -561,7 +601,7 @@ def run(config: Config) -> list[DeviceReport]:
             for spec in specs:
                 progress.start(spec.label)
                 try:
-                    report.rows.extend(run_case(spec, cfg, copy_gbps))
+                    report.rows.extend(run_case(spec, cfg, copy_gbps, copy_device_gbps))
                 except Exception as exc:  # noqa: BLE001 - re-raised unless keep_going
                     if not cfg.keep_going:
                         raise
@@ -597,6 +637,8 @@ COLUMNS = [
     ("peak / ref", "peak_ratio", "{:.2f}"),
     ("ref", "ratio_ref", "{}"),
     ("fast speed-up", "fast_speedup", "{:.2f}x"),
+    ("device ms", "device_ms", "{:.4f}"),
+    ("device % copy", "device_pct_copy", "{:.1f}"),
 ]
 
 
@@ -660,8 +702,10 @@ def render_markdown(report: DeviceReport) -> str:
     summary = [r for r in report.rows if r.provider == "fast"]
     if summary:
         buf.write("\n## Summary: fast vs the others\n\n")
-        buf.write("| case | fast ms | GB/s | % copy | peak / ref | vs eager | vs compile |\n")
-        buf.write("|---|---:|---:|---:|---:|---:|---:|\n")
+        on_device = any(not math.isnan(r.device_ms) for r in summary)
+        device_head, device_rule = (" device ms | device % copy | device vs compile |", "---:|---:|---:|") if on_device else ("", "")
+        buf.write(f"| case | fast ms | GB/s | % copy | peak / ref | vs eager | vs compile |{device_head}\n")
+        buf.write(f"|---|---:|---:|---:|---:|---:|---:|{device_rule}\n")
         by_case = {}
         for r in report.rows:
             by_case.setdefault(r.case, {})[r.provider] = r
@@ -669,8 +713,12 @@ def render_markdown(report: DeviceReport) -> str:
             others = by_case[r.case]
             def speed(name):
                 return f"{others[name].fast_speedup:.2f}x" if name in others else "-"
+            device = ""
+            if on_device:
+                vs = f"{others['compile'].device_ms / r.device_ms:.2f}x" if "compile" in others else "-"
+                device = f" {r.device_ms:.4f} | {r.device_pct_copy:.1f} | {vs} |"
             buf.write(f"| {r.case} | {r.median_ms:.4f} | {r.GBps:.2f} | {r.pct_copy:.1f} | "
-                      f"{r.peak_ratio:.2f} {r.ratio_ref} | {speed('eager')} | {speed('compile')} |\n")
+                      f"{r.peak_ratio:.2f} {r.ratio_ref} | {speed('eager')} | {speed('compile')} |{device}\n")
     buf.write("\n## All results\n\n")
     headers = [h for h, _, _ in COLUMNS]
     buf.write("| " + " | ".join(headers) + " |\n")

@@ -134,8 +134,8 @@ def test_results_are_on_disk_after_each_case(monkeypatch, tmp_path):
     seen = []
     real_run_case = H.run_case
 
-    def run_case_then_look(spec, cfg, copy_gbps):
-        rows = real_run_case(spec, cfg, copy_gbps)
+    def run_case_then_look(spec, cfg, copy_gbps, copy_device_gbps=math.nan):
+        rows = real_run_case(spec, cfg, copy_gbps, copy_device_gbps)
         seen.append(sorted(p.name for p in tmp_path.glob("*.csv")))
         return rows
 
@@ -307,3 +307,13 @@ def test_launch_counts_on_cuda():
     assert by["eager"].forward.dtoh == 3  # its three .item() calls
     assert by["fast"].forward.dtoh == 1  # one .tolist()
     assert by["fast"].forward.kernels >= 1 and by["fast"].backward.kernels >= 1
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_device_time_counts_the_kernels_only():
+    a = torch.rand(1 << 24, device="cuda")
+    one = H.device_seconds(lambda: a.mul(2))
+    two = H.device_seconds(lambda: (a.mul(2), a.mul(3)))
+    assert 0 < one < 1e-2 and two == pytest.approx(2 * one, rel=0.3)
+    assert H.measure_copy_device_bandwidth(64, "cuda") > 100  # GB/s: any GPU
