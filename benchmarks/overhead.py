@@ -1,12 +1,15 @@
 """Where the time of one small VAE-loss call goes (per-call overhead).
 
-``python -m benchmarks.overhead [--likelihood gaussian] [--batch 64] [--features 784]``
+``python -m benchmarks.overhead [--likelihood gaussian] [--batch 64] [--features 784] [--device cpu|cuda]``
 
-Times, in a tight loop (median of individually timed calls, microseconds),
-the layers of ``VAE.compute_loss`` forward+backward one inside the other:
-the bare autograd engine, the fused op alone, the op with its backward,
-``functional.elbo_stats``, ``VAE.compute_loss``, and the whole call with
-``torch.autograd.grad``. Differences between rows are what each layer adds.
+Times, in a tight loop (median of individually timed calls, microseconds;
+on CUDA each call is followed by a synchronize, so a row is the wall time
+until its kernels have finished), the layers of ``VAE.compute_loss``
+forward+backward one inside the other: one small torch op (the host's cost
+per op), the bare autograd engine, the fused op alone, the op with its
+backward, ``functional.elbo_stats``, ``VAE.compute_loss``, and the whole call
+with ``torch.autograd.grad``; last, the eager loss forward+backward for
+comparison. Differences between rows are what each layer adds.
 """
 
 from __future__ import annotations
@@ -20,16 +23,18 @@ import torch
 import pyautoencoder_fast as paf
 from pyautoencoder_fast import functional
 
-from .workloads import fast_vae_loss
+from .workloads import eager_vae_loss, fast_vae_loss
 
 
-def median_us(fn, reps: int = 3000, warmup: int = 100) -> float:
+def median_us(fn, reps: int = 3000, warmup: int = 100, sync=lambda: None) -> float:
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(reps):
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     times.sort()
     return 1e6 * times[len(times) // 2]
@@ -42,14 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--features", type=int, default=784)
     p.add_argument("--latent", type=int, default=32)
     p.add_argument("--reps", type=int, default=3000)
+    p.add_argument("--device", default="cpu")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     if not paf.extension_available():
         raise SystemExit(f"the extension is not loaded: {paf.extension_load_error()}")
     B, F, L, lik = args.batch, args.features, args.latent, args.likelihood
-    x = torch.rand(B, F)
-    x_hat = torch.randn(B, 1, F, requires_grad=True)
-    mu = torch.randn(B, L, requires_grad=True)
-    log_var = (0.5 * torch.randn(B, L)).requires_grad_()
+    dev = torch.device(args.device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    x = torch.rand(B, F, device=dev)
+    x_hat = torch.randn(B, 1, F, device=dev, requires_grad=True)
+    mu = torch.randn(B, L, device=dev, requires_grad=True)
+    log_var = (0.5 * torch.randn(B, L, device=dev)).requires_grad_()
     leaves = [x_hat, mu, log_var]
     op = torch.ops.pyautoencoder_fast.elbo.default
 
@@ -71,18 +79,27 @@ def main(argv: list[str] | None = None) -> int:
     def compute_loss_backward():
         torch.autograd.grad(fast_vae_loss(x, x_hat, mu, log_var, 4.0, lik).objective, leaves)
 
+    def one_op():
+        torch.add(mu, 1.0)
+
+    def eager_backward():
+        torch.autograd.grad(eager_vae_loss(x, x_hat, mu, log_var, 4.0, lik).objective, leaves)
+
     rows = [
+        ("one small torch op (torch.add(mu, 1.0))", one_op),
         ("torch.autograd.grad of mu.sum() (the engine alone)", engine_only),
         ("fused op forward (torch.ops...elbo.default)", op_forward),
         ("fused op forward + autograd.grad", op_forward_backward),
         ("functional.elbo_stats forward", elbo_stats),
         ("VAE.compute_loss forward (with the diagnostics)", compute_loss),
         ("VAE.compute_loss forward + autograd.grad", compute_loss_backward),
+        ("eager loss (pyautoencoder-style, 3 .item()) forward + autograd.grad", eager_backward),
     ]
-    print(f"B={B}, S=1, {F} features, latent {L}, {lik}, {torch.get_num_threads()} threads, "
-          f"{paf.extension_info()['cpu_capability']} kernels; median us of {args.reps} calls")
+    where = f"{torch.cuda.get_device_name(dev)}, synchronized per call" if dev.type == "cuda" else (
+        f"{torch.get_num_threads()} threads, {paf.extension_info()['cpu_capability']} kernels")
+    print(f"B={B}, S=1, {F} features, latent {L}, {lik}, {where}; median us of {args.reps} calls")
     for name, fn in rows:
-        print(f"{median_us(fn, args.reps):9.1f}  {name}")
+        print(f"{median_us(fn, args.reps, sync=sync):9.1f}  {name}")
     return 0
 
 

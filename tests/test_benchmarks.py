@@ -247,7 +247,7 @@ def test_overhead_breakdown_runs(capsys):
         pytest.skip("extension not loaded")
     assert overhead.main(["--reps", "3", "--batch", "4", "--features", "7", "--latent", "3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 7 and all(float(line.split()[0]) > 0 for line in lines[1:])
+    assert len(lines) == 9 and all(float(line.split()[0]) > 0 for line in lines[1:])
 
 
 def test_launch_counting_classifies_profiler_events():
