@@ -216,8 +216,11 @@ def extensions():
         common = ["-O1" if f == "-O3" else f for f in common] + flags
         link += flags
 
+    # csrc/common/*.cpp: out-of-line helpers of the shared headers (checks.cpp),
+    # linked into _C and into each CPU kernel library.
+    common_sources = sorted(glob.glob(os.path.join("csrc", "common", "*.cpp")))
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    sources += sorted(glob.glob(os.path.join("csrc", "autograd", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join("csrc", "autograd", "*.cpp"))) + common_sources
     extra_compile_args = {"cxx": common}
     extension = CppExtension
     if with_cuda:
@@ -238,7 +241,7 @@ def extensions():
     ]
     # One library of CPU kernels per instruction set; each is loaded alone,
     # so the copies never meet (no symbol of one can resolve to another).
-    cpu_sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    cpu_sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp"))) + common_sources
     for capability in capabilities:
         flags = [f"-DCPU_CAPABILITY={capability}"] + CPU_CAPABILITY_FLAGS[capability]
         modules.append(

@@ -15,8 +15,10 @@ reports per call:
   ``cudaMemcpy``), which is how ``.item()`` and ``.tolist()`` wait;
 
 for ``compute_loss`` alone (the forward with its diagnostics) and for the
-backward (``torch.autograd.grad`` of the objective). Writes
-``results/launches-<device>.md``.
+backward (``torch.autograd.grad`` of the objective). Then, for this
+library's forward+backward at the small size and at B=256, S=8, 3x64x64,
+where its device time goes: each kernel's launches and microseconds per
+call. Writes ``results/launches-<device>.md``.
 """
 
 from __future__ import annotations
@@ -86,6 +88,51 @@ def median_us(fn, reps: int) -> float:
         fn()
     times = sorted(H.time_call(fn, "cuda") for _ in range(reps))
     return 1e6 * times[len(times) // 2]
+
+
+def kernel_breakdown(fn, calls: int) -> list[tuple[str, float, float]]:
+    """(kernel name, launches per call, device us per call) of fn, longest first."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    totals: dict[str, list[float]] = {}
+    for e in prof.events():
+        if e.device_type == DeviceType.CUDA:
+            entry = totals.setdefault(e.name, [0, 0.0])
+            entry[0] += 1
+            entry[1] += e.time_range.elapsed_us()
+    rows = [(name, n / calls, us / calls) for name, (n, us) in totals.items()]
+    return sorted(rows, key=lambda r: -r[2])
+
+
+def breakdown_markdown(batch: int, samples: int, feature_shape: tuple[int, ...], latent: int, calls: int,
+                       device: str) -> str:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, *feature_shape, generator=g).to(device)
+    x_hat = torch.randn(batch, samples, *feature_shape, generator=g).to(device).requires_grad_()
+    mu = torch.randn(batch, latent, generator=g).to(device).requires_grad_()
+    log_var = (0.5 * torch.randn(batch, latent, generator=g)).to(device).requires_grad_()
+    leaves = [x_hat, mu, log_var]
+
+    def step():
+        torch.autograd.grad(fast_vae_loss(x, x_hat, mu, log_var, 1.0, "gaussian").objective, leaves)
+
+    rows = kernel_breakdown(step, calls)
+    total = sum(us for _, _, us in rows)
+    x_hat_mb = x_hat.numel() * x_hat.element_size() / 1e6
+    lines = [f"\n### fast, gaussian, B={batch}, S={samples}, features {feature_shape} "
+             f"(x_hat {x_hat_mb:.1f} MB): {total:.1f} us of device time per forward+backward\n",
+             "| kernel | launches | us | share |", "|---|---:|---:|---:|"]
+    for name, n, us in rows:
+        short = name if len(name) <= 90 else name[:87] + "..."
+        lines.append(f"| `{short}` | {n:g} | {us:.1f} | {100 * us / total:.0f}% |")
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -168,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     for likelihood in ("gaussian", "bernoulli"):
         rows += measure(likelihood, args.batch, args.features, args.latent, args.calls, args.device)
     text = render_markdown(rows, meta)
+    text += "\n## Where the device time goes (torch.profiler, kernel and copy durations)\n"
+    text += breakdown_markdown(args.batch, 1, (args.features,), args.latent, args.calls, args.device)
+    text += breakdown_markdown(256, 8, (3, 64, 64), args.latent, args.calls, args.device)
     print(text)
     if not args.no_write:
         path = Path(args.out) / f"launches-{H.device_tag(args.device)}.md"

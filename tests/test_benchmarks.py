@@ -307,6 +307,10 @@ def test_launch_counts_on_cuda():
     assert by["eager"].forward.dtoh == 3  # its three .item() calls
     assert by["fast"].forward.dtoh == 1  # one .tolist()
     assert by["fast"].forward.kernels >= 1 and by["fast"].backward.kernels >= 1
+    a = torch.rand(1 << 20, device="cuda")
+    (name, launches, us), *_ = Lc.kernel_breakdown(lambda: a.mul(2), calls=3)
+    assert launches == 1 and us > 0
+    assert "us of device time" in Lc.breakdown_markdown(4, 2, (3, 5), 2, 2, "cuda")
 
 
 @pytest.mark.cuda

@@ -48,7 +48,7 @@ def host(tmp_path_factory):
     build = tmp_path_factory.mktemp("cuda_host_check")
     return load(
         name="paf_cuda_host_check",
-        sources=[str(ROOT / "tests" / "_cuda_host_check.cpp")],
+        sources=[str(ROOT / "tests" / "_cuda_host_check.cpp"), str(ROOT / "csrc" / "common" / "checks.cpp")],
         extra_include_paths=[str(CSRC)],
         extra_cflags=["-O1", "-Wall", "-Wextra", "-Werror", "-Wno-unknown-pragmas", "-Wno-unused-parameter"],
         build_directory=str(build),

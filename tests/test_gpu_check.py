@@ -48,7 +48,7 @@ def test_plan_for_a_gpu_machine(gpu_check):
                          "PYAUTOENCODER_FAST_CPU_CAPABILITIES": "AVX512", "MAX_JOBS": "16"}
     assert build.argv[1:] == ["setup.py", "build_ext", "--inplace", "-j", "3"]
     test = steps["test"].commands[0].argv
-    assert test[test.index("-n") + 1] == "16" and test[-3:] == ["-m", "cuda", "tests"] and "-v" in test
+    assert test[test.index("-n") + 1] == "16" and test[-3:] == ["-m", "cuda", "tests"] and "-v" in test and "-q" not in test
     memcheck = steps["memcheck"].commands[0]
     assert memcheck.argv[:1] == ["compute-sanitizer"] and "memcheck" in memcheck.argv
     assert memcheck.argv[-1] == "tests/test_cuda_sanitizer_cases.py"

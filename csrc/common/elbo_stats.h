@@ -6,6 +6,8 @@
 #include <ATen/Dispatch.h>
 #include <c10/macros/Macros.h>
 
+#include "checks.h"
+
 #include <array>
 
 namespace paf {
@@ -13,7 +15,7 @@ namespace paf {
 enum Stat { kObjective = 0, kElbo = 1, kLogLikelihood = 2, kKl = 3, kNumStats = 4 };
 
 inline void check_grad_stats(const at::Tensor& grad_stats) {
-  TORCH_CHECK(grad_stats.numel() == kNumStats, "grad_stats: expected ", kNumStats,
+  PAF_CHECK(grad_stats.numel() == kNumStats, "grad_stats: expected ", kNumStats,
               " elements, got shape ", grad_stats.sizes());
 }
 
@@ -64,7 +66,7 @@ template <typename scalar_t>
 GradStatsCoefficient<scalar_t> grad_stats_coefficient(const at::Tensor& grad_stats,
                                                       const std::array<double, kNumStats>& weights, double divisor) {
   check_grad_stats(grad_stats);
-  TORCH_CHECK(grad_stats.dim() <= 1 && grad_stats.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value,
+  PAF_CHECK(grad_stats.dim() <= 1 && grad_stats.scalar_type() == c10::CppTypeToScalarType<scalar_t>::value,
               "grad_stats: expected a [4] tensor of the gradients' dtype, got ", grad_stats.scalar_type(), " ",
               grad_stats.sizes());
   const int64_t stride = grad_stats.dim() == 1 ? grad_stats.stride(0) : 1;

@@ -2,8 +2,9 @@
 // (the message of a bad name) and the dispatch to a compile-time constant.
 #pragma once
 
-#include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
+
+#include "checks.h"
 
 #include <string>
 #include <type_traits>
@@ -19,7 +20,7 @@ inline Likelihood parse_likelihood(c10::string_view name) {
   if (name == "bernoulli") return Likelihood::Bernoulli;
   if (name == "laplace") return Likelihood::Laplace;
   if (name == "bernoulli_probs") return Likelihood::BernoulliProbs;
-  TORCH_CHECK_VALUE(false, "likelihood: expected 'gaussian', 'bernoulli', "
+  PAF_CHECK_VALUE(false, "likelihood: expected 'gaussian', 'bernoulli', "
                            "'laplace' or 'bernoulli_probs', got '", std::string(name), "'");
 }
 

@@ -62,8 +62,8 @@ struct SumProblem {
 inline SumProblem make_sum_problem(const at::Tensor& x, const at::Tensor& x_hat) {
   check_floating(x, "x");
   check_same_dtype_device(x, "x", x_hat, "x_hat");
-  TORCH_CHECK(x.dim() >= 1, "x: expected shape [B, ...], got a 0-d tensor");
-  TORCH_CHECK(x_hat.dim() == x.dim() + 1 && x_hat.size(0) == x.size(0) &&
+  PAF_CHECK(x.dim() >= 1, "x: expected shape [B, ...], got a 0-d tensor");
+  PAF_CHECK(x_hat.dim() == x.dim() + 1 && x_hat.size(0) == x.size(0) &&
                   x_hat.sizes().slice(2) == x.sizes().slice(1),
               "x_hat: expected shape [B, S, ...] matching x ", x.sizes(), ", got ", x_hat.sizes());
   const int64_t batch = x.size(0);
@@ -134,7 +134,7 @@ inline KlProblem make_kl_problem(const at::Tensor& mu_q, const at::Tensor& lv_q,
                                  std::optional<double> clamp_min, std::optional<double> clamp_max) {
   check_floating(mu_q, "mu_q");
   check_same_dtype_device(mu_q, "mu_q", lv_q, "log_var_q");
-  TORCH_CHECK(mu_q.dim() >= 1, "mu_q: expected at least 1 dimension, got a 0-d tensor");
+  PAF_CHECK(mu_q.dim() >= 1, "mu_q: expected at least 1 dimension, got a 0-d tensor");
   std::vector<at::Tensor> all = {mu_q, lv_q};
   if (mu_p) {
     check_same_dtype_device(mu_q, "mu_q", *mu_p, "mu_p");
@@ -162,7 +162,7 @@ inline KlProblem make_kl_problem(const at::Tensor& mu_q, const at::Tensor& lv_q,
   p.hi = value_or(clamp_max, p.hi);
   p.clamped_below = clamp_min.has_value();
   p.clamped_above = clamp_max.has_value();
-  TORCH_CHECK_VALUE(!(p.lo > p.hi), "clamp_min (", p.lo, ") must not exceed clamp_max (", p.hi, ")");
+  PAF_CHECK_VALUE(!(p.lo > p.hi), "clamp_min (", p.lo, ") must not exceed clamp_max (", p.hi, ")");
   return p;
 }
 
@@ -206,7 +206,7 @@ struct SampleProblem {
 inline SampleProblem make_sample_problem(const at::Tensor& mu, const at::Tensor& log_var, int64_t num_samples,
                                          bool keep_noise) {
   check_latent_pair(mu, log_var);
-  TORCH_CHECK_VALUE(num_samples >= 1, "num_samples: expected S >= 1, got ", num_samples);
+  PAF_CHECK_VALUE(num_samples >= 1, "num_samples: expected S >= 1, got ", num_samples);
   const int64_t B = mu.size(0), D = mu.size(1), S = num_samples;
   SampleProblem p{B, S, D, as_rows(mu, B, D), as_rows(log_var, B, D), at::empty({B, S, D}, mu.options()), {}};
   if (keep_noise) p.noise = at::empty({B, S, D}, mu.options().dtype(at::toOpMathType(mu.scalar_type())));
@@ -220,7 +220,7 @@ inline std::tuple<at::Tensor, at::Tensor> latent_pair_grads(const at::Tensor& mu
 
 // The Philox key: a one-element int64 tensor (on the kernel's device, or the CPU).
 inline void check_seed(const at::Tensor& seed) {
-  TORCH_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 1,
+  PAF_CHECK(seed.scalar_type() == at::kLong && seed.numel() == 1,
               "seed: expected a one-element int64 tensor, got dtype ", seed.scalar_type(), " and shape ",
               seed.sizes());
 }
@@ -244,7 +244,7 @@ inline SampleGradProblem make_sample_grad_problem(const at::Tensor& grad_z, cons
   check_seed(seed);
   if (noise.has_value()) {
     const auto opmath = at::toOpMathType(mu.scalar_type());
-    TORCH_CHECK(noise->scalar_type() == opmath && noise->device() == mu.device(), "noise: expected ", opmath,
+    PAF_CHECK(noise->scalar_type() == opmath && noise->device() == mu.device(), "noise: expected ", opmath,
                 " on ", mu.device(), " (mu's accumulation dtype and device), got ", noise->scalar_type(), " on ",
                 noise->device());
     check_shape(*noise, {B, S, D}, "noise");
@@ -273,12 +273,12 @@ inline ElboProblem make_elbo_problem(const at::Tensor& x, const at::Tensor& x_ha
   check_same_dtype_device(x, "x", x_hat, "x_hat");
   check_same_dtype_device(x, "x", mu, "mu");
   check_same_dtype_device(x, "x", log_var, "log_var");
-  TORCH_CHECK(x.dim() >= 1, "x: expected shape [B, ...], got a 0-d tensor");
-  TORCH_CHECK(x_hat.dim() == x.dim() + 1 && x_hat.size(0) == x.size(0) &&
+  PAF_CHECK(x.dim() >= 1, "x: expected shape [B, ...], got a 0-d tensor");
+  PAF_CHECK(x_hat.dim() == x.dim() + 1 && x_hat.size(0) == x.size(0) &&
                   x_hat.sizes().slice(2) == x.sizes().slice(1),
               "x_hat: expected shape [B, S, ...] matching x ", x.sizes(), ", got ", x_hat.sizes());
   check_dim(mu, 2, "mu");
-  TORCH_CHECK(mu.size(0) == x.size(0), "mu: expected batch size ", x.size(0), ", got shape ", mu.sizes());
+  PAF_CHECK(mu.size(0) == x.size(0), "mu: expected batch size ", x.size(0), ", got shape ", mu.sizes());
   check_shape(log_var, mu.sizes(), "log_var");
   ElboProblem p;
   p.B = x.size(0), p.S = x_hat.size(1), p.D = mu.size(1), p.F = c10::multiply_integers(x.sizes().slice(1));
@@ -352,8 +352,8 @@ inline PosteriorProblem<6> make_adagvae_backward_problem(const at::Tensor& g_mu1
   check_shape(log_var1, g_mu1.sizes(), "log_var1");
   check_shape(log_var2, g_mu1.sizes(), "log_var2");
   check_shape(mask, g_mu1.sizes(), "mask");
-  TORCH_CHECK(mask.scalar_type() == at::kBool, "mask: expected dtype bool, got ", mask.scalar_type());
-  TORCH_CHECK(mask.device() == g_mu1.device(), "mask: device ", mask.device(), " differs from grad_mu1's ",
+  PAF_CHECK(mask.scalar_type() == at::kBool, "mask: expected dtype bool, got ", mask.scalar_type());
+  PAF_CHECK(mask.device() == g_mu1.device(), "mask: device ", mask.device(), " differs from grad_mu1's ",
               g_mu1.device());
   return PosteriorProblem<6>({&g_mu1, &g_lv1, &g_mu2, &g_lv2, &log_var1, &log_var2}, mask.contiguous());
 }

@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include "checks.h"
+
 #include <cstdint>
 #include <optional>
 
@@ -19,29 +21,29 @@ namespace paf {
 // The Python layer validates arguments with friendlier messages; these
 // checks keep direct torch.ops calls from reading out of bounds.
 inline void check_floating(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.defined(), name, ": expected a tensor, got None");
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), name,
+  PAF_CHECK(t.defined(), name, ": expected a tensor, got None");
+  PAF_CHECK(at::isFloatingType(t.scalar_type()), name,
               ": expected a floating-point tensor, got dtype ",
               t.scalar_type());
 }
 
 inline void check_same_dtype_device(const at::Tensor& ref, const char* ref_name,
                                     const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, ": dtype ",
+  PAF_CHECK(t.scalar_type() == ref.scalar_type(), name, ": dtype ",
               t.scalar_type(), " differs from ", ref_name, "'s ",
               ref.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), name, ": device ", t.device(),
+  PAF_CHECK(t.device() == ref.device(), name, ": device ", t.device(),
               " differs from ", ref_name, "'s ", ref.device());
 }
 
 inline void check_dim(const at::Tensor& t, int64_t dim, const char* name) {
-  TORCH_CHECK(t.dim() == dim, name, ": expected ", dim,
+  PAF_CHECK(t.dim() == dim, name, ": expected ", dim,
               " dimensions, got shape ", t.sizes());
 }
 
 inline void check_shape(const at::Tensor& t, at::IntArrayRef shape,
                         const char* name) {
-  TORCH_CHECK(t.sizes() == shape, name, ": expected shape ", shape,
+  PAF_CHECK(t.sizes() == shape, name, ": expected shape ", shape,
               ", got ", t.sizes());
 }
 

@@ -101,7 +101,7 @@ void elbo_scale_x_hat_grad_cuda_(const at::Tensor& grad_stats, at::Tensor& dobj_
   check_floating(dobj_dx_hat, "dobj_dx_hat");
   check_same_dtype_device(dobj_dx_hat, "dobj_dx_hat", grad_stats, "grad_stats");
   check_grad_stats(grad_stats);
-  TORCH_CHECK(dobj_dx_hat.is_contiguous(), "dobj_dx_hat: expected a contiguous buffer (the forward's), got strides ",
+  PAF_CHECK(dobj_dx_hat.is_contiguous(), "dobj_dx_hat: expected a contiguous buffer (the forward's), got strides ",
               dobj_dx_hat.strides());
   const c10::cuda::CUDAGuard guard(dobj_dx_hat.device());
   scale_x_hat_grad(grad_stats, dobj_dx_hat, dobj_dx_hat, true);
