@@ -43,35 +43,44 @@ def test_functional_errors(call, exc, match):
         call()
 
 
-@pytest.mark.parametrize(
-    "call, match",
-    [
-        (lambda: ops.log_likelihood(torch.zeros(2), torch.zeros(2), "poisson"), "likelihood: expected 'gaussian', 'bernoulli', 'laplace' or 'bernoulli_probs'"),
-        (lambda: ops.log_likelihood(torch.zeros(2), torch.zeros(2, dtype=torch.float64), "gaussian"), "x_hat: dtype Double differs from x's Float"),
-        (lambda: ops.log_likelihood_sum(torch.zeros(2, 3), torch.zeros(2, 3), "gaussian"), r"x_hat: expected shape \[B, S, ...\]"),
-        (lambda: ops.log_likelihood_sum_backward(torch.zeros(3, 1), torch.zeros(2, 3), torch.zeros(2, 1, 3), "gaussian", False), r"grad: expected shape \[2, 1\]"),
-        (lambda: ops.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), 0, torch.tensor(1)), "num_samples: expected S >= 1"),
-        (lambda: ops.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), 1, torch.tensor(1.0)), "seed: expected a one-element int64 tensor"),
-        (lambda: ops.reparameterize(torch.zeros(2, 3), torch.zeros(3, 3), 1, torch.tensor(1)), r"log_var: expected shape \[2, 3\]"),
-        (lambda: ops.reparameterize_backward(torch.zeros(2, 1, 3), torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor(1), torch.zeros(2, 1, 3, dtype=torch.float64)), "noise: expected Float"),
-        (lambda: ops.reparameterize_backward(torch.zeros(2, 1, 3), torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor(1), torch.zeros(2, 2, 3)), r"noise: expected shape \[2, 1, 3\]"),
-        (lambda: ops.elbo(torch.zeros(2, 3), torch.zeros(2, 1, 3), torch.zeros(3, 4), torch.zeros(3, 4), 1.0, "gaussian", False), "mu: expected batch size 2"),
-        (lambda: ops.elbo_backward_x_hat(torch.zeros(3), torch.zeros(2, 3)), "grad_stats: expected 4 elements"),
-        (lambda: ops.elbo_scale_x_hat_grad_(torch.zeros(3), torch.zeros(2, 3)), "grad_stats: expected 4 elements"),
-        (lambda: ops.kl_diag_gaussian(torch.zeros(2, 3), torch.zeros(2, 3), None, None, True, 1.0, 0.0), r"clamp_min \(1\) must not exceed clamp_max \(0\)"),
-        (lambda: ops.adagvae_posterior_backward(*(torch.zeros(2, 3) for _ in range(6)), torch.zeros(2, 3)), "mask: expected dtype bool"),
-        (lambda: ops.kl_diag_gaussian(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), None, None, True, None, None), "mu_q: expected a floating-point tensor"),
-    ],
-)
-def test_kernel_errors_for_direct_op_calls(call, match):
+# Each call takes z(*shape, dtype=...), a tensor of zeros on the test's device.
+KERNEL_ERROR_CASES = [
+    (lambda z: ops.log_likelihood(z(2), z(2), "poisson"), "likelihood: expected 'gaussian', 'bernoulli', 'laplace' or 'bernoulli_probs'"),
+    (lambda z: ops.log_likelihood(z(2), z(2, dtype=torch.float64), "gaussian"), "x_hat: dtype Double differs from x's Float"),
+    (lambda z: ops.log_likelihood_sum(z(2, 3), z(2, 3), "gaussian"), r"x_hat: expected shape \[B, S, ...\] matching x \[2, 3\], got \[2, 3\]"),
+    (lambda z: ops.log_likelihood_sum_backward(z(3, 1), z(2, 3), z(2, 1, 3), "gaussian", False), r"grad: expected shape \[2, 1\]"),
+    (lambda z: ops.reparameterize(z(2, 3), z(2, 3), 0, z(dtype=torch.long)), "num_samples: expected S >= 1, got 0"),
+    (lambda z: ops.reparameterize(z(2, 3), z(2, 3), 1, z(1)), "seed: expected a one-element int64 tensor"),
+    (lambda z: ops.reparameterize(z(2, 3), z(3, 3), 1, z(dtype=torch.long)), r"log_var: expected shape \[2, 3\]"),
+    (lambda z: ops.reparameterize_backward(z(2, 1, 3), z(2, 3), z(2, 3), z(dtype=torch.long), z(2, 1, 3, dtype=torch.float64)), "noise: expected Float"),
+    (lambda z: ops.reparameterize_backward(z(2, 1, 3), z(2, 3), z(2, 3), z(dtype=torch.long), z(2, 2, 3)), r"noise: expected shape \[2, 1, 3\]"),
+    (lambda z: ops.elbo(z(2, 3), z(2, 1, 3), z(3, 4), z(3, 4), 1.0, "gaussian", False), "mu: expected batch size 2"),
+    (lambda z: ops.elbo_backward_x_hat(z(3), z(2, 3)), "grad_stats: expected 4 elements, got shape \\[3\\]"),
+    (lambda z: ops.elbo_scale_x_hat_grad_(z(3), z(2, 3)), "grad_stats: expected 4 elements"),
+    (lambda z: ops.elbo_backward_latent(z(5), z(2, 3), z(2, 3), 1.0), "grad_stats: expected 4 elements"),
+    (lambda z: ops.kl_diag_gaussian(z(2, 3), z(2, 3), None, None, True, 1.0, 0.0), r"clamp_min \(1\) must not exceed clamp_max \(0\)"),
+    (lambda z: ops.adagvae_posterior_backward(*(z(2, 3) for _ in range(6)), z(2, 3)), "mask: expected dtype bool"),
+    (lambda z: ops.kl_diag_gaussian(z(2, 3, dtype=torch.long), z(2, 3), None, None, True, None, None), "mu_q: expected a floating-point tensor"),
+]
+
+
+@pytest.mark.parametrize("index", range(len(KERNEL_ERROR_CASES)))
+def test_kernel_errors_for_direct_op_calls(index, device):
     # Direct torch.ops callers bypass the Python checks; the kernels still
     # refuse bad input with an exception (never a crash or a wrong number).
+    # On CUDA a message holding a number once crashed the process instead
+    # (tests/test_nvcc_sources.py says why); a crash fails the worker here.
     import pyautoencoder_fast
 
     if not pyautoencoder_fast.extension_available():
         pytest.skip("extension not loaded")
+    call, match = KERNEL_ERROR_CASES[index]
+
+    def z(*shape, dtype=torch.float32):
+        return torch.zeros(shape, dtype=dtype, device=device)
+
     with pytest.raises((RuntimeError, ValueError), match=match):
-        call()
+        call(z)
 
 
 def test_mixed_dtypes_are_promoted():

@@ -42,7 +42,8 @@ H200 = {"torch": "2.11.0+cu130", "cuda": "13.0", "gpus": 1, "cpu_capability": "A
 
 def test_plan_for_a_gpu_machine(gpu_check):
     steps = {s.name: s for s in gpu_check.plan(H200, "python3")}
-    assert list(steps) == ["build", "test", "memcheck", "racecheck", "bench"]
+    assert list(steps) == ["build", "errors", "test", "memcheck", "racecheck", "bench"]
+    assert steps["errors"].commands[0].argv == ["python3", ".ci/gpu_error_probe"]
     build = steps["build"].commands[0]
     assert build.env == {"FORCE_CUDA": "1", "TORCH_CUDA_ARCH_LIST": "9.0",
                          "PYAUTOENCODER_FAST_CPU_CAPABILITIES": "AVX512", "MAX_JOBS": "16"}
