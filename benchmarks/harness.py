@@ -257,9 +257,9 @@ def percentile(values: Sequence[float], q: float) -> float:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
-def device_seconds(fn: Callable[[], Any], calls: int = 5) -> float:
-    """Device time per call of fn on CUDA: the summed durations of the kernels
-    and copies it ran (torch.profiler), without host overhead or idle gaps."""
+def device_events(fn: Callable[[], Any], calls: int) -> list[tuple[str, float]]:
+    """(name, microseconds) of every kernel and copy that `calls` calls of fn
+    ran on CUDA, from torch.profiler (after one call outside the profile)."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -269,8 +269,13 @@ def device_seconds(fn: Callable[[], Any], calls: int = 5) -> float:
         for _ in range(calls):
             fn()
         torch.cuda.synchronize()
-    us = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA)
-    return us * 1e-6 / calls
+    return [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
+
+
+def device_seconds(fn: Callable[[], Any], calls: int = 5) -> float:
+    """Device time per call of fn on CUDA: the summed durations of the kernels
+    and copies it ran, without host overhead or idle gaps."""
+    return sum(us for _, us in device_events(fn, calls)) * 1e-6 / calls
 
 
 def measure_copy_device_bandwidth(mib: int, device: str) -> float:

@@ -92,21 +92,11 @@ def median_us(fn, reps: int) -> float:
 
 def kernel_breakdown(fn, calls: int) -> list[tuple[str, float, float]]:
     """(kernel name, launches per call, device us per call) of fn, longest first."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
     totals: dict[str, list[float]] = {}
-    for e in prof.events():
-        if e.device_type == DeviceType.CUDA:
-            entry = totals.setdefault(e.name, [0, 0.0])
-            entry[0] += 1
-            entry[1] += e.time_range.elapsed_us()
+    for name, us in H.device_events(fn, calls):
+        entry = totals.setdefault(name, [0, 0.0])
+        entry[0] += 1
+        entry[1] += us
     rows = [(name, n / calls, us / calls) for name, (n, us) in totals.items()]
     return sorted(rows, key=lambda r: -r[2])
 
