@@ -257,19 +257,28 @@ def percentile(values: Sequence[float], q: float) -> float:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
-def device_events(fn: Callable[[], Any], calls: int) -> list[tuple[str, float]]:
-    """(name, microseconds) of every kernel and copy that `calls` calls of fn
-    ran on CUDA, from torch.profiler (after one call outside the profile)."""
-    from torch.autograd import DeviceType
+def profiled_events(fn: Callable[[], Any], calls: int, host: bool = False) -> list:
+    """torch.profiler's events of `calls` calls of fn on CUDA, after one call
+    outside the profile (first-call allocations and lazy set-up stay out); the
+    host's events too when `host`. The profile ends with a synchronize of its own."""
     from torch.profiler import ProfilerActivity, profile
 
     fn()
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if host else [ProfilerActivity.CUDA]
+    with profile(activities=activities) as prof:
         for _ in range(calls):
             fn()
         torch.cuda.synchronize()
-    return [(e.name, e.time_range.elapsed_us()) for e in prof.events() if e.device_type == DeviceType.CUDA]
+    return list(prof.events())
+
+
+def device_events(fn: Callable[[], Any], calls: int) -> list[tuple[str, float]]:
+    """(name, microseconds) of every kernel and copy that `calls` calls of fn
+    ran on CUDA, from torch.profiler."""
+    from torch.autograd import DeviceType
+
+    return [(e.name, e.time_range.elapsed_us()) for e in profiled_events(fn, calls) if e.device_type == DeviceType.CUDA]
 
 
 def device_seconds(fn: Callable[[], Any], calls: int = 5) -> float:

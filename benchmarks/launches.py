@@ -71,16 +71,8 @@ def count_device_work(events: Iterable) -> Counts:
 
 
 def profile_counts(fn, calls: int) -> Counts:
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()  # warm: first-call allocations and lazy initialisation stay out
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-    # (the closing synchronize is the profiler's, not the code's)
-    return count_device_work(prof.events()) - Counts(syncs=1)
+    # (the profile's closing synchronize is the profiler's, not the code's)
+    return count_device_work(H.profiled_events(fn, calls, host=True)) - Counts(syncs=1)
 
 
 def median_us(fn, reps: int) -> float:
