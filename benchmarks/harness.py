@@ -117,6 +117,8 @@ def plan(preset: str, device: str, dtypes: Sequence[torch.dtype]) -> list[Spec]:
             add("log_likelihood_sum", "bernoulli", tiny, dtype, "fwd+bwd")
             for name in ("kl_diag_gaussian", "reparameterize", "adagvae_posterior"):
                 add(name, "", tiny, dtype, "fwd+bwd")
+        for lik in W.COUNT_LIKELIHOODS:  # scvi's code keeps float32 (its masks): float32 only
+            add("count_loss", lik, W.Size("tiny", 4, 1, (9,)), torch.float32, "fwd+bwd")
         return specs
     if preset == "quick":
         for dtype in dtypes:
@@ -127,6 +129,7 @@ def plan(preset: str, device: str, dtypes: Sequence[torch.dtype]) -> list[Spec]:
             add("log_likelihood_sum", "gaussian", large, dtype, "fwd+bwd")
             for name in ("kl_diag_gaussian", "reparameterize", "adagvae_posterior"):
                 add(name, "", large, dtype, "fwd+bwd")
+        add("count_loss", "zinb", W.COUNT_SIZES[0], torch.float32, "fwd+bwd")
         return specs
     if preset != "full":
         raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
@@ -146,6 +149,10 @@ def plan(preset: str, device: str, dtypes: Sequence[torch.dtype]) -> list[Spec]:
             for size in sizes:
                 for mode in W.MODES:
                     add(name, "", size, dtype, mode)
+    for lik in W.COUNT_LIKELIHOODS:  # scvi's code keeps float32 (its masks): float32 only
+        for size in W.COUNT_SIZES:
+            for mode in W.MODES:
+                add("count_loss", lik, size, torch.float32, mode)
     return specs
 
 

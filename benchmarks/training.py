@@ -43,7 +43,7 @@ from torch import nn
 import pyautoencoder_fast as paf
 
 from . import harness as H
-from .workloads import eager_vae_loss
+from .workloads import eager_vae_loss, scvi_count_log_likelihood
 
 PROVIDERS = ("eager", "fast", "fast+graph")
 
@@ -52,7 +52,7 @@ PROVIDERS = ("eager", "fast", "fast+graph")
 @dataclass(frozen=True)
 class Case:
     name: str
-    kind: str  # "vae" or "ae"
+    kind: str  # "vae", "ae" or "scvi"
     batch: int
     samples: int
     likelihood: str
@@ -64,6 +64,45 @@ class Case:
     def label(self) -> str:
         s = f", S={self.samples}" if self.kind == "vae" else ""
         return f"{self.name} (B={self.batch}{s}, {self.likelihood})"
+
+
+class ScviModel(nn.Module):
+    """scVI's VAE in its usual shape (scvi/module/_vae.py, one hidden layer,
+    observed library size, gene dispersion, no dropout): encoder
+    log1p(x) -> G-128-(mean, variance) of 10 latents; z sampled; decoder
+    10-128 -> softmax scale times the library size (the NB mean), dropout
+    logits; theta = exp(px_r), one per gene. Returns (px_rate, theta,
+    px_dropout, qz_m, qz_v), what scvi's loss reads."""
+
+    def __init__(self, genes: int, hidden: int = 128, latent: int = 10):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(genes, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
+        self.z_mean, self.z_var = nn.Linear(hidden, latent), nn.Linear(hidden, latent)
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
+        self.px_scale, self.px_dropout = nn.Linear(hidden, genes), nn.Linear(hidden, genes)
+        self.px_r = nn.Parameter(torch.randn(genes))
+
+    def forward(self, x):
+        library = x.sum(1, keepdim=True)
+        q = self.encoder(torch.log1p(x))
+        qz_m, qz_v = self.z_mean(q), torch.exp(self.z_var(q)) + 1e-4
+        z = qz_m + qz_v.sqrt() * torch.randn_like(qz_m) if self.training else qz_m
+        h = self.decoder(z)
+        px_rate = library * torch.softmax(self.px_scale(h), dim=-1)
+        return px_rate, torch.exp(self.px_r), self.px_dropout(h), qz_m, qz_v
+
+
+def eager_scvi_loss(x, px_rate, theta, px_dropout, qz_m, qz_v, likelihood):
+    """scvi-tools' VAE.loss as its code runs it (observed library size): the
+    reconstruction through its log_prob code, the KL through torch.distributions."""
+    from torch.distributions import Normal, kl_divergence
+
+    kl_z = kl_divergence(Normal(qz_m, qz_v.sqrt()), Normal(torch.zeros_like(qz_m), torch.ones_like(qz_v))).sum(-1)
+    kl_l = torch.zeros_like(kl_z)
+    reconst = -scvi_count_log_likelihood(x, px_rate, theta, px_dropout, likelihood).sum(-1)
+    loss = torch.mean(reconst + (kl_z + kl_l))
+    return paf.scvi.LossOutput(loss=loss, reconstruction_loss=reconst,
+                               kl_local={"kl_divergence_l": kl_l, "kl_divergence_z": kl_z})
 
 
 def mlp(latent: int, hidden: int = 400, side: int = 28, ae: bool = False):
@@ -97,10 +136,14 @@ CASES = [
     Case("MLP VAE 784-400-20", "vae", 128, 8, "bernoulli", 1.0, lambda: mlp(20), (1, 28, 28)),
     Case("conv VAE 3x64x64", "vae", 32, 1, "gaussian", 1.0, lambda: conv(32), (3, 64, 64)),
     Case("MLP AE 784-400-20", "ae", 128, 1, "bernoulli", 1.0, lambda: mlp(20, ae=True), (1, 28, 28)),
+    Case("scVI 2000-128-10", "scvi", 128, 1, "zinb", 1.0, lambda: ScviModel(2000), (2000,)),
+    Case("scVI 2000-128-10", "scvi", 128, 1, "nb", 1.0, lambda: ScviModel(2000), (2000,)),
+    Case("scVI 20000-128-10", "scvi", 128, 1, "zinb", 1.0, lambda: ScviModel(20000), (20000,)),
 ]
 SMOKE_CASES = [
     Case("MLP VAE tiny", "vae", 4, 2, "bernoulli", 1.0, lambda: mlp(3, hidden=8, side=4), (1, 4, 4)),
     Case("MLP AE tiny", "ae", 4, 1, "gaussian", 1.0, lambda: mlp(3, hidden=8, side=4, ae=True), (1, 4, 4)),
+    Case("scVI tiny", "scvi", 4, 1, "zinb", 1.0, lambda: ScviModel(12, hidden=8, latent=3), (12,)),
 ]
 
 
@@ -151,6 +194,9 @@ class EagerAE(nn.Module):
 def build_pair(case: Case, device: str, seed: int = 0):
     """(eager model, fast model) with the same weights, on ``device``."""
     torch.manual_seed(seed)
+    if case.kind == "scvi":  # the same model; only the loss differs
+        model = case.make()
+        return model.to(device), copy.deepcopy(model).to(device)
     encoder, decoder, features, latent = case.make()
     if case.kind == "ae":
         eager = EagerAE(encoder, decoder)
@@ -166,6 +212,10 @@ def build_pair(case: Case, device: str, seed: int = 0):
 
 def make_data(case: Case, device: str, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
+    if case.kind == "scvi":  # counts with many zeros, no empty cell
+        counts = torch.poisson(torch.exp(torch.randn(case.batch, *case.input_shape, generator=g) * 1.5 - 1), generator=g)
+        counts[:, 0] += 1
+        return counts.to(device)
     x = torch.rand(case.batch, *case.input_shape, generator=g)
     if case.likelihood == "gaussian":
         x = (x - 0.5) * 2
@@ -182,15 +232,23 @@ class Trainer:
 
     def forward(self):
         c, m, x = self.case, self.model, self.x
+        if c.kind == "scvi":
+            return m(x)
         if c.kind == "ae":
             out = m(x)
             return (out.x_hat,) if self.provider != "eager" else (out,)
         out = m(x, S=c.samples)
         return (out.x_hat, out.mu, out.log_var) if self.provider != "eager" else out
 
-    def loss(self, x_hat, mu=None, log_var=None):
+    def loss(self, x_hat, mu=None, log_var=None, *more):
         """(objective, diagnostics as floats)."""
         c, x = self.case, self.x
+        if c.kind == "scvi":  # (x_hat, mu, log_var, *more): px_rate, theta, px_dropout, qz_m, qz_v
+            if self.provider == "eager":
+                out = eager_scvi_loss(x, x_hat, mu, log_var, *more, c.likelihood)
+            else:
+                out = paf.scvi.scvi_loss(x, x_hat, mu, log_var, *more, gene_likelihood=c.likelihood)
+            return out.loss, {}
         if self.provider == "eager":
             if c.kind == "ae":
                 return EagerAE.loss(x, x_hat, c.likelihood)

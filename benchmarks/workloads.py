@@ -80,6 +80,10 @@ def sizes_for(device: str) -> list[Size]:
     """The VAE loss sizes benchmarked on a device."""
     return list(SIZES.values()) + ([LARGER] if device.startswith("cuda") else [])
 SWEEP_FEATURES = (256, 1024, 4096, 12288, 49152)
+# scVI's reconstruction loss: 128 cells, 2000 (scvi's usual highly variable
+# genes) and 20000 genes (a whole transcriptome), one dispersion per gene.
+COUNT_LIKELIHOODS = ("zinb", "nb", "poisson")
+COUNT_SIZES = (Size("cells128-genes2000", 128, 1, (2000,)), Size("cells128-genes20000", 128, 1, (20000,)))
 SMOKE_SIZE = Size("tiny", 4, 2, (3, 5))
 
 
@@ -506,12 +510,82 @@ def adagvae_posterior(spec: Spec, generator: torch.Generator) -> Bench:
     )
 
 
+def scvi_count_log_likelihood(x, mu, theta, zi_logits, likelihood):
+    """scvi-tools 1.5.1's count log-likelihoods as its code computes them
+    (``scvi/distributions/_negative_binomial.py``): ``log_nb_positive``,
+    ``log_zinb_positive`` (the two cases mixed by float32 masks), and for
+    ZINB the support check its ``log_prob`` makes on every call (one read of
+    the device); Poisson is torch's ``Poisson.log_prob`` without validation."""
+    eps = 1e-8
+    if likelihood == "poisson":
+        return torch.distributions.Poisson(mu, validate_args=False).log_prob(x)
+    log_theta_mu_eps = torch.log(theta + mu + eps)
+    log_gammas = torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)
+    if likelihood == "nb":
+        return (theta * (torch.log(theta + eps) - log_theta_mu_eps) + x * (torch.log(mu + eps) - log_theta_mu_eps)
+                + log_gammas)
+    if not bool(torch.distributions.constraints.nonnegative_integer.check(x).all()):
+        raise ValueError("x: outside the support")  # (scvi warns)
+    softplus_pi = F.softplus(-zi_logits)
+    pi_theta_log = -zi_logits + theta * (torch.log(theta + eps) - log_theta_mu_eps)
+    case_zero = F.softplus(pi_theta_log) - softplus_pi
+    case_non_zero = -softplus_pi + pi_theta_log + x * (torch.log(mu + eps) - log_theta_mu_eps) + log_gammas
+    return (x < eps).type(torch.float32) * case_zero + (x > eps).type(torch.float32) * case_non_zero
+
+
+def count_loss(spec: Spec, generator: torch.Generator) -> Bench:
+    """scVI's reconstruction loss ``-log p(x).sum(-1)``, [B], for counts x
+    [B, G] with means mu [B, G], one dispersion theta per gene [G] (scvi's
+    ``exp(px_r)``, px_r ~ N(0, 1)) and, for ZINB, dropout logits [B, G].
+
+    Bytes (P = the [B, G] parameters: mu, and the logits for zinb; T = 1
+    with a theta [G], 0 for poisson):
+      fwd:     read x and P (B*G each), theta (T*G), write the loss (B)    -> e*((1+P)*B*G + T*G + B)
+      fwd+bwd: + read grad_out (B), write the gradients of P and theta     -> e*((1+2P)*B*G + 2*T*G + 2*B)
+    (a fused kernel computes the gradients in the forward's pass.)
+    """
+    s, lik = spec.size, spec.variant
+    grad = spec.mode == "fwd+bwd"
+    B, G = s.batch, s.num_features
+    mu = torch.exp(torch.randn((B, G), generator=generator) * 1.5)
+    x = torch.poisson(mu * torch.rand((B, G), generator=generator) * 2, generator=generator)
+    inputs = {
+        "x": x.to(device=spec.device, dtype=spec.dtype),
+        "mu": mu.to(device=spec.device, dtype=spec.dtype).requires_grad_(grad),
+    }
+    if lik != "poisson":
+        inputs["theta"] = _randn((G,), spec, generator).exp().detach().requires_grad_(grad)
+    if lik == "zinb":
+        inputs["zi_logits"] = _randn((B, G), spec, generator, grad)
+    grad_outputs = (_randn((B,), spec, generator),) if grad else None
+
+    def eager(x, mu, theta=None, zi_logits=None):
+        return -scvi_count_log_likelihood(x, mu, theta, zi_logits, lik).sum(-1)
+
+    def fast(x, mu, theta=None, zi_logits=None):
+        return -functional.count_log_likelihood(x, mu, theta, zi_logits, likelihood=lik, reduce_sum=True)
+
+    collect = _tensor_collector("reconst", grad)
+    e = spec.dtype.itemsize
+    P = 2 if lik == "zinb" else 1
+    T = 0 if lik == "poisson" else 1  # theta [G]
+    if grad:
+        nbytes, formula = e * ((1 + 2 * P) * B * G + 2 * T * G + 2 * B), f"e*({1 + 2 * P}*B*G + {2 * T}*G + 2*B)"
+    else:
+        nbytes, formula = e * ((1 + P) * B * G + T * G + B), f"e*({1 + P}*B*G + {T}*G + B)"
+    return _make_bench(
+        spec, eager, fast, inputs, collect, grad_outputs,
+        min_bytes=nbytes, bytes_formula=formula, ratio_name="mu", ratio_bytes=e * B * G,
+    )
+
+
 WORKLOADS: dict[str, Callable[[Spec, torch.Generator], Bench]] = {
     "vae_loss": vae_loss,
     "log_likelihood_sum": log_likelihood_sum,
     "kl_diag_gaussian": kl_diag_gaussian,
     "reparameterize": reparameterize,
     "adagvae_posterior": adagvae_posterior,
+    "count_loss": count_loss,
 }
 
 

@@ -53,6 +53,14 @@ TORCH_LIBRARY(pyautoencoder_fast, m) {
       "elbo_backward_latent(Tensor grad_stats, Tensor mu, Tensor log_var, "
       "float beta) -> (Tensor, Tensor)");
 
+  // count_log_likelihood: the log-pmf of counts x, "nb" (mu, theta), "zinb"
+  // (mu, theta, zi_logits) or "poisson" (mu), per element or summed over the
+  // last dimension, and when need_grad (need_grad_x) d/d(mu, theta,
+  // zi_logits) (and d/dx) per element, in the accumulation dtype.
+  m.def(
+      "count_log_likelihood(Tensor x, Tensor mu, Tensor? theta, Tensor? zi_logits, str likelihood, "
+      "float eps, bool reduce_sum, bool need_grad, bool need_grad_x) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+
   // adagvae_posterior: adapted (mu1, lv1, mu2, lv2) and the averaged mask.
   m.def(
       "adagvae_posterior(Tensor mu1, Tensor log_var1, Tensor mu2, "

@@ -18,12 +18,14 @@ between scvi-tools' record and :class:`LossResult`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor
 
 from . import functional
+from ._loss_result import LossResult
 from ._validation import LikelihoodType
+from .ml_starter import kl_div_pair_loss, kl_div_single_loss
+from .nidl import BetaVAELoss, UnsupportedDistributionError
+from .scvi import LossOutput
 
 __all__ = [
     "BetaVAELoss",
@@ -36,14 +38,6 @@ __all__ = [
     "kl_divergence_diag_gaussian",
     "log_likelihood",
 ]
-
-
-@dataclass(slots=True)
-class LossResult:
-    """A model's loss: the objective to minimise and detached float diagnostics."""
-
-    objective: Tensor
-    diagnostics: dict[str, float]
 
 
 def log_likelihood(
@@ -73,8 +67,3 @@ def kl_divergence_diag_gaussian(
     """
     return functional.kl_diag_gaussian(mu_q, log_var_q, mu_p, log_var_p, reduce_sum=reduce_sum)
 
-
-# Peer-library loss APIs. Imported last: scvi.py imports LossResult from here.
-from .ml_starter import kl_div_pair_loss, kl_div_single_loss  # noqa: E402
-from .nidl import BetaVAELoss, UnsupportedDistributionError  # noqa: E402
-from .scvi import LossOutput  # noqa: E402

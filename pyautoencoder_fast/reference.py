@@ -181,6 +181,58 @@ def elbo(
     return stats, empty, empty, empty
 
 
+# ---------------------------------------------------------- count_log_likelihood
+COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")
+
+
+def count_log_likelihood(
+    x: Tensor,
+    mu: Tensor,
+    theta: Tensor | None,
+    zi_logits: Tensor | None,
+    likelihood: str,
+    eps: float,
+    reduce_sum: bool,
+    need_grad: bool = False,
+    need_grad_x: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(log p(x), empty x4) for counts x, log p(x), per element (broadcast shape) or summed over the
+    last dimension: scvi-tools' ``log_nb_positive`` ("nb") and
+    ``log_zinb_positive`` ("zinb", only the case that applies to each x), or
+    torch's ``Poisson(mu).log_prob`` ("poisson"); NaN where x < 0, mu < 0 or
+    theta <= 0. Computed in float64 whatever the dtype (float32's
+    ``lgamma(x + theta) - lgamma(theta)`` loses everything at large theta),
+    returned in mu's dtype. (The op's derivative outputs have no use here:
+    autograd differentiates this function.)"""
+    if likelihood not in COUNT_LIKELIHOODS:
+        raise ValueError(f"likelihood: expected one of {', '.join(map(repr, COUNT_LIKELIHOODS))}, got {likelihood!r}")
+    x64, mu64 = x.double(), mu.double()
+    valid = (x64 >= 0) & (mu64 >= 0)
+    if likelihood == "poisson":
+        ll = torch.xlogy(x64, mu64) - mu64 - torch.lgamma(x64 + 1)
+    else:
+        th = theta.double()
+        valid = valid & (th > 0)
+        log_theta_mu_eps = torch.log(th + mu64 + eps)
+        at_zero = th * (torch.log(th + eps) - log_theta_mu_eps)
+        ll = (
+            at_zero
+            + x64 * (torch.log(mu64 + eps) - log_theta_mu_eps)
+            + torch.lgamma(x64 + th)
+            - torch.lgamma(th)
+            - torch.lgamma(x64 + 1)
+        )
+        if likelihood == "zinb":
+            pi = zi_logits.double()
+            softplus_neg_pi = F.softplus(-pi)
+            ll = torch.where(x64 < eps, F.softplus(at_zero - pi) - softplus_neg_pi, ll - pi - softplus_neg_pi)
+    ll = torch.where(valid, ll, torch.full_like(ll, math.nan))
+    if reduce_sum:
+        ll = ll.sum(-1)
+    empty = mu.new_empty(0)
+    return ll.to(mu.dtype), empty, empty, empty, empty
+
+
 # ------------------------------------------------------------- adagvae_posterior
 def adagvae_posterior(
     mu1: Tensor, log_var1: Tensor, mu2: Tensor, log_var2: Tensor

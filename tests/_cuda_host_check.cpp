@@ -7,6 +7,7 @@
 // played is the CUDA-only mechanics: warp shuffles, shared memory and the
 // launches themselves. check_packs tests the split into packs on its own. Each function also returns the pack width (or
 // whether the packed sampler) it used, so the tests can see both paths run.
+#include "cuda/count_log_likelihood.cuh"
 #include "cuda/elbo.cuh"
 #include "cuda/kl_diag_gaussian.cuh"
 #include "cuda/log_likelihood_sum.cuh"
@@ -369,6 +370,36 @@ std::tuple<at::Tensor, at::Tensor, bool> reparameterize_backward(const at::Tenso
 }  // namespace
 }  // namespace paf::cuda
 
+// -------------------------------------------------- count_log_likelihood
+// The op's outputs (the sum per row in double when summed) and the pack width.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t> count_log_likelihood(
+    const at::Tensor& x, const at::Tensor& mu, const std::optional<at::Tensor>& theta,
+    const std::optional<at::Tensor>& zi_logits, const std::string& likelihood, double eps, bool reduce_sum,
+    bool need_grad, bool need_grad_x) {
+  const CountProblem p =
+      make_count_problem(x, mu, theta, zi_logits, likelihood, eps, reduce_sum, need_grad, need_grad_x);
+  at::Tensor totals = row_totals(p.rows, mu);
+  int64_t width = 0;
+  PAF_DISPATCH_FLOATING(mu.scalar_type(), "count_log_likelihood", [&] {
+    dispatch_count_likelihood(p.likelihood, [&](auto tag) {
+      constexpr CountLikelihood L = decltype(tag)::value;
+      auto run = [&](auto term) {
+        width = reduce_sum ? host_row_sums<scalar_t>(p.rows, p.cols, term, totals.data_ptr<double>())
+                           : host_for_each_element<scalar_t>(p.rows, p.cols, term);
+      };
+      if (need_grad_x) {
+        run(make_count_term<scalar_t, L, true, true>(p, reduce_sum));
+      } else if (need_grad) {
+        run(make_count_term<scalar_t, L, true, false>(p, reduce_sum));
+      } else {
+        run(make_count_term<scalar_t, L, false, false>(p, reduce_sum));
+      }
+    });
+  });
+  auto [out, d_x, d_mu, d_theta, d_zi] = p.outputs();
+  return {reduce_sum ? totals.view(out.sizes()) : out, d_x, d_mu, d_theta, d_zi, width};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace paf::cuda;
   m.def("check_packs", &check_packs);
@@ -376,6 +407,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("log_likelihood_sum_backward", &log_likelihood_sum_backward);
   m.def("kl_diag_gaussian", &kl_diag_gaussian);
   m.def("kl_diag_gaussian_backward", &kl_diag_gaussian_backward);
+  m.def("count_log_likelihood", &count_log_likelihood);
   m.def("elbo_rows", &elbo_rows);
   m.def("elbo_backward_x_hat", &elbo_backward_x_hat);
   m.def("elbo_backward_latent", &elbo_backward_latent);

@@ -188,6 +188,10 @@ def test_minimum_bytes_formulas():
     bench = W.build(spec)
     assert bench.min_bytes == 2 * (B * F + B * S * F + 2 * B * L)
     assert bench.ratio_name == "x_hat" and bench.ratio_bytes == 2 * B * S * F
+    B, G = 128, 2000
+    for lik, P, T in (("zinb", 2, 1), ("nb", 1, 1), ("poisson", 1, 0)):
+        spec = W.Spec("count_loss", lik, W.COUNT_SIZES[0], torch.float32, "fwd+bwd", "cpu")
+        assert W.build(spec).min_bytes == 4 * ((1 + 2 * P) * B * G + 2 * T * G + 2 * B)
 
 
 def test_presets():

@@ -200,3 +200,28 @@ def test_reparameterize(host, layout, dtype, samples):
         for got, want in zip((g_mu, g_lv), OPS.reparameterize_backward(grad_z, mu, lv, seed, saved)):
             close(got, want, dtype)
         assert packed == (layout in ("aligned", "long", "broadcast"))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("likelihood", ["nb", "zinb", "poisson"])
+@pytest.mark.parametrize("reduce_sum", [False, True], ids=["elementwise", "sum"])
+def test_count_log_likelihood(host, layout, dtype, likelihood, reduce_sum):
+    """The count functor (per element, or as a row-sum term writing the
+    derivatives) against the CPU kernel, theta broadcast over the rows in
+    the "broadcast" layout."""
+    counts = lambda s: torch.poisson(torch.exp(torch.randn(s, dtype=torch.float64) * 1.5)).to(dtype)
+    positive = lambda scale: (lambda s: (torch.exp(torch.randn(s, dtype=torch.float64) * scale) * 2).to(dtype))
+    x = tensor(layout, counts)
+    mu = tensor(layout, positive(1.0))
+    theta = tensor(layout, positive(2.5)) if likelihood != "poisson" else None
+    zi = tensor(layout, normal(dtype)) if likelihood == "zinb" else None
+    for need_grad, need_grad_x in ((False, False), (True, False), (True, True)):
+        *got, width = host.count_log_likelihood(x, mu, theta, zi, likelihood, 1e-8, reduce_sum, need_grad, need_grad_x)
+        want = OPS.count_log_likelihood(x, mu, theta, zi, likelihood, 1e-8, reduce_sum, need_grad, need_grad_x)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            if w.numel():
+                compare_dtype = dtype if w.dtype == dtype else w.dtype
+                torch.testing.assert_close(g.to(compare_dtype), w, **TOL[dtype], equal_nan=True)
+        expect_width(width, layout, dtype, writes_elements=need_grad or not reduce_sum)

@@ -61,6 +61,12 @@ KERNEL_ERROR_CASES = [
     (lambda z: ops.kl_diag_gaussian(z(2, 3), z(2, 3), None, None, True, 1.0, 0.0), r"clamp_min \(1\) must not exceed clamp_max \(0\)"),
     (lambda z: ops.adagvae_posterior_backward(*(z(2, 3) for _ in range(6)), z(2, 3)), "mask: expected dtype bool"),
     (lambda z: ops.kl_diag_gaussian(z(2, 3, dtype=torch.long), z(2, 3), None, None, True, None, None), "mu_q: expected a floating-point tensor"),
+    (lambda z: ops.count_log_likelihood(z(2, 3), z(2, 3), z(3), None, "gamma", 1e-8, False, False, False), "likelihood: expected 'nb', 'zinb' or 'poisson'"),
+    (lambda z: ops.count_log_likelihood(z(2, 3), z(2, 3), None, None, "nb", 1e-8, True, True, False), "theta: required by likelihood 'nb'"),
+    (lambda z: ops.count_log_likelihood(z(2, 3), z(2, 3), z(4), None, "nb", 1e-8, True, True, False), "size of tensor a|must match"),
+    (lambda z: ops.count_log_likelihood(z(2, 3), z(2, 3), z(3), z(2, 3), "nb", 1e-8, False, False, False), "zi_logits: not used by likelihood 'nb'"),
+    (lambda z: ops.count_log_likelihood(z(2, 3), z(2, 3), None, None, "poisson", -2.0, False, False, False), r"eps: expected a finite number >= 0, got -2"),
+    (lambda z: ops.count_log_likelihood(z(2, 3, dtype=torch.float64), z(2, 3), None, None, "poisson", 1e-8, False, False, False), "x: dtype Double differs from mu's Float"),
 ]
 
 

@@ -158,6 +158,32 @@ C10_ALWAYS_INLINE at::vec::Vectorized<T> propagate_nan(const at::vec::Vectorized
   return at::vec::Vectorized<T>::blendv(v, l, l != l);
 }
 
+// x < y ? a() : b(), evaluating only what is needed: the taken side for a
+// scalar; for a vector one side when all lanes agree, else both, blended
+// lane by lane (select_lanes; the formulas add overloads for their result
+// structs). A long branch off the taken path costs neither time nor, on
+// the GPU, registers.
+template <typename T, typename A, typename B>
+C10_ALWAYS_INLINE auto if_less_lazy(T x, T y, A&& a, B&& b) {
+  return x < y ? a() : b();
+}
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> select_lanes(const at::vec::Vectorized<T>& mask,
+                                                      const at::vec::Vectorized<T>& a,
+                                                      const at::vec::Vectorized<T>& b) {
+  return at::vec::Vectorized<T>::blendv(b, a, mask);
+}
+template <typename T, typename A, typename B>
+C10_ALWAYS_INLINE auto if_less_lazy(const at::vec::Vectorized<T>& x, const at::vec::Vectorized<T>& y,
+                                    A&& a, B&& b) {
+  using Vec = at::vec::Vectorized<T>;
+  const Vec mask = x < y;
+  const int false_lanes = mask.zero_mask();  // a lane's bit is set where x < y is false
+  if (false_lanes == 0) return a();
+  if (false_lanes == (1 << Vec::size()) - 1) return b();
+  return select_lanes(mask, a(), b());
+}
+
 template <typename T>
 inline constexpr bool is_float_v =
     std::is_same_v<T, float> || std::is_same_v<T, at::vec::Vectorized<float>>;

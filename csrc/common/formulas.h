@@ -1,5 +1,6 @@
 // The per-element math of every op, written once: each likelihood's value
-// and derivatives, the diagonal-Gaussian KL terms, the Ada-GVAE average and
+// and derivatives (the count likelihoods' too), the diagonal-Gaussian KL
+// terms, the Ada-GVAE average and
 // Box-Muller. Every formula is a template over T, which is a scalar opmath
 // type (float, double) or, on the CPU, at::vec::Vectorized of one, and is
 // C10_HOST_DEVICE, so the CPU kernels (csrc/cpu) and the CUDA kernels
@@ -225,6 +226,339 @@ struct AdaptedGrad {
     mu2 = vm::if_less(zero, averaged, mu, gm2);
     lv1 = vm::if_less(zero, averaged, log_mean_exp_weight(l1, l2) * gl, gl1);
     lv2 = vm::if_less(zero, averaged, log_mean_exp_weight(l2, l1) * gl, gl2);
+  }
+};
+
+// ------------------------------------------------------- count likelihoods
+// The log-pmfs of counts x (scvi-tools' negative binomial, zero-inflated NB
+// and torch's Poisson) and their partial derivatives, accurate in float32
+// at any dispersion: scvi's lgamma(x + theta) - lgamma(theta) loses all
+// precision once theta is large (1.7e9 - 1.7e9 at theta = 1e8), so from
+// theta >= kStirlingTheta both lgammas come from Stirling's series and their
+// difference is formed analytically, with x log(theta) cancelled against the
+// x log(theta + mu) of the NB term.
+
+// Series of three functions of v >= 0 that cancel near v = 0, through
+// s = v / (2 + v), w = s^2 and P(w) = sum_k w^k / (2k + 3) (log1p(v) =
+// 2 atanh(s)); 12 terms reach double precision for v < 1/2 (s < 1/5).
+template <typename T>
+PAF_MATH T atanh_series_tail(T w) {
+  T p = T(1.0 / 25);
+  for (int k = 10; k >= 0; --k) p = vm::mul_add(p, w, T(1.0 / (2 * k + 3)));
+  return p;
+}
+constexpr double kSeriesBelow = 0.5;
+
+// log1p(v) - v
+template <typename T>
+PAF_MATH T log1p_minus_self(T v) {
+  const T s = v / (T(2) + v), p = atanh_series_tail(s * s);
+  const T series = T(-2) * s * s * (T(1) / (T(1) - s) - s * p);
+  return vm::if_less(v, T(kSeriesBelow), series, vm::log1p(v) - v);
+}
+// v / (1 + v) - log1p(v)
+template <typename T>
+PAF_MATH T ratio_minus_log1p(T v) {
+  const T s = v / (T(2) + v), p = atanh_series_tail(s * s);
+  const T series = T(-2) * s * s * (T(1) / (T(1) + s) + s * p);
+  return vm::if_less(v, T(kSeriesBelow), series, v / (T(1) + v) - vm::log1p(v));
+}
+// (1 + v) log1p(v) - v
+template <typename T>
+PAF_MATH T xlog1p_minus_self(T v) {
+  const T s = v / (T(2) + v), w = s * s, p = atanh_series_tail(w);
+  const T series = T(2) * w / (T(1) - s) * (T(1) + w * p + s * p);
+  return vm::if_less(v, T(kSeriesBelow), series, (T(1) + v) * vm::log1p(v) - v);
+}
+
+// Stirling's series, used for z >= kStirlingShift: lgamma(z) =
+// (z - 1/2) log z - z + log(2 pi) / 2 + lgamma_rest(z) and digamma(z) =
+// log z - 1/(2z) + digamma_rest(z) (its derivative); 7 terms leave 3e-17
+// at z = 10.
+constexpr double kStirlingShift = 10;
+template <typename T>
+PAF_MATH T lgamma_rest(T z) {
+  const T r = T(1) / z, r2 = r * r;
+  T p = T(1.0 / 156);
+  p = vm::mul_add(p, r2, T(-691.0 / 360360));
+  p = vm::mul_add(p, r2, T(1.0 / 1188));
+  p = vm::mul_add(p, r2, T(-1.0 / 1680));
+  p = vm::mul_add(p, r2, T(1.0 / 1260));
+  p = vm::mul_add(p, r2, T(-1.0 / 360));
+  p = vm::mul_add(p, r2, T(1.0 / 12));
+  return p * r;
+}
+template <typename T>
+PAF_MATH T digamma_rest(T z) {
+  const T r2 = T(1) / (z * z);
+  T p = T(-1.0 / 12);
+  p = vm::mul_add(p, r2, T(691.0 / 32760));
+  p = vm::mul_add(p, r2, T(-1.0 / 132));
+  p = vm::mul_add(p, r2, T(1.0 / 240));
+  p = vm::mul_add(p, r2, T(-1.0 / 252));
+  p = vm::mul_add(p, r2, T(1.0 / 120));
+  p = vm::mul_add(p, r2, T(-1.0 / 12));
+  return p * r2;
+}
+
+// rest(theta + x) - rest(theta) of both series, for x >= 0, without the
+// cancellation of the plain difference (a rounding of rest(theta) is more
+// than the whole difference at small x / theta, and two evaluations of the
+// same function may round differently once inlined): with q = theta /
+// (theta + x), (theta + x)^-n - theta^-n = theta^-n (q^n - 1) and
+// q^n - 1 = (q - 1)(1 + q + ... + q^(n-1)), q - 1 = -x / (theta + x).
+// Exactly 0 at x = 0.
+template <typename T>
+struct StirlingRestDifference {
+  T total = T(0), power, geometric = T(1), q_power = T(1);
+  // One term c z^-n of the series: total += c theta^-n (1 + ... + q^(n-1)),
+  // then power and geometric move on by `step` powers (1 or 2 of q).
+  PAF_MATH void add(T c, T power_step, T q, int step) {
+    total = vm::mul_add(c * power, geometric, total);
+    power = power * power_step;
+    for (int i = 0; i < step; ++i) {
+      q_power = q_power * q;
+      geometric = geometric + q_power;
+    }
+  }
+};
+template <typename T>
+PAF_MATH T lgamma_rest_difference(T theta, T x) {
+  const T q = theta / (theta + x), r = T(1) / theta, r2 = r * r;
+  StirlingRestDifference<T> d{T(0), r};  // powers theta^-1, -3, ...: geometric sums of 1, 3, ... powers of q
+  d.add(T(1.0 / 12), r2, q, 2);
+  d.add(T(-1.0 / 360), r2, q, 2);
+  d.add(T(1.0 / 1260), r2, q, 2);
+  d.add(T(-1.0 / 1680), r2, q, 2);
+  d.add(T(1.0 / 1188), r2, q, 2);
+  d.add(T(-691.0 / 360360), r2, q, 2);
+  d.add(T(1.0 / 156), r2, q, 2);
+  return (T(0) - x / (theta + x)) * d.total;
+}
+template <typename T>
+PAF_MATH T digamma_rest_difference(T theta, T x) {
+  const T q = theta / (theta + x), r2 = T(1) / (theta * theta);
+  const T q2 = q * q, q2_minus_1 = (T(0) - x / (theta + x)) * (q + T(1));
+  StirlingRestDifference<T> d{T(0), r2};  // powers theta^-2, -4, ...: geometric sums in q^2
+  d.add(T(-1.0 / 12), r2, q2, 1);
+  d.add(T(1.0 / 120), r2, q2, 1);
+  d.add(T(-1.0 / 252), r2, q2, 1);
+  d.add(T(1.0 / 240), r2, q2, 1);
+  d.add(T(-1.0 / 132), r2, q2, 1);
+  d.add(T(691.0 / 32760), r2, q2, 1);
+  d.add(T(-1.0 / 12), r2, q2, 1);
+  return q2_minus_1 * d.total;
+}
+
+// z > 0 moved up to z + 10 >= 10 where below 10 (branch-free, so vectors
+// of mixed z work): lgamma(z) = lgamma(z + 10) - log(prod), digamma(z) =
+// digamma(z + 10) - d prod / prod, prod = z (z + 1) ... (z + 9) (< 4e11).
+template <typename T>
+struct ShiftedGammaArgument {
+  T z, prod, d_prod;
+  PAF_MATH explicit ShiftedGammaArgument(T v) : z(v), prod(T(1)), d_prod(T(0)) {
+    const T shifted = vm::if_less(v, T(kStirlingShift), T(1), T(0));
+    T offset(0);
+    for (int k = 0; k < static_cast<int>(kStirlingShift); ++k) {
+      const T factor = vm::if_less(v, T(kStirlingShift), v + offset, T(1));
+      d_prod = d_prod * factor + prod * shifted;
+      prod = prod * factor;
+      offset = offset + T(1);
+    }
+    z = v + shifted * T(kStirlingShift);
+  }
+  PAF_MATH T lgamma() const {
+    return (z - T(0.5)) * vm::log(z) - z + T(0.91893853320467274) + lgamma_rest(z) - vm::log(prod);
+  }
+  PAF_MATH T digamma() const { return vm::log(z) - T(0.5) / z + digamma_rest(z) - d_prod / prod; }
+};
+
+// lgamma(x + 1), exactly 0 at x = 0 and x = 1 (the commonest counts).
+template <typename T>
+PAF_MATH T log_factorial(T x) {
+  const T value = ShiftedGammaArgument<T>(x + T(1)).lgamma();
+  return vm::if_less(vm::abs(x * (x - T(1))), T(1e-30f), T(0), value);
+}
+
+// 0 where v >= 0 (or v > 0), NaN elsewhere: added to every output so that
+// a count, mean or dispersion outside its domain gives NaN. (A NaN v gives
+// 0 here and NaN through the formula itself.)
+template <typename T>
+PAF_MATH T nan_if_negative(T v) {
+  return vm::nan_outside_unit(vm::if_less(v, T(0), T(2), T(0)));
+}
+template <typename T>
+PAF_MATH T nan_unless_positive(T v) {
+  return vm::nan_outside_unit(vm::if_less(T(0), v, T(0), T(2)));
+}
+
+template <typename T>
+PAF_MATH T softplus(T v) {
+  return vm::max(v, T(0)) + vm::log1p(vm::exp(T(0) - vm::abs(v)));
+}
+template <typename T>
+PAF_MATH T sigmoid(T v) {
+  return T(1) / (T(1) + vm::exp(T(0) - v));
+}
+
+// The partial derivatives of one element's log-pmf, and the log-pmf with
+// them (what a branch of if_less_lazy returns).
+template <typename T>
+struct CountGrads {
+  T x, mu, theta, zi_logits;
+};
+template <typename T>
+struct CountTerms {
+  T value;
+  CountGrads<T> grad;
+};
+// The lane-by-lane blend if_less_lazy uses for vectors of these (found by
+// argument-dependent lookup).
+template <typename M, typename T>
+PAF_MATH CountTerms<T> select_lanes(const M& mask, const CountTerms<T>& a, const CountTerms<T>& b) {
+  return {vm::select_lanes(mask, a.value, b.value),
+          {vm::select_lanes(mask, a.grad.x, b.grad.x), vm::select_lanes(mask, a.grad.mu, b.grad.mu),
+           vm::select_lanes(mask, a.grad.theta, b.grad.theta),
+           vm::select_lanes(mask, a.grad.zi_logits, b.grad.zi_logits)}};
+}
+
+// scvi-tools' log_nb_positive at one element, with its eps: theta (log(theta
+// + eps) - log(theta + mu + eps)) + x (log(mu + eps) - log(theta + mu + eps))
+// + lgamma(x + theta) - lgamma(theta) - lgamma(x + 1).
+//
+// The first term, the log-pmf at x = 0, is at_zero: -theta log1p(u), u = mu
+// / (theta + eps), with its derivatives (ZINB needs them on their own).
+template <typename T, bool kGrad>
+struct NegativeBinomialAtZero {
+  T value, mu = T(0), theta = T(0);
+  PAF_MATH NegativeBinomialAtZero(T mu_, T theta_, T eps) {
+    const T u = mu_ / (theta_ + eps);
+    value = T(0) - theta_ * vm::log1p(u);
+    if constexpr (kGrad) {
+      mu = T(0) - theta_ / (theta_ + mu_ + eps);
+      // theta / (theta + eps) u / (1 + u) - log1p(u), without its cancellation
+      theta = ratio_minus_log1p(u) - eps / (theta_ + eps) * (u / (T(1) + u));
+    }
+  }
+};
+
+constexpr double kStirlingTheta = 10;
+
+// The rest of the log-pmf, x (log m - log(theta + m)) + lgamma(x + theta) -
+// lgamma(theta) (m = mu + eps), and its theta derivative:
+// - theta < 10: the plain differences (exactly 0 at x = 0: the two
+//   evaluations, inlined apart, need not round alike);
+// - theta >= 10: both lgammas from Stirling's series, the difference formed
+//   analytically with x log(theta) cancelled: x (log m - log1p(m / theta))
+//   + theta ((1 + t) log1p(t) - t) - log1p(t) / 2 + rest difference, t =
+//   x / theta.
+// Only the branch a scalar takes is evaluated.
+template <typename T, bool kGrad>
+PAF_MATH CountTerms<T> negative_binomial_gamma_terms(T x, T m, T theta) {
+  const T log_m = vm::log(m);
+  return vm::if_less_lazy(
+      theta, T(kStirlingTheta),
+      [&] {
+        const ShiftedGammaArgument<T> g_theta(theta), g_x_theta(x + theta);
+        CountTerms<T> r{x * (log_m - vm::log(theta + m)) +
+                            vm::if_less(T(0), x, g_x_theta.lgamma() - g_theta.lgamma(), T(0)),
+                        {T(0), T(0), T(0), T(0)}};
+        if constexpr (kGrad) {
+          r.grad.theta = vm::if_less(T(0), x, g_x_theta.digamma() - g_theta.digamma(), T(0)) - x / (theta + m);
+        }
+        return r;
+      },
+      [&] {
+        const T t = x / theta;
+        CountTerms<T> r{x * (log_m - vm::log1p(m / theta)) + theta * xlog1p_minus_self(t) -
+                            T(0.5) * vm::log1p(t) + lgamma_rest_difference(theta, x),
+                        {T(0), T(0), T(0), T(0)}};
+        if constexpr (kGrad) {
+          r.grad.theta = x * m / (theta * (theta + m)) + log1p_minus_self(t) + x / (T(2) * theta * (theta + x)) +
+                         digamma_rest_difference(theta, x);
+        }
+        return r;
+      });
+}
+
+// log NB(x) and its derivatives (x's with kGradX). `domain` (0 or NaN) is
+// added to every output.
+template <bool kGrad, bool kGradX, typename T>
+PAF_MATH CountTerms<T> negative_binomial(T x, T mu, T theta, T eps, T domain) {
+  const T m = mu + eps;
+  const NegativeBinomialAtZero<T, kGrad> at_zero(mu, theta, eps);
+  const CountTerms<T> gamma = negative_binomial_gamma_terms<T, kGrad>(x, m, theta);
+  CountTerms<T> r{at_zero.value + gamma.value - log_factorial(x) + domain, {T(0), T(0), T(0), T(0)}};
+  if constexpr (kGrad) {
+    // x / m - (theta + x) / (theta + m), without its cancellation
+    r.grad.mu = theta * (x - m) / (m * (theta + m)) + domain;
+    r.grad.theta = at_zero.theta + gamma.grad.theta + domain;
+  }
+  if constexpr (kGradX) {
+    r.grad.x = vm::log(m) - vm::log(theta + m) +
+               (ShiftedGammaArgument<T>(x + theta).digamma() - ShiftedGammaArgument<T>(x + T(1)).digamma()) + domain;
+  }
+  return r;
+}
+
+// One element's log-pmf and, with kGrad / kGradX, its partial derivatives
+// (the others 0): terms(x, mu, theta, zi_logits, eps). A parameter the
+// likelihood does not have is ignored.
+template <CountLikelihood L>
+struct CountLogLikelihood;
+
+template <>
+struct CountLogLikelihood<CountLikelihood::NegativeBinomial> {
+  template <bool kGrad, bool kGradX, typename T>
+  static PAF_MATH CountTerms<T> terms(T x, T mu, T theta, T /*zi_logits*/, T eps) {
+    return negative_binomial<kGrad, kGradX>(x, mu, theta, eps,
+                                            nan_if_negative(x) + nan_if_negative(mu) + nan_unless_positive(theta));
+  }
+};
+
+// scvi-tools' log_zinb_positive: with the dropout logits pi, x < eps gives
+// log(sigmoid(pi) + sigmoid(-pi) NB(0)) = softplus(at_zero - pi) -
+// softplus(-pi), other x log NB(x) - softplus(pi). Only the case that
+// applies is evaluated (scvi mixes both, so a NaN in the other leaks).
+template <>
+struct CountLogLikelihood<CountLikelihood::ZeroInflatedNegativeBinomial> {
+  template <bool kGrad, bool kGradX, typename T>
+  static PAF_MATH CountTerms<T> terms(T x, T mu, T theta, T pi, T eps) {
+    const T domain = nan_if_negative(x) + nan_if_negative(mu) + nan_unless_positive(theta);
+    return vm::if_less_lazy(
+        x, eps,
+        [&] {
+          const NegativeBinomialAtZero<T, kGrad> at_zero(mu, theta, eps);
+          const T a = at_zero.value - pi;
+          CountTerms<T> r{softplus(a) - softplus(T(0) - pi) + domain, {domain, T(0), T(0), T(0)}};
+          if constexpr (kGrad) {
+            const T w = sigmoid(a);  // the NB's share of the probability of a zero
+            r.grad.mu = w * at_zero.mu + domain;
+            r.grad.theta = w * at_zero.theta + domain;
+            r.grad.zi_logits = sigmoid(T(0) - pi) - w + domain;
+          }
+          return r;
+        },
+        [&] {
+          CountTerms<T> r = negative_binomial<kGrad, kGradX>(x, mu, theta, eps, domain);
+          r.value = r.value - softplus(pi);
+          if constexpr (kGrad) r.grad.zi_logits = T(0) - sigmoid(pi) + domain;
+          return r;
+        });
+  }
+};
+
+// torch's Poisson(rate).log_prob: xlogy(x, mu) - mu - lgamma(x + 1).
+template <>
+struct CountLogLikelihood<CountLikelihood::Poisson> {
+  template <bool kGrad, bool kGradX, typename T>
+  static PAF_MATH CountTerms<T> terms(T x, T mu, T /*theta*/, T /*zi_logits*/, T /*eps*/) {
+    const T domain = nan_if_negative(x) + nan_if_negative(mu);
+    const T log_mu = vm::log(mu);
+    CountTerms<T> r{vm::mul_or_zero(x, log_mu) - mu - log_factorial(x) + domain, {T(0), T(0), T(0), T(0)}};
+    if constexpr (kGrad) r.grad.mu = vm::if_less(T(0), x, x / mu, T(0)) - T(1) + domain;  // at x = 0: -1
+    if constexpr (kGradX) r.grad.x = log_mu - ShiftedGammaArgument<T>(x + T(1)).digamma() + domain;
+    return r;
   }
 };
 

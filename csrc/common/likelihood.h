@@ -44,4 +44,36 @@ decltype(auto) dispatch_likelihood(Likelihood l, Fn&& fn) {
   return fn(LikelihoodTag<Likelihood::BernoulliProbs>{});
 }
 
+// The count likelihoods of count_log_likelihood (scvi-tools' names): the
+// negative binomial (mean mu, inverse dispersion theta), its zero-inflated
+// form (dropout logits zi_logits) and the Poisson (rate mu).
+enum class CountLikelihood { NegativeBinomial, ZeroInflatedNegativeBinomial, Poisson };
+
+inline CountLikelihood parse_count_likelihood(c10::string_view name) {
+  if (name == "nb") return CountLikelihood::NegativeBinomial;
+  if (name == "zinb") return CountLikelihood::ZeroInflatedNegativeBinomial;
+  if (name == "poisson") return CountLikelihood::Poisson;
+  PAF_CHECK_VALUE(false, "likelihood: expected 'nb', 'zinb' or 'poisson', got '", std::string(name), "'");
+}
+
+// Which parameters a count likelihood reads besides x and mu.
+constexpr bool has_theta(CountLikelihood l) { return l != CountLikelihood::Poisson; }
+constexpr bool has_zi_logits(CountLikelihood l) { return l == CountLikelihood::ZeroInflatedNegativeBinomial; }
+
+template <CountLikelihood L>
+using CountLikelihoodTag = std::integral_constant<CountLikelihood, L>;
+
+template <typename Fn>
+decltype(auto) dispatch_count_likelihood(CountLikelihood l, Fn&& fn) {
+  switch (l) {
+    case CountLikelihood::NegativeBinomial:
+      return fn(CountLikelihoodTag<CountLikelihood::NegativeBinomial>{});
+    case CountLikelihood::ZeroInflatedNegativeBinomial:
+      return fn(CountLikelihoodTag<CountLikelihood::ZeroInflatedNegativeBinomial>{});
+    case CountLikelihood::Poisson:
+      break;
+  }
+  return fn(CountLikelihoodTag<CountLikelihood::Poisson>{});
+}
+
 }  // namespace paf

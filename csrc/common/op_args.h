@@ -297,6 +297,75 @@ inline ElboProblem make_elbo_problem(const at::Tensor& x, const at::Tensor& x_ha
   return p;
 }
 
+// -------------------------------------------------- count_log_likelihood
+// Counts x against the parameters mu, theta (nb, zinb) and zi_logits
+// (zinb), all broadcast to one [rows, G] shape as row views (a parameter
+// broadcast over rows, e.g. theta [G], costs no copy), and the outputs: the
+// log-pmf (per element, or summed over G) and, when asked, its partial
+// derivatives per element in the accumulation dtype (so that the sum over
+// a broadcast parameter's rows adds unrounded terms); empty when not asked.
+// x's derivative (need_grad_x) comes with the parameters' (need_grad).
+struct CountProblem {
+  CountLikelihood likelihood;
+  double eps;
+  std::vector<int64_t> shape;
+  int64_t rows = 0, cols = 0;
+  at::Tensor x, mu, theta, zi_logits;  // [rows, G]; theta / zi_logits undefined when not used
+  at::Tensor out, d_x, d_mu, d_theta, d_zi_logits;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> outputs() const {
+    return {out, d_x, d_mu, d_theta, d_zi_logits};
+  }
+};
+
+inline CountProblem make_count_problem(const at::Tensor& x, const at::Tensor& mu,
+                                       const std::optional<at::Tensor>& theta,
+                                       const std::optional<at::Tensor>& zi_logits, c10::string_view likelihood,
+                                       double eps, bool reduce_sum, bool need_grad, bool need_grad_x) {
+  CountProblem p;
+  p.likelihood = parse_count_likelihood(likelihood);
+  check_floating(mu, "mu");
+  check_same_dtype_device(mu, "mu", x, "x");
+  const bool wants_theta = has_theta(p.likelihood), wants_zi = has_zi_logits(p.likelihood);
+  PAF_CHECK_VALUE(theta.has_value() == wants_theta, "theta: ", wants_theta ? "required" : "not used",
+                  " by likelihood '", std::string(likelihood), "'");
+  PAF_CHECK_VALUE(zi_logits.has_value() == wants_zi, "zi_logits: ", wants_zi ? "required" : "not used",
+                  " by likelihood '", std::string(likelihood), "'");
+  PAF_CHECK_VALUE(std::isfinite(eps) && eps >= 0, "eps: expected a finite number >= 0, got ", eps);
+  p.eps = eps;
+  std::vector<at::Tensor> all = {x, mu};
+  if (theta) {
+    check_same_dtype_device(mu, "mu", *theta, "theta");
+    all.push_back(*theta);
+  }
+  if (zi_logits) {
+    check_same_dtype_device(mu, "mu", *zi_logits, "zi_logits");
+    all.push_back(*zi_logits);
+  }
+  p.shape = x.sizes().vec();
+  for (const auto& t : all) p.shape = at::infer_size(p.shape, t.sizes());
+  PAF_CHECK(!p.shape.empty(), "mu: expected at least 1 dimension (the genes), got 0-d arguments");
+  p.cols = p.shape.back();
+  p.rows = c10::multiply_integers(at::IntArrayRef(p.shape).slice(0, p.shape.size() - 1));
+  auto rows_of = [&](const at::Tensor& t) { return as_rows(t.expand(p.shape), p.rows, p.cols); };
+  p.x = rows_of(x);
+  p.mu = rows_of(mu);
+  if (theta) p.theta = rows_of(*theta);
+  if (zi_logits) p.zi_logits = rows_of(*zi_logits);
+  std::vector<int64_t> out_shape = p.shape;
+  if (reduce_sum) out_shape.pop_back();
+  p.out = at::empty(out_shape, mu.options());
+  const auto grad_options = mu.options().dtype(at::toOpMathType(mu.scalar_type()));
+  auto grad_buffer = [&](bool wanted) {
+    return wanted ? at::empty(p.shape, grad_options) : at::empty({0}, grad_options);
+  };
+  need_grad = need_grad || need_grad_x;
+  p.d_x = grad_buffer(need_grad_x);
+  p.d_mu = grad_buffer(need_grad);
+  p.d_theta = grad_buffer(need_grad && wants_theta);
+  p.d_zi_logits = grad_buffer(need_grad && wants_zi);
+  return p;
+}
+
 // ----------------------------------------------------- adagvae_posterior
 using PosteriorNames = std::array<const char*, 4>;
 

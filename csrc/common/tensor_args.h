@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 
 namespace paf {
 
@@ -16,6 +17,14 @@ namespace paf {
 #define PAF_DISPATCH_FLOATING(TYPE, NAME, ...)                          \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, \
                                   __VA_ARGS__)
+
+// Calls fn(std::true_type{}) or fn(std::false_type{}): a runtime flag as a
+// compile-time one (one instantiation of fn's body per value).
+template <typename Fn>
+decltype(auto) dispatch_bool(bool flag, Fn&& fn) {
+  if (flag) return fn(std::true_type{});
+  return fn(std::false_type{});
+}
 
 // ---------------------------------------------------------------- checks
 // The Python layer validates arguments with friendlier messages; these

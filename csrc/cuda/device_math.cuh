@@ -40,6 +40,13 @@ PAF_VM bool is_inf(T v) { return v == std::numeric_limits<T>::infinity() || v ==
 // NaN-propagating, like torch.maximum.
 template <typename T>
 PAF_VM T max(T a, T b) { return (is_nan(a) || a > b) ? a : b; }
+// x < y ? a() : b(), evaluating the taken side only (a long branch that
+// is not taken costs no registers).
+template <typename T, typename A, typename B>
+PAF_VM auto if_less_lazy(T x, T y, A&& a, B&& b) { return x < y ? a() : b(); }
+// The blend of vector lanes the CPU needs; a scalar's is a plain choice.
+template <typename T>
+PAF_VM T select_lanes(bool mask, T a, T b) { return mask ? a : b; }
 // cond >= 0 ? a : b
 template <typename T>
 PAF_VM T if_nonneg(T cond, T a, T b) { return cond >= T(0) ? a : b; }
