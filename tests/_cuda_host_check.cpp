@@ -367,9 +367,6 @@ std::tuple<at::Tensor, at::Tensor, bool> reparameterize_backward(const at::Tenso
   return {p.g_mu, p.g_lv, packed};
 }
 
-}  // namespace
-}  // namespace paf::cuda
-
 // -------------------------------------------------- count_log_likelihood
 // The op's outputs (the sum per row in double when summed) and the pack width.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t> count_log_likelihood(
@@ -399,6 +396,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t> 
   auto [out, d_x, d_mu, d_theta, d_zi] = p.outputs();
   return {reduce_sum ? totals.view(out.sizes()) : out, d_x, d_mu, d_theta, d_zi, width};
 }
+
+}  // namespace
+}  // namespace paf::cuda
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using namespace paf::cuda;

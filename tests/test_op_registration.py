@@ -21,6 +21,10 @@ def _x(*shape):
     return torch.rand(*shape, dtype=torch.float64)
 
 
+def _counts(*shape):
+    return torch.poisson(torch.full(shape, 2.0, dtype=torch.float64))
+
+
 def _sample_args(grad):
     """(op, args) for every op; forward-op tensors require grad when `grad`."""
     seed = torch.tensor(77)
@@ -51,6 +55,10 @@ def _sample_args(grad):
         (ops.elbo_backward_latent, (_t(4), _t(3, 4), _t(3, 4), 0.5)),
         (ops.adagvae_posterior, tuple(_t(2, 3, grad=grad) for _ in range(4))),
         (ops.adagvae_posterior_backward, (*(_t(2, 3) for _ in range(6)), mask)),
+        (ops.count_log_likelihood, (_counts(3, 5), _x(3, 5).add_(0.1).requires_grad_(grad), _x(5).add_(0.5).requires_grad_(grad),
+                                    _t(3, 5, grad=grad), "zinb", 1e-8, False, grad, False)),
+        (ops.count_log_likelihood, (_counts(3, 5).requires_grad_(grad), _x(3, 5).add_(0.1).requires_grad_(grad), None, None,
+                                    "poisson", 1e-8, True, grad, grad)),
     ]
 
 
@@ -65,7 +73,7 @@ def test_opcheck(index, grad, device):
 def test_every_op_is_covered_by_opcheck():
     covered = {op._qualified_op_name for op, _ in _sample_args(False)}
     defined = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("pyautoencoder_fast::")}
-    assert len(defined) == 15 and defined <= covered, defined - covered
+    assert len(defined) == 16 and defined <= covered, defined - covered
 
 
 GRADCHECK_CASES = {
