@@ -379,18 +379,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t> 
   int64_t width = 0;
   PAF_DISPATCH_FLOATING(mu.scalar_type(), "count_log_likelihood", [&] {
     dispatch_count_likelihood(p.likelihood, [&](auto tag) {
-      constexpr CountLikelihood L = decltype(tag)::value;
-      auto run = [&](auto term) {
+      dispatch_count_grads(need_grad, need_grad_x, [&](auto grad, auto grad_x) {
+        const auto term = make_count_term<scalar_t, decltype(tag)::value, decltype(grad)::value,
+                                          decltype(grad_x)::value>(p, reduce_sum);
         width = reduce_sum ? host_row_sums<scalar_t>(p.rows, p.cols, term, totals.data_ptr<double>())
                            : host_for_each_element<scalar_t>(p.rows, p.cols, term);
-      };
-      if (need_grad_x) {
-        run(make_count_term<scalar_t, L, true, true>(p, reduce_sum));
-      } else if (need_grad) {
-        run(make_count_term<scalar_t, L, true, false>(p, reduce_sum));
-      } else {
-        run(make_count_term<scalar_t, L, false, false>(p, reduce_sum));
-      }
+      });
     });
   });
   auto [out, d_x, d_mu, d_theta, d_zi] = p.outputs();

@@ -63,6 +63,20 @@ constexpr bool has_zi_logits(CountLikelihood l) { return l == CountLikelihood::Z
 template <CountLikelihood L>
 using CountLikelihoodTag = std::integral_constant<CountLikelihood, L>;
 
+// Calls fn(kGrad, kGradX) as std::bool_constant pairs for the derivatives a
+// count kernel writes: none, the parameters', or x's too (which come with
+// the parameters').
+template <typename Fn>
+void dispatch_count_grads(bool need_grad, bool need_grad_x, Fn&& fn) {
+  if (need_grad_x) {
+    fn(std::true_type{}, std::true_type{});
+  } else if (need_grad) {
+    fn(std::true_type{}, std::false_type{});
+  } else {
+    fn(std::false_type{}, std::false_type{});
+  }
+}
+
 template <typename Fn>
 decltype(auto) dispatch_count_likelihood(CountLikelihood l, Fn&& fn) {
   switch (l) {

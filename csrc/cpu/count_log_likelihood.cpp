@@ -98,15 +98,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> count_log
                                    grad_data(p.d_theta), grad_data(p.d_zi_logits)};
     dispatch_count_likelihood(p.likelihood, [&](auto tag) {
       constexpr CountLikelihood L = decltype(tag)::value;
-      dispatch_bool(reduce_sum, [&](auto sum) {
-        constexpr bool kSum = decltype(sum)::value;
-        if (need_grad_x) {
-          count_rows<L, true, true, kSum>(p, o);
-        } else if (need_grad) {
-          count_rows<L, true, false, kSum>(p, o);
-        } else {
-          count_rows<L, false, false, kSum>(p, o);
-        }
+      dispatch_count_grads(need_grad, need_grad_x, [&](auto grad, auto grad_x) {
+        dispatch_bool(reduce_sum, [&](auto sum) {
+          count_rows<L, decltype(grad)::value, decltype(grad_x)::value, decltype(sum)::value>(p, o);
+        });
       });
     });
   });

@@ -40,14 +40,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> count_log
   if (p.rows == 0) return p.outputs();
   PAF_DISPATCH_FLOATING(mu.scalar_type(), "count_log_likelihood_cuda", [&] {
     dispatch_count_likelihood(p.likelihood, [&](auto tag) {
-      constexpr CountLikelihood L = decltype(tag)::value;
-      if (need_grad_x) {
-        launch_count<scalar_t, L, true, true>(p, reduce_sum);
-      } else if (need_grad) {
-        launch_count<scalar_t, L, true, false>(p, reduce_sum);
-      } else {
-        launch_count<scalar_t, L, false, false>(p, reduce_sum);
-      }
+      dispatch_count_grads(need_grad, need_grad_x, [&](auto grad, auto grad_x) {
+        launch_count<scalar_t, decltype(tag)::value, decltype(grad)::value, decltype(grad_x)::value>(p, reduce_sum);
+      });
     });
   });
   return p.outputs();
