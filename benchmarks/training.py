@@ -438,7 +438,9 @@ def render_markdown(results: list[Result], meta: dict[str, str]) -> str:
 
 
 def run(device: str = "cpu", preset: str = "full", command: str = "", out_dir: Path | None = None,
-        cases: list[Case] | None = None) -> list[Result]:
+        cases: list[Case] | None = None, name: str | None = None) -> list[Result]:
+    """Runs the cases (default: the preset's) and writes
+    training-<device>[-<name>][-<preset>].md when out_dir is given."""
     cases = cases if cases is not None else (SMOKE_CASES if preset == "smoke" else CASES)
     meta = {
         "device": H.device_description(device),
@@ -454,7 +456,7 @@ def run(device: str = "cpu", preset: str = "full", command: str = "", out_dir: P
     text = render_markdown(results, meta)
     print(text)
     if out_dir is not None:
-        suffix = "" if preset == "full" else f"-{preset}"
+        suffix = ("" if not name else f"-{H._slug(name)}") + ("" if preset == "full" else f"-{preset}")
         path = Path(out_dir) / f"training-{H.device_tag(device)}{suffix}.md"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("# Training steps\n\n" + text)
@@ -472,12 +474,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: all cores)")
     p.add_argument("--out", default=str(H.RESULTS_DIR))
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--case", metavar="TEXT",
+                   help="only the cases whose label contains TEXT (e.g. 'scVI'); the file name then says TEXT")
     args = p.parse_args(raw)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     preset_name = "quick" if args.quick else "smoke" if args.smoke else "full"
     command = " ".join(["python -m benchmarks.training", *map(shlex.quote, raw)])
-    run(args.device, preset_name, command, None if args.no_write else Path(args.out))
+    cases = None
+    if args.case:
+        pool = SMOKE_CASES if preset_name == "smoke" else CASES
+        cases = [c for c in pool if args.case in c.label]
+        if not cases:
+            raise SystemExit(f"--case: no case label contains {args.case!r}")
+    run(args.device, preset_name, command, None if args.no_write else Path(args.out), cases=cases, name=args.case)
     return 0
 
 

@@ -7,6 +7,7 @@
 
 #include <ATen/cpu/vec/vec.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -182,6 +183,53 @@ C10_ALWAYS_INLINE auto if_less_lazy(const at::vec::Vectorized<T>& x, const at::v
   if (false_lanes == 0) return a();
   if (false_lanes == (1 << Vec::size()) - 1) return b();
   return select_lanes(mask, a(), b());
+}
+
+// lgamma(x + 1) for the counts x = 0 .. kLogFactorials - 1, from a table
+// (each value rounded once, x = 0 and 1 exactly 0); compute(x) for any other
+// x (a vector computes only if a lane needs it, and blends per lane, so an
+// element's value does not depend on its neighbours). Counts are the
+// commonest argument, and the general lgamma is most of a Poisson term.
+constexpr int kLogFactorials = 256;
+template <typename T>
+const T* log_factorial_table() {
+  static const std::array<T, kLogFactorials> table = [] {
+    std::array<T, kLogFactorials> t{};
+    for (int k = 0; k < kLogFactorials; ++k) t[k] = static_cast<T>(std::lgamma(k + 1.0));
+    return t;
+  }();
+  return table.data();
+}
+template <typename T>
+C10_ALWAYS_INLINE bool is_tabled_count(T v) {
+  return v >= T(0) && v < T(kLogFactorials) && v == std::floor(v);
+}
+template <typename T, typename Fn>
+C10_ALWAYS_INLINE T log_factorial_or(T x, Fn&& compute) {
+  return is_tabled_count(x) ? log_factorial_table<T>()[static_cast<int>(x)] : compute(x);
+}
+template <typename T, typename Fn>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> log_factorial_or(const at::vec::Vectorized<T>& x, Fn&& compute) {
+  using Vec = at::vec::Vectorized<T>;
+  constexpr int W = Vec::size();
+  T lanes[W], out[W];
+  bool tabled[W];
+  x.store(lanes);
+  const T* table = log_factorial_table<T>();
+  bool all = true;
+  for (int i = 0; i < W; ++i) {
+    tabled[i] = is_tabled_count(lanes[i]);
+    out[i] = tabled[i] ? table[static_cast<int>(lanes[i])] : T(0);
+    all = all && tabled[i];
+  }
+  if (!all) {
+    T computed[W];
+    compute(x).store(computed);
+    for (int i = 0; i < W; ++i) {
+      if (!tabled[i]) out[i] = computed[i];
+    }
+  }
+  return Vec::loadu(out);
 }
 
 template <typename T>

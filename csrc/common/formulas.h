@@ -373,11 +373,14 @@ struct ShiftedGammaArgument {
   PAF_MATH T digamma() const { return vm::log(z) - T(0.5) / z + digamma_rest(z) - d_prod / prod; }
 };
 
-// lgamma(x + 1), exactly 0 at x = 0 and x = 1 (the commonest counts).
+// lgamma(x + 1), exactly 0 at x = 0 and x = 1 (the commonest counts); the
+// CPU reads small counts from a table (vm::log_factorial_or).
 template <typename T>
 PAF_MATH T log_factorial(T x) {
-  const T value = ShiftedGammaArgument<T>(x + T(1)).lgamma();
-  return vm::if_less(vm::abs(x * (x - T(1))), T(1e-30f), T(0), value);
+  return vm::log_factorial_or(x, [](T v) {
+    const T value = ShiftedGammaArgument<T>(v + T(1)).lgamma();
+    return vm::if_less(vm::abs(v * (v - T(1))), T(1e-30f), T(0), value);
+  });
 }
 
 // 0 where v >= 0 (or v > 0), NaN elsewhere: added to every output so that

@@ -44,6 +44,10 @@ PAF_VM T max(T a, T b) { return (is_nan(a) || a > b) ? a : b; }
 // is not taken costs no registers).
 template <typename T, typename A, typename B>
 PAF_VM auto if_less_lazy(T x, T y, A&& a, B&& b) { return x < y ? a() : b(); }
+// lgamma(x + 1): the CPU reads the counts below 256 from a table; here
+// the general formula serves every x (the results agree to the tolerance).
+template <typename T, typename Fn>
+PAF_VM T log_factorial_or(T x, Fn&& compute) { return compute(x); }
 // The blend of vector lanes the CPU needs; a scalar's is a plain choice.
 template <typename T>
 PAF_VM T select_lanes(bool mask, T a, T b) { return mask ? a : b; }
