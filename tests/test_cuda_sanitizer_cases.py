@@ -93,3 +93,30 @@ def test_row_sum_elbo(dtype):
 def test_adagvae_posterior(dtype):
     inputs = [_leaf(torch.randn(11, 10, dtype=torch.float64)) for _ in range(4)]
     check_against_oracle(F.adagvae_posterior, inputs, dtype, device="cuda")
+
+
+def _counts_case(likelihood, batch, genes, *, x_grad=False):
+    """(x, mu, theta per gene, zi_logits) as float64 leaves; theta spans both
+    sides of 10 (the kernels' two branches)."""
+    mu = _leaf(torch.exp(torch.randn(batch, genes, dtype=torch.float64)) * 3)
+    x = torch.poisson(mu.detach())
+    if x_grad:
+        x = _leaf(x + 0.25)
+    theta = _leaf(torch.exp(torch.randn(genes, dtype=torch.float64) * 2.5)) if likelihood != "poisson" else None
+    zi = _leaf(torch.randn(batch, genes, dtype=torch.float64)) if likelihood == "zinb" else None
+    return [x, mu, theta, zi]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_count_log_likelihood(dtype):
+    for likelihood, (batch, genes) in (("zinb", (5, SHORT)), ("nb", (3, LONG)), ("poisson", (4, SHORT))):
+        fn = lambda *a: F.count_log_likelihood(*a, likelihood=likelihood)
+        check_against_oracle(fn, _counts_case(likelihood, batch, genes), dtype, device="cuda")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_sum_count_log_likelihood(dtype):
+    cases = (("zinb", (9, SHORT), False), ("nb", (2, LONG), False), ("zinb", (3, SHORT), True))
+    for likelihood, (batch, genes), x_grad in cases:
+        fn = lambda *a: F.count_log_likelihood(*a, likelihood=likelihood, reduce_sum=True)
+        check_against_oracle(fn, _counts_case(likelihood, batch, genes, x_grad=x_grad), dtype, device="cuda")
