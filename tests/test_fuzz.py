@@ -23,6 +23,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import pyautoencoder_fast as paf  # noqa: E402
 from pyautoencoder_fast import functional as F  # noqa: E402
+from pyautoencoder_fast import reference  # noqa: E402
 from pyautoencoder_fast.variational import VAEOutput  # noqa: E402
 from conftest import DTYPES, LIKELIHOODS, check_against_oracle, reparameterize_with_oracle, requires_extension  # noqa: E402
 
@@ -178,3 +179,52 @@ def test_fuzz_vae_compute_loss(case, beta):
         return (out.objective, *diagnostics)
 
     check_against_oracle(loss, [t.requires_grad_() for t in (x, x_hat, mu, log_var)], dtype, loose=True)
+
+
+@given(
+    st.sampled_from(["nb", "zinb", "poisson"]),
+    dtypes,
+    st.integers(0, 6),
+    st.integers(1, 70),
+    st.sampled_from(["gene", "cell"]),
+    st.sampled_from([0.5, 2.0, 6.0]),  # spread of log mu
+    st.sampled_from([0.5, 3.0, 8.0]),  # spread of log theta (up to ~e^30)
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_fuzz_count_log_likelihood(likelihood, dtype, rows, genes, theta_per, mu_spread, theta_spread, reduce_sum, seed):
+    """Counts with zeros and long tails, means and dispersions over many
+    orders of magnitude, per-gene or per-cell theta, against the oracle."""
+    g = torch.Generator().manual_seed(seed)
+    mu = (torch.exp(torch.randn(rows, genes, generator=g, dtype=torch.float64) * mu_spread)).requires_grad_()
+    x = torch.poisson(mu.detach() * torch.rand(rows, genes, generator=g, dtype=torch.float64) * 2, generator=g)
+    theta = zi = None
+    if likelihood != "poisson":
+        shape = (genes,) if theta_per == "gene" else (rows, genes)
+        theta = torch.exp(torch.randn(shape, generator=g, dtype=torch.float64) * theta_spread)
+        theta = theta.clamp(1e-3, torch.finfo(dtype).max / 4).requires_grad_()  # positive in the dtype
+    if likelihood == "zinb":
+        zi = (torch.randn(rows, genes, generator=g, dtype=torch.float64) * 3).requires_grad_()
+    fn = lambda *a: F.count_log_likelihood(*a, likelihood=likelihood, reduce_sum=reduce_sum)
+    if dtype == torch.float64 and mu_spread <= 2.0 and theta_spread <= 3.0:
+        # values and gradients, the oracle's tolerance (beyond these ranges the
+        # float64 oracle's own lgamma differences carry more than 1e-10)
+        check_against_oracle(fn, [x, mu, theta, zi], dtype)
+    # The value, within a few roundings of the size of its terms (counts of
+    # thousands make lgamma(x + 1) and x log mu ~1e5 that cancel to a few
+    # nats: no formula in the dtype keeps those digits); NaN where both are.
+    rounded = [t.detach().to(dtype) if t is not None else None for t in (x, mu, theta, zi)]
+    x64, mu64, theta64, zi64 = (t.double() if t is not None else None for t in rounded)
+    truth = reference.count_log_likelihood(x64, mu64, theta64, zi64, likelihood, 1e-8, False, False, False)[0]
+    terms = truth.abs() + torch.lgamma(x64 + 1) + x64 * (mu64 + 1e-8).log().abs() + mu64 + 1
+    if theta64 is not None:
+        terms = terms + torch.lgamma(theta64).abs() + torch.lgamma(x64 + theta64).abs()
+    ours = F.count_log_likelihood(*rounded, likelihood=likelihood).double()
+    eps = torch.finfo(dtype).eps if dtype in (torch.float32, torch.float64) else 2 * torch.finfo(dtype).eps
+    ok = ((ours - truth).abs() <= 16 * eps * terms) | (ours.isnan() & truth.isnan()) | (ours == truth)
+    assert ok.all(), (ours[~ok], truth[~ok])
+    if reduce_sum:  # the sum in one pass: the sum of the terms, to the same tolerance
+        summed = F.count_log_likelihood(*rounded, likelihood=likelihood, reduce_sum=True).double()
+        total = truth.sum(-1)
+        ok = ((summed - total).abs() <= 16 * eps * terms.sum(-1) + 1e-6) | (summed.isnan() & total.isnan())
+        assert ok.all(), (summed[~ok], total[~ok])
