@@ -9,7 +9,12 @@ non-contiguous inputs, and are differentiable where stated. Targets ``x``
 may also be integer or bool tensors (binarised images): they are promoted
 to the floating dtype of ``x_hat``, as PyTorch's arithmetic would. Shapes
 that do not fit raise :class:`~pyautoencoder_fast._validation.ShapeError`
-(a ``ValueError`` and a ``RuntimeError``).
+(a ``ValueError`` and a ``RuntimeError``). Values outside a likelihood's
+domain (``bernoulli_probs`` probabilities or targets outside [0, 1], negative
+counts, ...) give NaN; on the CPU the functions then raise ``ValueError``
+naming the argument and its first bad value (looked into only when the
+result holds a NaN, so valid input costs nothing); on CUDA the NaN stays,
+as reading it back would stall the device on every call.
 """
 
 from __future__ import annotations
@@ -71,13 +76,24 @@ def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str = "gaussian") -> Te
 
     Returns:
         Tensor of the broadcast shape. Differentiable in ``x`` and ``x_hat``.
+
+    Raises:
+        ValueError: ``bernoulli_probs`` on the CPU with a probability
+            ``x_hat`` or a target ``x`` outside [0, 1] or NaN (where torch's
+            ``binary_cross_entropy`` raises), naming the argument and its
+            first bad value; checked only when the result holds a NaN. On
+            CUDA those elements are NaN. (The reference backend calls
+            ``binary_cross_entropy``, whose ``RuntimeError`` comes first.)
     """
     likelihood = check.likelihood(likelihood)
     x, x_hat = check.real("x", x), check.floating("x_hat", x_hat)
     check.same_device(x=x, x_hat=x_hat)
     check.broadcastable(x=x, x_hat=x_hat)
     x, x_hat = check.promote(x, x_hat)
-    return _impl(x).log_likelihood(x, x_hat, likelihood)
+    out = _impl(x).log_likelihood(x, x_hat, likelihood)
+    if likelihood == "bernoulli_probs":
+        _refuse_out_of_domain(out, _PROBABILITY_DOMAINS, x_hat=x_hat, x=x)
+    return out
 
 
 # ------------------------------------------------------------ log_likelihood_sum
@@ -85,12 +101,12 @@ def _sample_axis(x: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]:
     """Checks x [B, ...] against x_hat [B, ...] or [B, S, ...]; returns x_hat as
     [B, S, ...] and x as a (possibly broadcast, never copied) [B, ...] view."""
     check.min_dim("x", x, 1, "[B, ...]")
+    given = tuple(x_hat.shape)  # errors name this, not the shape with the sample axis inserted
     if x_hat.dim() == x.dim():
         x_hat = x_hat.unsqueeze(1)
     if x_hat.dim() != x.dim() + 1:
         raise check.ShapeError(
-            f"x_hat: expected shape [B, ...] or [B, S, ...] for x of shape {tuple(x.shape)}, "
-            f"got {tuple(x_hat.shape)}"
+            f"x_hat: expected shape [B, ...] or [B, S, ...] for x of shape {tuple(x.shape)}, got {given}"
         )
     target = (x_hat.shape[0], *x_hat.shape[2:])
     if tuple(x.shape) != target:
@@ -98,8 +114,8 @@ def _sample_axis(x: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]:
             x = x.expand(target)
         except RuntimeError:
             raise check.ShapeError(
-                f"x_hat: shape {tuple(x_hat.shape)} does not match x {tuple(x.shape)} "
-                "(expected [B, S, ...] with the batch and feature sizes of x)"
+                f"x_hat: shape {given} does not match x {tuple(x.shape)} "
+                "(expected [B, ...] or [B, S, ...] with the batch and feature sizes of x)"
             ) from None
     return x, x_hat
 
@@ -111,13 +127,28 @@ def log_likelihood_sum(x: Tensor, x_hat: Tensor, likelihood: str = "gaussian") -
         x: targets ``[B, ...]``.
         x_hat: ``[B, ...]`` (one sample) or ``[B, S, ...]`` (S Monte Carlo
             samples); ``x`` is broadcast over S without a copy.
-        likelihood: ``"gaussian"``, ``"bernoulli"`` (logits) or ``"laplace"``.
+        likelihood: ``"gaussian"``, ``"bernoulli"`` (logits), ``"laplace"``
+            or ``"bernoulli_probs"`` (probabilities), or a ``LikelihoodType``.
 
     Returns:
         ``[B, S]`` (``S = 1`` for a ``[B, ...]`` x_hat). Differentiable in
         ``x`` and ``x_hat``. The elementwise term and the sum run in one pass.
+
+    Raises:
+        ValueError: ``bernoulli_probs`` values outside [0, 1] on the CPU, as
+            in :func:`log_likelihood`.
     """
     likelihood = check.likelihood(likelihood)
+    out = _log_likelihood_sum(x, x_hat, likelihood)
+    if likelihood == "bernoulli_probs":
+        _refuse_out_of_domain(out, _PROBABILITY_DOMAINS, x_hat=x_hat, x=x)
+    return out
+
+
+def _log_likelihood_sum(x: Tensor, x_hat: Tensor, likelihood: str) -> Tensor:
+    """:func:`log_likelihood_sum` for a canonical ``likelihood`` name, without
+    the refusal of out-of-range probabilities: a NaN stays (nidl's loss
+    refuses them with nidl's own error and argument names)."""
     x, x_hat = check.real("x", x), check.floating("x_hat", x_hat)
     check.same_device(x=x, x_hat=x_hat)
     x, x_hat = check.promote(x, x_hat)
@@ -199,7 +230,12 @@ def _latent_pair(mu: Tensor, log_var: Tensor, names=("mu", "log_var")) -> tuple[
 
 
 def draw_seed(device: torch.device, generator: torch.Generator | None = None) -> Tensor:
-    """A 63-bit seed for the in-kernel Philox noise, drawn from torch's generator."""
+    """A 63-bit seed for the in-kernel Philox noise, drawn from torch's generator
+    (``generator``, a ``torch.Generator``, or ``None`` for the default one)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        kind = type(generator)  # (a NumPy Generator is named with its module)
+        got = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        raise TypeError(f"generator: expected a torch.Generator or None, got {got}")
     seed_device = device if device.type == "cuda" else torch.device("cpu")
     return torch.empty((), dtype=torch.int64, device=seed_device).random_(generator=generator)
 
@@ -223,6 +259,9 @@ def reparameterize(
     Args:
         mu, log_var: ``[B, D]`` (broadcast against each other).
         num_samples: S >= 1 samples per row.
+        generator: the ``torch.Generator`` the seed is drawn from (on the
+            tensors' device for CUDA, else a CPU one); ``None``: torch's
+            default generator. Anything else raises ``TypeError``.
 
     Returns:
         ``z`` of shape ``[B, S, D]``. Differentiable in ``mu`` and ``log_var``.
@@ -242,7 +281,8 @@ def reparameterize(
 
 # -------------------------------------------------------------------------- elbo
 class ElboTerms(NamedTuple):
-    """The (beta-)VAE objective and its diagnostics, all 0-d tensors (batch means)."""
+    """The (beta-)VAE objective and its diagnostics, all 0-d tensors (batch
+    means); ``kl_divergence`` is not weighted by beta."""
 
     objective: Tensor
     elbo: Tensor
@@ -263,6 +303,7 @@ def elbo_stats(
     reads them all)."""
     likelihood = check.likelihood(likelihood)
     beta = check.finite_number("beta", beta)
+    x_given, x_hat_given = x, x_hat  # (a bad value is looked up in what the caller passed)
     if not (
         check.same_floating_tensors(x_hat, x, mu, log_var)
         and x.dim() >= 1
@@ -274,7 +315,10 @@ def elbo_stats(
     ):  # anything but the usual call: the detailed checks (and promotion, broadcasting)
         x, x_hat, mu, log_var = _elbo_arguments(x, x_hat, mu, log_var)
     need_grad = torch.is_grad_enabled() and (x_hat.requires_grad or mu.requires_grad or log_var.requires_grad)
-    return _impl(x).elbo(x, x_hat, mu, log_var, beta, likelihood, need_grad)[0]
+    stats = _impl(x).elbo(x, x_hat, mu, log_var, beta, likelihood, need_grad)[0]
+    if likelihood == "bernoulli_probs":
+        _refuse_out_of_domain(stats, _PROBABILITY_DOMAINS, x_hat=x_hat_given, x=x_given)
+    return stats
 
 
 def _elbo_arguments(x, x_hat, mu, log_var) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -301,19 +345,40 @@ def elbo(
     """The whole (beta-)VAE loss of pyautoencoder's ``VAE.compute_loss`` in one op.
 
     ``elbo = mean_b(mean_s sum_features ll(x, x_hat[:, s]) - beta * KL(q_b || N(0, I)))``,
-    ``objective = -elbo``.
+    ``objective = -elbo``; ``ll`` is the elementwise term of
+    :func:`log_likelihood`.
 
     Args:
-        x: ``[B, ...]``.
-        x_hat: ``[B, ...]`` or ``[B, S, ...]`` (logits for Bernoulli).
+        x: targets ``[B, ...]``.
+        x_hat: ``[B, ...]`` (one sample; a sample axis is inserted) or
+            ``[B, S, ...]`` (S Monte Carlo samples); ``x`` is broadcast over
+            S without a copy.
         mu, log_var: posterior parameters ``[B, D]``.
-        beta: weight of the KL term.
-        likelihood: ``"gaussian"``, ``"bernoulli"`` or ``"laplace"``.
+        beta: weight of the KL term in ``elbo`` and ``objective``; a finite
+            number (NaN or infinity raises ``ValueError``).
+        likelihood: a name (case-insensitive) or a ``LikelihoodType``:
+
+            * ``"gaussian"``: ``-0.5 * (x_hat - x)**2``, unit variance. The
+              constant ``-0.5 * log(2 * pi)`` per element is omitted, as in
+              pyautoencoder (it does not change the gradients);
+            * ``"bernoulli"``: ``x_hat`` are logits;
+            * ``"laplace"``: ``-|x_hat - x|``, unit scale (no ``-log 2``);
+            * ``"bernoulli_probs"``: ``x_hat`` are probabilities in [0, 1]
+              (``binary_cross_entropy`` semantics, logs clamped at -100).
 
     Returns:
-        :class:`ElboTerms` (objective, elbo, log_likelihood, kl_divergence),
-        each differentiable in ``x``, ``x_hat``, ``mu`` and ``log_var``. The
-        gradient for ``x_hat`` is computed during the forward pass.
+        :class:`ElboTerms` of batch means: ``objective`` (``-elbo``),
+        ``elbo``, ``log_likelihood`` (averaged over S) and ``kl_divergence``,
+        which is the plain KL, NOT weighted by ``beta`` (only ``elbo`` and
+        ``objective`` are). Each is differentiable in ``x``, ``x_hat``,
+        ``mu`` and ``log_var``; the gradient for ``x_hat`` is computed
+        during the forward pass.
+
+    Raises:
+        ShapeError: shapes that do not fit; the message names ``x_hat``'s
+            shape as passed.
+        ValueError: ``bernoulli_probs`` values outside [0, 1] on the CPU, as
+            in :func:`log_likelihood`.
     """
     return ElboTerms(*elbo_stats(x, x_hat, mu, log_var, beta, likelihood).unbind())
 
@@ -388,19 +453,29 @@ def count_log_likelihood(
     need_grad = grad_enabled and any(t is not None and t.requires_grad for t in (mu, theta, zi_logits))
     need_grad_x = grad_enabled and x.requires_grad
     out = _impl(mu).count_log_likelihood(x, mu, theta, zi_logits, likelihood, eps, reduce_sum, need_grad, need_grad_x)[0]
-    _refuse_out_of_domain(out, x=x, mu=mu, theta=theta, zi_logits=zi_logits)
+    _refuse_out_of_domain(out, _COUNT_DOMAINS, x=x, mu=mu, theta=theta, zi_logits=zi_logits)
     return out.reshape(()) if scalar else out
 
 
-def _refuse_out_of_domain(out: Tensor, **args: Tensor | None) -> None:
+def _in_unit_interval(t: Tensor) -> Tensor:
+    return (t >= 0) & (t <= 1)
+
+
+# argument name -> (what it must be, elementwise test); NaN fails every test.
+_COUNT_DOMAINS = {"x": ("counts >= 0", lambda t: t >= 0), "mu": ("means >= 0", lambda t: t >= 0),
+                  "theta": ("inverse dispersions > 0", lambda t: t > 0), "zi_logits": ("logits", lambda t: ~t.isnan())}
+_PROBABILITY_DOMAINS = {"x_hat": ("probabilities in [0, 1]", _in_unit_interval),
+                        "x": ("targets in [0, 1]", _in_unit_interval)}
+
+
+def _refuse_out_of_domain(out: Tensor, domains: dict, **args: Tensor | None) -> None:
     """On the CPU, a NaN result is looked into (the valid case costs one
     isnan pass over the result): an argument that is NaN or outside its
-    domain raises ``ValueError`` naming it. On other devices the NaN stays
-    (reading it would stall the device every call)."""
+    domain (``domains[name]``) raises ``ValueError`` naming it and its first
+    bad value. On other devices the NaN stays (reading it would stall the
+    device every call)."""
     if out.device.type != "cpu" or torch.compiler.is_compiling() or not bool(out.isnan().any()):
         return
-    domains = {"x": ("counts >= 0", lambda t: t >= 0), "mu": ("means >= 0", lambda t: t >= 0),
-               "theta": ("inverse dispersions > 0", lambda t: t > 0), "zi_logits": ("logits", lambda t: ~t.isnan())}
     for name, t in args.items():
         if t is None:
             continue

@@ -185,7 +185,7 @@ class BetaVAELoss:
             likelihood, factor = ("gaussian", -2.0) if kind == "normal" else ("laplace", -1.0)
         # Both [B, ...]: log_likelihood_sum gives [B, 1]; the batch size is
         # data's dim 0 (before any broadcast), as in nidl.
-        total = functional.log_likelihood_sum(data_b, param, likelihood).sum()
+        total = functional._log_likelihood_sum(data_b, param, likelihood).sum()
         if kind == "bernoulli":
             _refuse_out_of_range(total, data, param)
         batch = data.shape[0]

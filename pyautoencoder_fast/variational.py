@@ -215,14 +215,29 @@ class VAE(BaseAutoencoder):
     ) -> LossResult:
         """Negative (beta-)ELBO, batch mean, in one fused op.
 
-        ``elbo = mean_B( mean_S sum_features log p(x | x_hat_s) - beta * KL(q(z|x) || N(0, I)) )``.
-        A ``[B, ...]`` ``x_hat`` gets a sample axis; ``x`` is broadcast over
-        the S samples without a copy. ``output=`` is accepted in place of
-        ``vae_output`` (pyautoencoder 2.x's name).
+        ``elbo = mean_B( mean_S sum_features log p(x | x_hat_s) - beta * KL(q(z|x) || N(0, I)) )``
+        (:func:`functional.elbo_stats`).
+
+        Args:
+            x: ground truth ``[B, ...]``; broadcast over the S samples
+                without a copy.
+            vae_output: output of :meth:`forward`; ``x_hat`` (``[B, S, ...]``,
+                or ``[B, ...]``, which gets a sample axis; logits for
+                Bernoulli), ``mu`` and ``log_var`` (``[B, D_z]``) are used.
+                ``output=`` is accepted as well (pyautoencoder 2.x's name).
+            beta: weight of the KL term, a finite number (NaN or infinity
+                raises ``ValueError``).
+            likelihood: ``"gaussian"`` (unit variance, without the constant
+                ``-0.5 * log(2 * pi)`` per element, as in pyautoencoder),
+                ``"bernoulli"`` (``x_hat`` are logits), ``"laplace"`` or
+                ``"bernoulli_probs"`` (``x_hat`` are probabilities), or a
+                :class:`LikelihoodType`; anything else raises ``ValueError``.
 
         Returns:
             ``LossResult(objective=-elbo, diagnostics={"elbo", "log_likelihood",
-            "kl_divergence"})``, diagnostics as Python floats (batch means),
+            "kl_divergence"})``: ``objective`` a 0-d tensor, differentiable;
+            the diagnostics Python floats (batch means; ``log_likelihood``
+            averaged over S, ``kl_divergence`` not weighted by ``beta``),
             read from the device with one transfer.
         """
         out = model_output("vae_output", vae_output, output)
@@ -308,6 +323,15 @@ class AdaGVAE(nn.Module):
         output: AdaGVAEOutput | None = None,
     ) -> LossResult:
         """Sum of the two VAE objectives on the adapted posteriors.
+
+        Args:
+            x: the pair ``(x1, x2)`` passed to :meth:`forward`, each ``[B, ...]``.
+            vae_output: output of :meth:`forward`; each of ``output1`` and
+                ``output2`` is scored against its input as in
+                :meth:`VAE.compute_loss`. ``output=`` is accepted as well
+                (pyautoencoder 2.x's name).
+            beta: weight of the KL terms, a finite number.
+            likelihood: as in :meth:`VAE.compute_loss`.
 
         Returns:
             ``LossResult(objective, diagnostics)`` with ``objective`` the sum of

@@ -1,5 +1,6 @@
 """Bad input raises a clear Python exception naming the argument."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,8 +30,17 @@ ops = torch.ops.pyautoencoder_fast
         (lambda: F.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), 0), ValueError, "num_samples: expected an integer >= 1, got 0"),
         (lambda: F.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), 1.5), TypeError, "num_samples: expected an int"),
         (lambda: F.reparameterize(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)), ValueError, r"mu, log_var: expected shape \[B, D\]"),
+        (lambda: F.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), generator=0), TypeError, "generator: expected a torch.Generator or None, got int"),
+        (lambda: F.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), 2, generator=np.random.default_rng(0)), TypeError,
+         r"generator: expected a torch.Generator or None, got numpy\.random\..*Generator"),
+        (lambda: F.draw_seed(torch.device("cpu"), 1234), TypeError, "generator: expected a torch.Generator or None, got int"),
         (lambda: F.elbo(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4), beta=float("inf")), ValueError, "beta: expected a finite number, got inf"),
         (lambda: F.elbo(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3, 4), torch.zeros(3, 4)), ValueError, r"mu: expected batch size 2 \(from x\)"),
+        # x_hat's shape as passed, not with the sample axis inserted: (24, 784), not (24, 1, 784)
+        (lambda: F.elbo(torch.zeros(8, 784), torch.zeros(24, 784), torch.zeros(8, 4), torch.zeros(8, 4)), ValueError, r"x_hat: shape \(24, 784\) does not match x \(8, 784\)"),
+        (lambda: F.elbo_stats(torch.zeros(8, 784), torch.zeros(8, 392), torch.zeros(8, 4), torch.zeros(8, 4)), ValueError, r"x_hat: shape \(8, 392\) does not match x \(8, 784\)"),
+        (lambda: F.log_likelihood_sum(torch.zeros(8, 784), torch.zeros(24, 784)), ValueError, r"x_hat: shape \(24, 784\) does not match x \(8, 784\)"),
+        (lambda: F.elbo(torch.zeros(8, 784), torch.zeros(24, 2, 784), torch.zeros(8, 4), torch.zeros(8, 4)), ValueError, r"x_hat: shape \(24, 2, 784\) does not match x \(8, 784\)"),
         (lambda: F.elbo(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4), likelihood="normal"), ValueError, "Unsupported likelihood: 'normal'"),
         (lambda: F.adagvae_posterior(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 4)), ValueError, r"mu2: expected shape \(2, 3\)"),
         (lambda: loss.log_likelihood(torch.zeros(2), torch.zeros(2), "Cauchy"), ValueError, "Unsupported likelihood"),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -430,6 +432,33 @@ def test_unknown_likelihood():
     a = vae.eval().compute_loss(x, vae(x), likelihood="BERNOULLI")
     b = vae.compute_loss(x, vae(x), likelihood=LikelihoodType.BERNOULLI)
     assert a.diagnostics == b.diagnostics
+
+
+def test_vae_loss_shape_errors_name_the_x_hat_passed():
+    # A [B, ...] x_hat gets a sample axis before it is matched against x;
+    # the error names the shape the caller passed, not [B, 1, ...].
+    vae, ada, x = make_vae(), make_ada(), make_data()  # x [6, 3, 4]
+    out = vae(x)
+    for x_hat in (torch.zeros(18, *SHAPE), torch.zeros(6, 4, 3), torch.zeros(18, 2, *SHAPE)):
+        wrong = variational.VAEOutput(x_hat=x_hat, z=out.z, mu=out.mu, log_var=out.log_var)
+        message = rf"x_hat: shape {re.escape(str(tuple(x_hat.shape)))} does not match x \(6, 3, 4\)"
+        with pytest.raises(ValueError, match=message):
+            vae.compute_loss(x, wrong)
+        with pytest.raises(ValueError, match=message):
+            ada.compute_loss((x, x), variational.AdaGVAEOutput(output1=wrong, output2=out))
+
+
+def test_compute_loss_docstrings_document_every_argument():
+    for method in (vanilla.AE.compute_loss, variational.VAE.compute_loss, variational.AdaGVAE.compute_loss):
+        doc = inspect.getdoc(method)
+        assert "Args:" in doc and "Returns:" in doc, method.__qualname__
+        args = doc.split("Args:")[1].split("Returns:")[0]
+        for name in inspect.signature(method).parameters:
+            if name not in ("self", "output"):  # output= is the alias, named in its parameter's entry
+                assert f"\n{name}:" in "\n" + "\n".join(line.strip() for line in args.splitlines()), (method.__qualname__, name)
+    vae_doc = " ".join(inspect.getdoc(variational.VAE.compute_loss).split())
+    for name in ("gaussian", "bernoulli", "laplace", "bernoulli_probs", "LikelihoodType", "output="):
+        assert name in vae_doc, name
 
 
 def test_adagvae_argument_checks():

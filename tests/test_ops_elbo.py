@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import pyautoencoder_fast as paf
+from pyautoencoder_fast import _validation as check
 from pyautoencoder_fast import functional as F
 from conftest import DTYPES, LIKELIHOODS, check_against_oracle, on_device, random_inputs, requires_extension
 
@@ -78,6 +79,20 @@ def test_elbo_terms_and_empty_batch(device):
         empty_ref = F.elbo(x[:0], x_hat[:0], mu[:0], lv[:0])
     for a, b in zip(empty, empty_ref):  # torch.mean of nothing is NaN
         assert torch.isnan(a) and torch.isnan(b)
+
+
+def test_elbo_docstring_lists_every_likelihood_and_what_beta_weights():
+    doc = " ".join(F.elbo.__doc__.split())
+    for name in check.LIKELIHOODS:  # every name the functions accept
+        assert f'``"{name}"``' in doc, name
+    assert "LikelihoodType" in doc
+    assert "-0.5 * log(2 * pi)" in doc and "omitted" in doc  # as pyautoencoder's Gaussian
+    assert "NOT weighted by ``beta``" in doc
+    # ... which is what the numbers say:
+    x, x_hat, mu, lv = _inputs(3, 2, (5,), 4, "gaussian")
+    one, four = F.elbo(x, x_hat, mu, lv, beta=1.0), F.elbo(x, x_hat, mu, lv, beta=4.0)
+    torch.testing.assert_close(one.kl_divergence, four.kl_divergence)
+    torch.testing.assert_close(four.elbo, four.log_likelihood - 4.0 * four.kl_divergence)
 
 
 def test_elbo_without_grad_writes_no_gradient_buffer(device):

@@ -9,6 +9,7 @@ from pyautoencoder_fast import reference
 from conftest import DTYPES, LIKELIHOODS, check_against_oracle, random_inputs, requires_extension
 
 pytestmark = requires_extension
+ops = torch.ops.pyautoencoder_fast
 
 # (x shape, x_hat shape): odd feature counts (not multiples of the vector
 # width), B = 1, B = 0, broadcasting either way.
@@ -121,14 +122,24 @@ def test_likelihood_names_are_case_insensitive():
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
 def test_nan_propagates_to_value_and_gradient(likelihood, device):
     # 20 elements: NaN both in the vectorised body and in the scalar tail.
-    x_hat = torch.randn(20, device=device)
+    x_hat = torch.rand(20, device=device) if likelihood == "bernoulli_probs" else torch.randn(20, device=device)
     x_hat[3] = x_hat[19] = float("nan")
     x_hat.requires_grad_()
     x = torch.rand(20, device=device)
-    ll = F.log_likelihood_sum(x.unsqueeze(0), x_hat.unsqueeze(0), likelihood)
-    assert torch.isnan(ll).all()
     latent = torch.zeros(1, 2, device=device)
-    stats = F.elbo_stats(x.unsqueeze(0), x_hat.unsqueeze(0), latent, latent, 1.0, likelihood)
+    if likelihood == "bernoulli_probs" and device.type == "cpu":
+        # The functions refuse a NaN probability on the CPU (next tests);
+        # the ops themselves propagate it.
+        with pytest.raises(ValueError, match=r"x_hat: expected probabilities in \[0, 1\], found nan"):
+            F.log_likelihood_sum(x.unsqueeze(0), x_hat.unsqueeze(0), likelihood)
+        ll_sum = lambda a, b: ops.log_likelihood_sum(a, b.unsqueeze(1), likelihood)  # noqa: E731
+        elbo_stats = lambda a, b: ops.elbo(a, b.unsqueeze(1), latent, latent, 1.0, likelihood, True)[0]  # noqa: E731
+    else:
+        ll_sum = lambda a, b: F.log_likelihood_sum(a, b, likelihood)  # noqa: E731
+        elbo_stats = lambda a, b: F.elbo_stats(a, b, latent, latent, 1.0, likelihood)  # noqa: E731
+    ll = ll_sum(x.unsqueeze(0), x_hat.unsqueeze(0))
+    assert torch.isnan(ll).all()
+    stats = elbo_stats(x.unsqueeze(0), x_hat.unsqueeze(0))
     (grad,) = torch.autograd.grad(stats[0], x_hat)
     assert torch.isnan(grad[[3, 19]]).all() and torch.isfinite(grad[[0, 1, 2, 4]]).all()
 
@@ -137,18 +148,81 @@ def test_nan_propagates_to_value_and_gradient(likelihood, device):
 def test_bernoulli_probs_is_undefined_outside_the_unit_interval(dtype, device):
     # torch's binary_cross_entropy refuses targets or probabilities outside
     # [0, 1] (on CUDA with a device-side assert); the kernels give NaN there
-    # (body and scalar tail), and finite values at the ends 0 and 1.
+    # (body and scalar tail), and finite values at the ends 0 and 1. On CUDA
+    # the functions return that NaN (checking would sync the device); on
+    # the CPU they raise (next test), so the ops are called directly there.
     x, p = torch.rand(3, 21, dtype=dtype, device=device), torch.rand(3, 21, dtype=dtype, device=device)
     x[0, :] = torch.tensor([0.0, 1.0] * 10 + [0.5], dtype=dtype, device=device)
     x[1, 4], x[1, 20], x[2, 7] = 1.5, -0.25, 0.5
     p[2, 7] = 1.25
-    value = F.log_likelihood(x, p, "bernoulli_probs")
+    if device.type == "cpu":
+        value = ops.log_likelihood(x, p, "bernoulli_probs")
+        sums = ops.log_likelihood_sum(x, p.unsqueeze(1), "bernoulli_probs")[:, 0]
+    else:
+        value = F.log_likelihood(x, p, "bernoulli_probs")
+        sums = F.log_likelihood_sum(x, p, "bernoulli_probs")[:, 0]
     bad = torch.zeros(3, 21, dtype=torch.bool, device=device)
     bad[1, 4] = bad[1, 20] = bad[2, 7] = True
     assert value[bad].isnan().all() and value[~bad].isfinite().all()
-    sums = F.log_likelihood_sum(x, p, "bernoulli_probs")[:, 0]
     assert sums[0].isfinite() and sums[1:].isnan().all()
     torch.testing.assert_close(value[0], -torch.nn.functional.binary_cross_entropy(p[0], x[0], reduction="none"))
+    torch.testing.assert_close(F.log_likelihood(x[0], p[0], "bernoulli_probs"), value[0])  # the valid row passes
+
+
+# The functions that take "bernoulli_probs", each as f(x, x_hat) (x_hat [B, F]).
+BERNOULLI_PROBS_CALLS = {
+    "log_likelihood": lambda x, p: F.log_likelihood(x, p, "bernoulli_probs"),
+    "log_likelihood_sum": lambda x, p: F.log_likelihood_sum(x, p, "bernoulli_probs"),
+    "log_likelihood_sum/samples": lambda x, p: F.log_likelihood_sum(x, torch.stack([p.flip(0), p], 1), "bernoulli_probs"),
+    "elbo": lambda x, p: F.elbo(x, p, torch.zeros(x.shape[0], 2), torch.zeros(x.shape[0], 2), likelihood="bernoulli_probs"),
+    "elbo_stats/samples": lambda x, p: F.elbo_stats(
+        x, torch.stack([p, p.flip(0)], 1), torch.zeros(x.shape[0], 2), torch.zeros(x.shape[0], 2), 2.0, "bernoulli_probs"
+    ),
+    "loss.log_likelihood": lambda x, p: paf.loss.log_likelihood(x, p, "bernoulli_probs"),
+}
+
+
+@pytest.mark.parametrize("call", list(BERNOULLI_PROBS_CALLS))
+@pytest.mark.parametrize(
+    "where, value, message",
+    [
+        ("x_hat", 2.5, r"x_hat: expected probabilities in \[0, 1\], found 2.5"),
+        ("x_hat", -0.75, r"x_hat: expected probabilities in \[0, 1\], found -0.75"),
+        ("x_hat", float("nan"), r"x_hat: expected probabilities in \[0, 1\], found nan"),
+        ("x", 1.5, r"x: expected targets in \[0, 1\], found 1.5"),
+        ("x", float("nan"), r"x: expected targets in \[0, 1\], found nan"),
+    ],
+)
+def test_bernoulli_probs_refuses_values_outside_the_unit_interval_on_cpu(call, where, value, message):
+    # torch's binary_cross_entropy raises on the CPU for probabilities (e.g.
+    # logits passed by mistake) or targets outside [0, 1]; the fused result
+    # is NaN there, and a NaN result is looked into: ValueError naming the
+    # argument and its first bad value (17 columns: body and scalar tail).
+    x, p = torch.rand(4, 17), torch.rand(4, 17)
+    (p if where == "x_hat" else x)[2, 16] = value
+    with pytest.raises(ValueError, match=message):
+        BERNOULLI_PROBS_CALLS[call](x, p)
+    (p if where == "x_hat" else x)[2, 16] = 0.5
+    assert BERNOULLI_PROBS_CALLS[call](x, p)[0].isfinite().all()
+
+
+def test_bernoulli_probs_refusal_counts_the_bad_values_and_looks_only_into_nan_results(monkeypatch):
+    x, p = torch.rand(3, 9, dtype=torch.float64), torch.randn(3, 9, dtype=torch.float64) * 4  # logits by mistake
+    outside = int(((p < 0) | (p > 1)).sum())
+    with pytest.raises(ValueError, match=rf"x_hat: .*\(and {outside - 1} more outside the domain\)"):
+        F.log_likelihood_sum(x, p, "bernoulli_probs")
+    # Integer targets are promoted, and checked like floating ones.
+    with pytest.raises(ValueError, match=r"x: expected targets in \[0, 1\], found 2"):
+        F.log_likelihood(torch.tensor([[0, 1, 2]]), torch.full((1, 3), 0.5), "bernoulli_probs")
+    # A valid call reads nothing beyond the isnan of its result; other
+    # likelihoods never look.
+    seen = []
+    for name, (what, ok) in list(F._PROBABILITY_DOMAINS.items()):
+        monkeypatch.setitem(F._PROBABILITY_DOMAINS, name, (what, lambda t, ok=ok: seen.append(t) or ok(t)))
+    F.log_likelihood(x, p.sigmoid(), "bernoulli_probs")
+    F.elbo(x, p.sigmoid(), torch.zeros(3, 2), torch.zeros(3, 2), likelihood="bernoulli_probs")
+    assert F.log_likelihood_sum(x, p, "gaussian").isfinite().all()
+    assert seen == []
 
 
 def test_integer_and_bool_targets_are_promoted(device):
