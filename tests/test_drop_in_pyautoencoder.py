@@ -35,6 +35,7 @@ from pyautoencoder_fast import base as our_base
 from pyautoencoder_fast import loss as our_loss
 from pyautoencoder_fast import vanilla as our_vanilla
 from pyautoencoder_fast import variational as our_variational
+from pyautoencoder_fast._validation import ShapeError
 
 from _originals import pyautoencoder
 
@@ -652,6 +653,36 @@ def test_difference_log_likelihood_broadcasts():
     with pytest.raises(ValueError, match="same shape"):
         their_loss.log_likelihood(x, x_hat)
     torch.testing.assert_close(our_loss.log_likelihood(x, x_hat), -0.5 * (x_hat - x) ** 2)
+
+
+def test_difference_ae_loss_refuses_an_x_hat_of_another_shape():
+    # A VAE's output (x_hat [B, S, ...]) passed to the AE loss, say. The
+    # seed's AE.compute_loss broadcasts x against it (its log_likelihood
+    # broadcasts): with S = 1 that is [B, B, ...], summed into a wrong
+    # number without an error. pyautoencoder 2.0.0 refuses it (ValueError);
+    # ours raises ShapeError (a ValueError, and the RuntimeError torch's
+    # broadcasting raises) naming both shapes.
+    their_ae, our_ae = twin_models("ae")
+    their_vae, our_vae = twin_models("vae")
+    x = data()
+    their_vae.eval(), our_vae.eval()
+    vae_out = our_vae(x)
+    assert vae_out.x_hat.shape == (BATCH, 1, *SHAPE)
+    with pytest.raises(ValueError, match="same shape"):
+        their_ae.compute_loss(x, their_vae(x))
+    with pytest.raises(ShapeError, match=r"x and x_hat must have the same shape, got \(5, 3, 4\) and \(5, 1, 3, 4\)"):
+        our_ae.compute_loss(x, vae_out)
+    # What the seed's formula gives (our loss.log_likelihood broadcasts, as the seed's does):
+    seed_ll = our_loss.log_likelihood(x, vae_out.x_hat)
+    assert seed_ll.shape == (BATCH, BATCH, *SHAPE)
+    seed_objective = -seed_ll.reshape(BATCH, -1).sum(-1).mean()
+    right_objective = -our_loss.log_likelihood(x, vae_out.x_hat[:, 0]).flatten(1).sum(1).mean()
+    assert not torch.allclose(seed_objective, right_objective)
+    # Any other shape that only broadcasts is refused too.
+    out = our_ae(x)
+    for x_hat in (out.x_hat[:1], out.x_hat[..., :1]):
+        with pytest.raises(ShapeError, match="same shape"):
+            our_ae.compute_loss(x, our_vanilla.AEOutput(x_hat=x_hat, z=out.z))
 
 
 def test_difference_integer_targets_for_bernoulli():
