@@ -119,6 +119,10 @@ def plan(preset: str, device: str, dtypes: Sequence[torch.dtype]) -> list[Spec]:
                 add(name, "", tiny, dtype, "fwd+bwd")
         for lik in W.COUNT_LIKELIHOODS:  # scvi's code keeps float32 (its masks): float32 only
             add("count_loss", lik, W.Size("tiny", 4, 1, (9,)), torch.float32, "fwd+bwd")
+        for dtype in dtypes:
+            add("vae_loss_learned_var", "gaussian", tiny, dtype, "fwd+bwd")
+            for lik in W.IWAE_LIKELIHOODS:
+                add("iwae_bound", lik, tiny, dtype, "fwd+bwd")
         return specs
     if preset == "quick":
         for dtype in dtypes:
@@ -130,6 +134,10 @@ def plan(preset: str, device: str, dtypes: Sequence[torch.dtype]) -> list[Spec]:
             for name in ("kl_diag_gaussian", "reparameterize", "adagvae_posterior"):
                 add(name, "", large, dtype, "fwd+bwd")
         add("count_loss", "zinb", W.COUNT_SIZES[0], torch.float32, "fwd+bwd")
+        for dtype in dtypes:
+            for size in (W.SIZES["small-b128"], W.SIZES["large"]):
+                add("vae_loss_learned_var", "gaussian", size, dtype, "fwd+bwd")
+            add("iwae_bound", "bernoulli", W.IWAE_SIZE, dtype, "fwd+bwd")
         return specs
     if preset != "full":
         raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
@@ -153,6 +161,13 @@ def plan(preset: str, device: str, dtypes: Sequence[torch.dtype]) -> list[Spec]:
         for size in W.COUNT_SIZES:
             for mode in W.MODES:
                 add("count_loss", lik, size, torch.float32, mode)
+    for dtype in dtypes:
+        for size in sizes:
+            for mode in W.MODES:
+                add("vae_loss_learned_var", "gaussian", size, dtype, mode)
+        for lik in W.IWAE_LIKELIHOODS:
+            for mode in W.MODES:
+                add("iwae_bound", lik, W.IWAE_SIZE, dtype, mode)
     return specs
 
 

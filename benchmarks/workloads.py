@@ -85,6 +85,9 @@ SWEEP_FEATURES = (256, 1024, 4096, 12288, 49152)
 COUNT_LIKELIHOODS = ("zinb", "nb", "poisson")
 COUNT_SIZES = (Size("cells128-genes2000", 128, 1, (2000,)), Size("cells128-genes20000", 128, 1, (20000,)))
 SMOKE_SIZE = Size("tiny", 4, 2, (3, 5))
+# The importance-weighted bound as IWAE trains it: 50 samples of 784 pixels.
+IWAE_SIZE = Size("b128-s50-784", 128, 50, (784,))
+IWAE_LIKELIHOODS = ("bernoulli", "gaussian")
 
 
 def sweep_size(num_features: int) -> Size:
@@ -579,6 +582,115 @@ def count_loss(spec: Spec, generator: torch.Generator) -> Bench:
     )
 
 
+def eager_vae_loss_learned_var(x, x_hat, mu, log_var, x_log_var, beta) -> LossResult:
+    """pyautoencoder's VAE.compute_loss with a decoder that also predicts a
+    log-variance per element: the Gaussian -0.5 (lv + (x - x_hat)^2 exp(-lv))."""
+    x_expanded = x.unsqueeze(1).expand_as(x_hat)
+    log_px_z = -0.5 * (x_log_var + (x_expanded - x_hat) ** 2 * torch.exp(-x_log_var))
+    log_px_z = log_px_z.flatten(2).sum(-1).mean(1)
+    kl = eager_kl_divergence_diag_gaussian(mu, log_var)
+    elbo = (log_px_z - beta * kl).mean()
+    diagnostics = {"elbo": elbo.item(), "log_likelihood": log_px_z.mean().item(), "kl_divergence": kl.mean().item()}
+    return LossResult(objective=-elbo, diagnostics=diagnostics)
+
+
+def vae_loss_learned_var(spec: Spec, generator: torch.Generator) -> Bench:
+    """The (beta-)VAE loss of a Gaussian decoder with a learned log-variance
+    per element (x_log_var shaped like x_hat).
+
+    Bytes (as vae_loss, with x_log_var read and its gradient written):
+      fwd:     e*(B*F + 2*B*S*F + 2*B*L)
+      fwd+bwd: e*(B*F + 4*B*S*F + 4*B*L)
+    """
+    s = spec.size
+    grad = spec.mode == "fwd+bwd"
+    B, S, Fn, L = s.batch, s.samples, s.num_features, s.latent
+    inputs = {
+        "x": _x_for("gaussian", spec, generator),
+        "x_hat": _randn((B, S, *s.features), spec, generator, grad),
+        "mu": _randn((B, L), spec, generator, grad),
+        "log_var": _randn((B, L), spec, generator, grad, scale=0.5),
+        "x_log_var": _randn((B, S, *s.features), spec, generator, grad, scale=0.5),
+    }
+
+    def eager(x, x_hat, mu, log_var, x_log_var):
+        return eager_vae_loss_learned_var(x, x_hat, mu, log_var, x_log_var, BETA)
+
+    def fast(x, x_hat, mu, log_var, x_log_var):
+        out = _VAE_OUTPUT(x_hat=x_hat, z=mu.detach().unsqueeze(1), mu=mu, log_var=log_var)
+        return _VAE.compute_loss(x, out, BETA, "gaussian", x_log_var=x_log_var)
+
+    def collect(res: LossResult):
+        out = {"objective": float(res.objective.detach()), **res.diagnostics}
+        if grad:
+            out["_diff"] = res.objective
+        return out
+
+    e = spec.dtype.itemsize
+    if grad:
+        nbytes, formula = e * (B * Fn + 4 * B * S * Fn + 4 * B * L), "e*(B*F + 4*B*S*F + 4*B*L)"
+    else:
+        nbytes, formula = e * (B * Fn + 2 * B * S * Fn + 2 * B * L), "e*(B*F + 2*B*S*F + 2*B*L)"
+    return _make_bench(
+        spec, eager, fast, inputs, collect,
+        min_bytes=nbytes, bytes_formula=formula, ratio_name="x_hat", ratio_bytes=e * B * S * Fn,
+    )
+
+
+def eager_iwae_bound(x, x_hat, z, mu, log_var, likelihood) -> Tensor:
+    """The importance-weighted bound as IWAE code writes it: the per-sample
+    log-likelihood, the two latent log-densities, torch.logsumexp over S."""
+    samples = x_hat.shape[1]
+    log_px_z = eager_log_likelihood_sum(x, x_hat, likelihood)  # [B, S]
+    log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    log_qz = torch.distributions.Normal(mu.unsqueeze(1), torch.exp(0.5 * log_var).unsqueeze(1)).log_prob(z).sum(-1)
+    return torch.logsumexp(log_px_z + log_pz - log_qz, dim=1) - math.log(samples)
+
+
+def iwae_bound(spec: Spec, generator: torch.Generator) -> Bench:
+    """The importance-weighted bound [B] of S samples z [B, S, L] decoded to
+    x_hat [B, S, F].
+
+    Bytes:
+      fwd:     read x (B*F), x_hat (B*S*F), z (B*S*L), mu, log_var (2*B*L), write B
+               -> e*(B*F + B*S*F + B*S*L + 2*B*L + B)
+      fwd+bwd: + read grad_out (B), write grad_x_hat (B*S*F), grad_z (B*S*L), grad_mu, grad_log_var
+               -> e*(B*F + 2*B*S*F + 2*B*S*L + 4*B*L + 2*B)
+    """
+    s, lik = spec.size, spec.variant
+    grad = spec.mode == "fwd+bwd"
+    B, S, Fn, L = s.batch, s.samples, s.num_features, s.latent
+    mu = _randn((B, L), spec, generator)
+    log_var = _randn((B, L), spec, generator, scale=0.5)
+    z = mu.unsqueeze(1) + torch.exp(0.5 * log_var).unsqueeze(1) * _randn((B, S, L), spec, generator)
+    inputs = {
+        "x": _x_for(lik, spec, generator),
+        "x_hat": _randn((B, S, *s.features), spec, generator, grad),
+        "z": z.detach().requires_grad_(grad),
+        "mu": mu.requires_grad_(grad),
+        "log_var": log_var.requires_grad_(grad),
+    }
+    grad_outputs = (_randn((B,), spec, generator),) if grad else None
+
+    def eager(x, x_hat, z, mu, log_var):
+        return eager_iwae_bound(x, x_hat, z, mu, log_var, lik)
+
+    def fast(x, x_hat, z, mu, log_var):
+        return functional.iwae_bound(x, x_hat, z, mu, log_var, lik)
+
+    collect = _tensor_collector("bound", grad)
+    e = spec.dtype.itemsize
+    if grad:
+        nbytes = e * (B * Fn + 2 * B * S * Fn + 2 * B * S * L + 4 * B * L + 2 * B)
+        formula = "e*(B*F + 2*B*S*F + 2*B*S*L + 4*B*L + 2*B)"
+    else:
+        nbytes, formula = e * (B * Fn + B * S * Fn + B * S * L + 2 * B * L + B), "e*(B*F + B*S*F + B*S*L + 2*B*L + B)"
+    return _make_bench(
+        spec, eager, fast, inputs, collect, grad_outputs,
+        min_bytes=nbytes, bytes_formula=formula, ratio_name="x_hat", ratio_bytes=e * B * S * Fn,
+    )
+
+
 WORKLOADS: dict[str, Callable[[Spec, torch.Generator], Bench]] = {
     "vae_loss": vae_loss,
     "log_likelihood_sum": log_likelihood_sum,
@@ -586,6 +698,8 @@ WORKLOADS: dict[str, Callable[[Spec, torch.Generator], Bench]] = {
     "reparameterize": reparameterize,
     "adagvae_posterior": adagvae_posterior,
     "count_loss": count_loss,
+    "vae_loss_learned_var": vae_loss_learned_var,
+    "iwae_bound": iwae_bound,
 }
 
 

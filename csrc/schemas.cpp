@@ -4,17 +4,21 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY(pyautoencoder_fast, m) {
-  // log_likelihood: elementwise ll(x, x_hat), broadcast shape.
-  m.def("log_likelihood(Tensor x, Tensor x_hat, str likelihood) -> Tensor");
+  // log_likelihood: elementwise ll(x, x_hat), broadcast shape. With
+  // x_log_var (likelihood "gaussian" only) the Gaussian of that
+  // log-variance. The backward's wrt: "x", "x_hat" or "x_log_var".
+  m.def("log_likelihood(Tensor x, Tensor x_hat, str likelihood, Tensor? x_log_var=None) -> Tensor");
   m.def(
       "log_likelihood_backward(Tensor grad, Tensor x, Tensor x_hat, "
-      "str likelihood, bool wrt_x) -> Tensor");
+      "str likelihood, str wrt, Tensor? x_log_var=None) -> Tensor");
 
-  // log_likelihood_sum: x [B, F], x_hat [B, S, F] -> [B, S].
-  m.def("log_likelihood_sum(Tensor x, Tensor x_hat, str likelihood) -> Tensor");
+  // log_likelihood_sum: x [B, F], x_hat [B, S, F] (x_log_var broadcast to
+  // x_hat) -> [B, S]. The backward's wrt "x_log_var" gives d/dx_log_var
+  // per element of x_hat, in the accumulation dtype.
+  m.def("log_likelihood_sum(Tensor x, Tensor x_hat, str likelihood, Tensor? x_log_var=None) -> Tensor");
   m.def(
       "log_likelihood_sum_backward(Tensor grad, Tensor x, Tensor x_hat, "
-      "str likelihood, bool wrt_x) -> Tensor");
+      "str likelihood, str wrt, Tensor? x_log_var=None) -> Tensor");
 
   // kl_diag_gaussian: KL(q || p), p = N(0, I) when mu_p/log_var_p are None.
   // Its backward passes a clamped log-variance's gradient at exactly a bound
@@ -42,16 +46,31 @@ TORCH_LIBRARY(pyautoencoder_fast, m) {
       "Tensor seed, Tensor? noise=None) -> (Tensor, Tensor)");
 
   // elbo: stats = [objective, elbo, log_likelihood, kl] (batch means) and,
-  // when need_grad, d objective / d (x_hat, mu, log_var) from the same passes.
+  // when need_grad, d objective / d (x_hat, mu, log_var) from the same passes,
+  // and d objective / d x_log_var per element of x_hat (accumulation dtype)
+  // when the Gaussian has a log-variance.
   m.def(
       "elbo(Tensor x, Tensor x_hat, Tensor mu, Tensor log_var, float beta, "
-      "str likelihood, bool need_grad) -> (Tensor, Tensor, Tensor, Tensor)");
+      "str likelihood, bool need_grad, Tensor? x_log_var=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("elbo_backward_x_hat(Tensor grad_stats, Tensor dobj_dx_hat) -> Tensor");
   // The same, in place on the forward's buffer (autograd's first backward).
   m.def("elbo_scale_x_hat_grad_(Tensor grad_stats, Tensor(a!) dobj_dx_hat) -> ()");
   m.def(
       "elbo_backward_latent(Tensor grad_stats, Tensor mu, Tensor log_var, "
       "float beta) -> (Tensor, Tensor)");
+
+  // iwae_bound: the importance-weighted bound per row, log (1/S) sum_s
+  // exp(log p(x | z_s) + log p(z_s) - log q(z_s | x)), x [B, ...], x_hat
+  // [B, S, ...] decoded from z [B, S, D], q = N(mu, exp(log_var)) [B, D];
+  // -> (bound [B], normalised weights [B, S] (accumulation dtype), and when
+  // need_grad the unweighted d ll / d x_hat and d ll / d x_log_var).
+  m.def(
+      "iwae_bound(Tensor x, Tensor x_hat, Tensor z, Tensor mu, Tensor log_var, str likelihood, "
+      "bool need_grad, Tensor? x_log_var=None) -> (Tensor, Tensor, Tensor, Tensor)");
+  // d (bound . grad) / d (z, mu, log_var) from the forward's weights.
+  m.def(
+      "iwae_bound_backward_latent(Tensor grad, Tensor weights, Tensor z, Tensor mu, "
+      "Tensor log_var) -> (Tensor, Tensor, Tensor)");
 
   // count_log_likelihood: the log-pmf of counts x, "nb" (mu, theta), "zinb"
   // (mu, theta, zi_logits) or "poisson" (mu), per element or summed over the

@@ -33,6 +33,7 @@ __all__ = [
     "count_log_likelihood",
     "elbo",
     "elbo_stats",
+    "iwae_bound",
     "kl_diag_gaussian",
     "log_likelihood",
     "log_likelihood_sum",
@@ -59,10 +60,15 @@ def _impl(*tensors: Tensor):
 
 
 # ---------------------------------------------------------------- log_likelihood
-def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str = "gaussian") -> Tensor:
+def log_likelihood(
+    x: Tensor, x_hat: Tensor, likelihood: str = "gaussian", x_log_var: Tensor | None = None
+) -> Tensor:
     """Elementwise log-likelihood log p(x | x_hat).
 
     ``gaussian``: ``-0.5 * (x_hat - x)**2`` (unit variance, no log(2 pi));
+    with ``x_log_var`` (a learned variance, ``gaussian`` only):
+    ``-0.5 * (x_log_var + (x_hat - x)**2 * exp(-x_log_var))`` (no log(2 pi)
+    either, so ``x_log_var = 0`` is the unit-variance Gaussian);
     ``bernoulli``: ``x_hat`` are logits, equal to
     ``-binary_cross_entropy_with_logits(x_hat, x, reduction="none")``;
     ``laplace``: ``-|x_hat - x|`` (unit scale, no log 2);
@@ -73,9 +79,12 @@ def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str = "gaussian") -> Te
         x: targets, any shape.
         x_hat: reconstructions (logits for Bernoulli), broadcastable with ``x``.
         likelihood: name (case-insensitive) or ``LikelihoodType``.
+        x_log_var: the Gaussian's log-variance, broadcastable with ``x`` and
+            ``x_hat`` (per element, per feature, or a 0-d scalar).
 
     Returns:
-        Tensor of the broadcast shape. Differentiable in ``x`` and ``x_hat``.
+        Tensor of the broadcast shape. Differentiable in ``x``, ``x_hat``
+        and ``x_log_var``.
 
     Raises:
         ValueError: ``bernoulli_probs`` on the CPU with a probability
@@ -87,13 +96,39 @@ def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str = "gaussian") -> Te
     """
     likelihood = check.likelihood(likelihood)
     x, x_hat = check.real("x", x), check.floating("x_hat", x_hat)
-    check.same_device(x=x, x_hat=x_hat)
-    check.broadcastable(x=x, x_hat=x_hat)
-    x, x_hat = check.promote(x, x_hat)
-    out = _impl(x).log_likelihood(x, x_hat, likelihood)
+    x_log_var = _x_log_var(x_log_var, likelihood)
+    check.same_device(x=x, x_hat=x_hat, x_log_var=x_log_var)
+    check.broadcastable(x=x, x_hat=x_hat, x_log_var=x_log_var)
+    x, x_hat, x_log_var = check.promote(x, x_hat, x_log_var)
+    out = _impl(x).log_likelihood(x, x_hat, likelihood, x_log_var)
     if likelihood == "bernoulli_probs":
         _refuse_out_of_domain(out, _PROBABILITY_DOMAINS, x_hat=x_hat, x=x)
     return out
+
+
+def _x_log_var(x_log_var: object, likelihood: str) -> Tensor | None:
+    """The Gaussian's log-variance: a floating tensor, for "gaussian" only."""
+    if x_log_var is None:
+        return None
+    if likelihood != "gaussian":
+        raise ValueError(f"x_log_var: only likelihood 'gaussian' takes a log-variance, got {likelihood!r}")
+    return check.floating("x_log_var", x_log_var)
+
+
+def _x_log_var_rows(x_log_var: Tensor | None, x_hat_given: Tensor, x_hat: Tensor) -> Tensor | None:
+    """x_log_var against x_hat [B, S, ...]: given with x_hat's full rank while
+    x_hat had no sample axis, it gets that axis too; it must broadcast to x_hat."""
+    if x_log_var is None:
+        return None
+    if x_hat.dim() != x_hat_given.dim() and x_log_var.dim() == x_hat_given.dim():
+        x_log_var = x_log_var.unsqueeze(1)
+    if x_log_var.dim() > x_hat.dim() or any(
+        a != 1 and a != b for a, b in zip(reversed(x_log_var.shape), reversed(x_hat.shape))
+    ):
+        raise check.ShapeError(
+            f"x_log_var: shape {tuple(x_log_var.shape)} does not broadcast to x_hat's {tuple(x_hat_given.shape)}"
+        )
+    return x_log_var
 
 
 # ------------------------------------------------------------ log_likelihood_sum
@@ -120,7 +155,9 @@ def _sample_axis(x: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]:
     return x, x_hat
 
 
-def log_likelihood_sum(x: Tensor, x_hat: Tensor, likelihood: str = "gaussian") -> Tensor:
+def log_likelihood_sum(
+    x: Tensor, x_hat: Tensor, likelihood: str = "gaussian", x_log_var: Tensor | None = None
+) -> Tensor:
     """Per-sample log-likelihood summed over the feature dimensions.
 
     Args:
@@ -129,31 +166,38 @@ def log_likelihood_sum(x: Tensor, x_hat: Tensor, likelihood: str = "gaussian") -
             samples); ``x`` is broadcast over S without a copy.
         likelihood: ``"gaussian"``, ``"bernoulli"`` (logits), ``"laplace"``
             or ``"bernoulli_probs"`` (probabilities), or a ``LikelihoodType``.
+        x_log_var: the Gaussian's log-variance (``"gaussian"`` only),
+            broadcastable to ``x_hat`` as given (per element, per feature,
+            or a 0-d scalar); read in place, never expanded.
 
     Returns:
         ``[B, S]`` (``S = 1`` for a ``[B, ...]`` x_hat). Differentiable in
-        ``x`` and ``x_hat``. The elementwise term and the sum run in one pass.
+        ``x``, ``x_hat`` and ``x_log_var``. The elementwise term and the sum
+        run in one pass.
 
     Raises:
         ValueError: ``bernoulli_probs`` values outside [0, 1] on the CPU, as
             in :func:`log_likelihood`.
     """
     likelihood = check.likelihood(likelihood)
-    out = _log_likelihood_sum(x, x_hat, likelihood)
+    out = _log_likelihood_sum(x, x_hat, likelihood, x_log_var)
     if likelihood == "bernoulli_probs":
         _refuse_out_of_domain(out, _PROBABILITY_DOMAINS, x_hat=x_hat, x=x)
     return out
 
 
-def _log_likelihood_sum(x: Tensor, x_hat: Tensor, likelihood: str) -> Tensor:
+def _log_likelihood_sum(x: Tensor, x_hat: Tensor, likelihood: str, x_log_var: Tensor | None = None) -> Tensor:
     """:func:`log_likelihood_sum` for a canonical ``likelihood`` name, without
     the refusal of out-of-range probabilities: a NaN stays (nidl's loss
     refuses them with nidl's own error and argument names)."""
     x, x_hat = check.real("x", x), check.floating("x_hat", x_hat)
-    check.same_device(x=x, x_hat=x_hat)
-    x, x_hat = check.promote(x, x_hat)
+    x_log_var = _x_log_var(x_log_var, likelihood)
+    check.same_device(x=x, x_hat=x_hat, x_log_var=x_log_var)
+    x, x_hat, x_log_var = check.promote(x, x_hat, x_log_var)
+    x_hat_given = x_hat
     x, x_hat = _sample_axis(x, x_hat)
-    return _impl(x).log_likelihood_sum(x, x_hat, likelihood)
+    x_log_var = _x_log_var_rows(x_log_var, x_hat_given, x_hat)
+    return _impl(x).log_likelihood_sum(x, x_hat, likelihood, x_log_var)
 
 
 # -------------------------------------------------------------- kl_diag_gaussian
@@ -297,6 +341,7 @@ def elbo_stats(
     log_var: Tensor,
     beta: float = 1.0,
     likelihood: str = "gaussian",
+    x_log_var: Tensor | None = None,
 ) -> Tensor:
     """Like :func:`elbo` but returns the four values as one ``[4]`` tensor
     ``[objective, elbo, log_likelihood, kl_divergence]`` (one host transfer
@@ -304,7 +349,12 @@ def elbo_stats(
     likelihood = check.likelihood(likelihood)
     beta = check.finite_number("beta", beta)
     x_given, x_hat_given = x, x_hat  # (a bad value is looked up in what the caller passed)
-    if not (
+    if x_log_var is not None:  # the learned-variance Gaussian: its argument checked too
+        x_log_var = _x_log_var(x_log_var, likelihood)
+        x_hat_given = check.floating("x_hat", x_hat)
+        x, x_hat, mu, log_var, x_log_var = _elbo_arguments(x, x_hat, mu, log_var, x_log_var)
+        x_log_var = _x_log_var_rows(x_log_var, x_hat_given, x_hat)
+    elif not (
         check.same_floating_tensors(x_hat, x, mu, log_var)
         and x.dim() >= 1
         and mu.dim() == 2
@@ -314,24 +364,30 @@ def elbo_stats(
         and x_hat.shape[2:] == x.shape[1:]
     ):  # anything but the usual call: the detailed checks (and promotion, broadcasting)
         x, x_hat, mu, log_var = _elbo_arguments(x, x_hat, mu, log_var)
-    need_grad = torch.is_grad_enabled() and (x_hat.requires_grad or mu.requires_grad or log_var.requires_grad)
-    stats = _impl(x).elbo(x, x_hat, mu, log_var, beta, likelihood, need_grad)[0]
+    need_grad = torch.is_grad_enabled() and (
+        x_hat.requires_grad or mu.requires_grad or log_var.requires_grad
+        or (x_log_var is not None and x_log_var.requires_grad)
+    )
+    stats = _impl(x).elbo(x, x_hat, mu, log_var, beta, likelihood, need_grad, x_log_var)[0]
     if likelihood == "bernoulli_probs":
         _refuse_out_of_domain(stats, _PROBABILITY_DOMAINS, x_hat=x_hat_given, x=x_given)
     return stats
 
 
-def _elbo_arguments(x, x_hat, mu, log_var) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _elbo_arguments(x, x_hat, mu, log_var, x_log_var=None):
     """elbo's arguments checked one by one (errors name them), promoted to one
-    dtype, x_hat with its sample axis and x broadcast to it."""
+    dtype, x_hat with its sample axis and x broadcast to it (x_log_var, when
+    given, is promoted here and aligned with x_hat by the caller)."""
     x, x_hat = check.real("x", x), check.floating("x_hat", x_hat)
     mu, log_var = _latent_pair(mu, log_var)
-    check.same_device(x=x, x_hat=x_hat, mu=mu)
-    x, x_hat, mu, log_var = check.promote(x, x_hat, mu, log_var)
+    check.same_device(x=x, x_hat=x_hat, mu=mu, x_log_var=x_log_var)
+    x, x_hat, mu, log_var, x_log_var = check.promote(x, x_hat, mu, log_var, x_log_var)
     x, x_hat = _sample_axis(x, x_hat)
     if mu.shape[0] != x.shape[0]:
         raise check.ShapeError(f"mu: expected batch size {x.shape[0]} (from x), got shape {tuple(mu.shape)}")
-    return x, x_hat, mu, log_var
+    if x_log_var is None:
+        return x, x_hat, mu, log_var
+    return x, x_hat, mu, log_var, x_log_var
 
 
 def elbo(
@@ -341,6 +397,7 @@ def elbo(
     log_var: Tensor,
     beta: float = 1.0,
     likelihood: str = "gaussian",
+    x_log_var: Tensor | None = None,
 ) -> ElboTerms:
     """The whole (beta-)VAE loss of pyautoencoder's ``VAE.compute_loss`` in one op.
 
@@ -380,7 +437,74 @@ def elbo(
         ValueError: ``bernoulli_probs`` values outside [0, 1] on the CPU, as
             in :func:`log_likelihood`.
     """
-    return ElboTerms(*elbo_stats(x, x_hat, mu, log_var, beta, likelihood).unbind())
+    return ElboTerms(*elbo_stats(x, x_hat, mu, log_var, beta, likelihood, x_log_var).unbind())
+
+
+# -------------------------------------------------------------------- iwae_bound
+def iwae_bound(
+    x: Tensor,
+    x_hat: Tensor,
+    z: Tensor,
+    mu: Tensor,
+    log_var: Tensor,
+    likelihood: str = "gaussian",
+    x_log_var: Tensor | None = None,
+) -> Tensor:
+    """The importance-weighted bound (IWAE, Burda et al. 2016) per row, fused.
+
+    ``bound[b] = log (1/S) sum_s exp(log p(x_b | z_bs) + log p(z_bs) - log q(z_bs | x_b))``
+    with ``p(z) = N(0, I)`` and ``q = N(mu, exp(log_var))`` (full normal
+    densities: their constants cancel) and ``log p(x | z)`` the
+    :func:`log_likelihood_sum` term (the same convention: no Gaussian
+    constant). With S = 1 it is the single-sample ELBO whose KL is the
+    Monte-Carlo term ``log q(z|x) - log p(z)`` at that ``z``; it increases
+    towards log p(x) with S. The log-mean-exp over S is stable (one huge
+    term, all ``-inf``: ``-inf`` with zero gradient, NaN propagates).
+
+    Args:
+        x: targets ``[B, ...]``.
+        x_hat: ``[B, S, ...]`` decoded from ``z`` (logits for Bernoulli);
+            ``[B, ...]`` is one sample.
+        z: the samples ``[B, S, D]`` (``[B, D]`` for one sample).
+        mu, log_var: the posterior ``q(z | x)``, ``[B, D]``.
+        likelihood: as :func:`log_likelihood`.
+        x_log_var: the Gaussian's log-variance (``"gaussian"`` only),
+            broadcastable to ``x_hat`` as given.
+
+    Returns:
+        ``[B]``, differentiable in ``x``, ``x_hat``, ``z``, ``mu``,
+        ``log_var`` and ``x_log_var``; the backward weighs each sample by
+        its normalised importance weight. Each (b, s) term is summed over
+        the features in one pass that also writes the gradient for
+        ``x_hat``. To estimate log p(x), see :meth:`VAE.log_likelihood_estimate`.
+    """
+    likelihood = check.likelihood(likelihood)
+    x, x_hat = check.real("x", x), check.floating("x_hat", x_hat)
+    z = check.floating("z", z)
+    mu, log_var = _latent_pair(mu, log_var)
+    x_log_var = _x_log_var(x_log_var, likelihood)
+    check.same_device(x=x, x_hat=x_hat, z=z, mu=mu, x_log_var=x_log_var)
+    x, x_hat, z, mu, log_var, x_log_var = check.promote(x, x_hat, z, mu, log_var, x_log_var)
+    x_hat_given = x_hat
+    x, x_hat = _sample_axis(x, x_hat)
+    x_log_var = _x_log_var_rows(x_log_var, x_hat_given, x_hat)
+    if z.dim() == 2 and x_hat.shape[1] == 1:
+        z = z.unsqueeze(1)
+    expected = (x_hat.shape[0], x_hat.shape[1], mu.shape[1])
+    if tuple(z.shape) != expected or mu.shape[0] != x_hat.shape[0]:
+        raise check.ShapeError(
+            f"z: expected shape [B, S, D] = {expected} (B, S from x_hat, D from mu {tuple(mu.shape)}), "
+            f"got {tuple(z.shape)}"
+        )
+    if x_hat.shape[1] < 1:
+        raise check.ShapeError(f"x_hat: expected S >= 1 samples, got shape {tuple(x_hat_given.shape)}")
+    need_grad = torch.is_grad_enabled() and (
+        x_hat.requires_grad or (x_log_var is not None and x_log_var.requires_grad)
+    )
+    bound = _impl(x).iwae_bound(x, x_hat, z, mu, log_var, likelihood, need_grad, x_log_var)[0]
+    if likelihood == "bernoulli_probs":
+        _refuse_out_of_domain(bound, _PROBABILITY_DOMAINS, x_hat=x_hat, x=x)
+    return bound
 
 
 # ---------------------------------------------------------- count_log_likelihood

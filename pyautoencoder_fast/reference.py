@@ -25,9 +25,14 @@ def _check_likelihood(likelihood: str) -> None:
 
 
 # ---------------------------------------------------------------- log_likelihood
-def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str) -> Tensor:
-    """Elementwise log p(x | x_hat), in the broadcast shape of x and x_hat."""
+def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str, x_log_var: Tensor | None = None) -> Tensor:
+    """Elementwise log p(x | x_hat), in the broadcast shape of x and x_hat
+    (and x_log_var: the Gaussian's log-variance, "gaussian" only)."""
     _check_likelihood(likelihood)
+    if x_log_var is not None:
+        if likelihood != "gaussian":
+            raise ValueError(f"x_log_var: only likelihood 'gaussian' takes a log-variance, got {likelihood!r}")
+        return _gaussian_log_var(x, x_hat, x_log_var)
     if likelihood == "gaussian":
         return -0.5 * (x_hat - x) ** 2
     if likelihood == "laplace":
@@ -36,6 +41,12 @@ def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str) -> Tensor:
     if likelihood == "bernoulli_probs":  # x_hat are probabilities
         return -F.binary_cross_entropy(x_hat, x, reduction="none")
     return _bernoulli_logits(x, x_hat)
+
+
+def _gaussian_log_var(x: Tensor, x_hat: Tensor, x_log_var: Tensor) -> Tensor:
+    """-0.5 (lv + (x_hat - x)^2 exp(-lv)) (no -0.5 log(2 pi)); a zero residual
+    counts 0 against an infinite precision (the density's limit)."""
+    return -0.5 * (x_log_var + _mul_or_zero((x_hat - x) ** 2, torch.exp(-x_log_var)))
 
 
 def _bernoulli_logits(x: Tensor, logits: Tensor) -> Tensor:
@@ -57,9 +68,14 @@ def _exp_minus_self(t: Tensor) -> Tensor:
 
 
 # ------------------------------------------------------------ log_likelihood_sum
-def log_likelihood_sum(x: Tensor, x_hat: Tensor, likelihood: str) -> Tensor:
-    """x [B, ...], x_hat [B, S, ...] -> [B, S]: ll summed over the features."""
-    ll = log_likelihood(x.unsqueeze(1), x_hat, likelihood)
+def log_likelihood_sum(x: Tensor, x_hat: Tensor, likelihood: str, x_log_var: Tensor | None = None) -> Tensor:
+    """x [B, ...], x_hat [B, S, ...] (x_log_var broadcast to x_hat) -> [B, S]:
+    ll summed over the features."""
+    if x_log_var is not None and torch.broadcast_shapes(x_log_var.shape, x_hat.shape) != x_hat.shape:
+        raise ValueError(
+            f"x_log_var: shape {tuple(x_log_var.shape)} does not broadcast to x_hat's {tuple(x_hat.shape)}"
+        )
+    ll = log_likelihood(x.unsqueeze(1), x_hat, likelihood, x_log_var)
     return ll.flatten(2).sum(-1) if ll.dim() > 2 else ll
 
 
@@ -167,18 +183,55 @@ def elbo(
     beta: float,
     likelihood: str,
     need_grad: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """pyautoencoder's VAE.compute_loss: ([objective, elbo, ll, kl], empty x3).
+    x_log_var: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """pyautoencoder's VAE.compute_loss: ([objective, elbo, ll, kl], empty x4).
 
     The op's other outputs (gradients written by the forward pass) have no
     use here: autograd differentiates this function.
     """
-    ll = log_likelihood_sum(x, x_hat, likelihood).mean(dim=1)  # [B], averaged over S
+    ll = log_likelihood_sum(x, x_hat, likelihood, x_log_var).mean(dim=1)  # [B], averaged over S
     kl = kl_diag_gaussian(mu, log_var, None, None, True, None, None)  # [B]
     elbo_mean = (ll - beta * kl).mean()
     stats = torch.stack([-elbo_mean, elbo_mean, ll.mean(), kl.mean()])
     empty = x_hat.new_empty(0)
-    return stats, empty, empty, empty
+    return stats, empty, empty, empty, empty
+
+
+# -------------------------------------------------------------------- iwae_bound
+def iwae_bound(
+    x: Tensor,
+    x_hat: Tensor,
+    z: Tensor,
+    mu: Tensor,
+    log_var: Tensor,
+    likelihood: str,
+    need_grad: bool,
+    x_log_var: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The importance-weighted bound [B] and its normalised weights [B, S]
+    (the op's other outputs, gradients written by the forward, are empty):
+    log (1/S) sum_s exp(log p(x | z_s) + log p(z_s) - log q(z_s | x)), with
+    p(z) = N(0, I), q = N(mu, exp(log_var)) (their constants cancel) and
+    log p(x | z_s) = log_likelihood_sum. Every term -inf gives -inf and
+    weights 0, as the kernels (torch.logsumexp's gradient is NaN there)."""
+    if x_hat.shape[1] < 1:
+        raise ValueError(f"x_hat: expected S >= 1 samples, got shape {tuple(x_hat.shape)}")
+    ll = log_likelihood_sum(x, x_hat, likelihood, x_log_var)  # [B, S]
+    posterior = log_likelihood(z, mu.unsqueeze(1), "gaussian", log_var.unsqueeze(1))
+    log_weights = ll + (-0.5 * z * z - posterior).sum(-1)
+    top = log_weights.detach().amax(dim=1, keepdim=True)
+    shift = torch.where(top.isfinite(), top, torch.zeros_like(top))  # (the kernels' limits at +-inf)
+    terms = torch.exp(log_weights - shift)
+    total = terms.sum(dim=1, keepdim=True)
+    nonzero = total > 0  # else every term is -inf: the bound is -inf, flat (gradient 0)
+    safe_total = torch.where(nonzero, total, torch.ones_like(total))
+    bound = torch.where(nonzero, shift + torch.log(safe_total / x_hat.shape[1]), shift.new_tensor(-math.inf))
+    bound = bound.squeeze(1)
+    opmath = torch.float64 if x.dtype == torch.float64 else torch.float32
+    weights = torch.where(nonzero, terms / safe_total, torch.zeros_like(terms)).detach().to(opmath)
+    empty = x_hat.new_empty(0)
+    return bound, weights, empty, empty
 
 
 # ---------------------------------------------------------- count_log_likelihood

@@ -79,8 +79,9 @@ class AE(BaseAutoencoder):
             ae_output: output of :meth:`forward`; only ``x_hat`` (the shape
                 of ``x``, logits for Bernoulli) is used. ``output=`` is
                 accepted as well (pyautoencoder 2.x's name).
-            likelihood: ``"gaussian"``, ``"bernoulli"`` or ``"laplace"`` (or a
-                :class:`LikelihoodType`); anything else raises ``ValueError``.
+            likelihood: ``"gaussian"``, ``"bernoulli"`` (logits), ``"laplace"``
+                or ``"bernoulli_probs"`` (probabilities), or a
+                :class:`LikelihoodType`; anything else raises ``ValueError``.
 
         Returns:
             ``LossResult(objective, {"log_likelihood": -objective})``, the

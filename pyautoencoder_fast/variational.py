@@ -21,6 +21,8 @@ pyautoencoder's for the same seed (same distribution).
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -61,6 +63,13 @@ def _sampling(sample: object, S: int, training: bool) -> bool:
             "the posterior mean, so S must be 1; pass sample=True to draw S samples."
         )
     return sample
+
+
+def _estimator(estimator: object) -> str:
+    """compute_loss's estimator: "elbo" (the default) or "iwae"."""
+    if estimator not in ("elbo", "iwae"):
+        raise ValueError(f"estimator: expected 'elbo' or 'iwae', got {estimator!r}")
+    return estimator
 
 
 # ------------------------------------------------------------------ outputs
@@ -212,6 +221,8 @@ class VAE(BaseAutoencoder):
         likelihood: str | LikelihoodType = LikelihoodType.GAUSSIAN,
         *,
         output: VAEOutput | None = None,
+        x_log_var: Tensor | None = None,
+        estimator: str = "elbo",
     ) -> LossResult:
         """Negative (beta-)ELBO, batch mean, in one fused op.
 
@@ -232,23 +243,104 @@ class VAE(BaseAutoencoder):
                 ``"bernoulli"`` (``x_hat`` are logits), ``"laplace"`` or
                 ``"bernoulli_probs"`` (``x_hat`` are probabilities), or a
                 :class:`LikelihoodType`; anything else raises ``ValueError``.
+            x_log_var: keyword only: the Gaussian decoder's learned
+                log-variance, broadcastable to ``x_hat`` (per element, per
+                feature, or a 0-d scalar); the Gaussian term becomes
+                ``-0.5 * (x_log_var + (x - x_hat)**2 * exp(-x_log_var))``.
+            estimator: keyword only: ``"elbo"`` (the default) or ``"iwae"``,
+                the importance-weighted bound of the output's S samples
+                (:func:`functional.iwae_bound`; ``z`` must be samples of
+                ``q``, as in training mode; ``beta`` must be 1).
 
         Returns:
             ``LossResult(objective=-elbo, diagnostics={"elbo", "log_likelihood",
             "kl_divergence"})``: ``objective`` a 0-d tensor, differentiable;
             the diagnostics Python floats (batch means; ``log_likelihood``
             averaged over S, ``kl_divergence`` not weighted by ``beta``),
-            read from the device with one transfer.
+            read from the device with one transfer. With ``estimator="iwae"``:
+            ``objective = -mean_b iwae_bound`` and diagnostics
+            ``{"iwae_bound", "num_samples"}``, which say which estimator ran.
         """
         out = model_output("vae_output", vae_output, output)
         likelihood = check.likelihood(likelihood)
-        stats = functional.elbo_stats(x, out.x_hat, out.mu, out.log_var, beta, likelihood)
+        if _estimator(estimator) == "iwae":
+            return self._iwae_loss(x, out, beta, likelihood, x_log_var)
+        stats = functional.elbo_stats(x, out.x_hat, out.mu, out.log_var, beta, likelihood, x_log_var)
         _, elbo, log_likelihood, kl = stats.tolist()  # one transfer for the three diagnostics
         return LossResult(
             objective=stats[0],
             diagnostics={"elbo": elbo, "log_likelihood": log_likelihood, "kl_divergence": kl},
         )
 
+    def _iwae_loss(self, x: Tensor, out: VAEOutput, beta: float, likelihood: str,
+                   x_log_var: Tensor | None) -> LossResult:
+        """compute_loss(estimator="iwae"): -mean_b iwae_bound, one fused op."""
+        beta = check.finite_number("beta", beta)
+        if beta != 1:
+            raise ValueError(f"beta: estimator='iwae' has no KL term to weight (beta must be 1), got {beta}")
+        bound = functional.iwae_bound(x, out.x_hat, out.z, out.mu, out.log_var, likelihood, x_log_var)
+        objective = -bound.mean()
+        samples = out.x_hat.shape[1] if out.x_hat.dim() == x.dim() + 1 else 1
+        return LossResult(objective=objective, diagnostics={"iwae_bound": -objective.item(), "num_samples": float(samples)})
+
+    @torch.no_grad()
+    def log_likelihood_estimate(
+        self,
+        x: Tensor,
+        S: int = 5000,
+        chunk: int = 100,
+        likelihood: str | LikelihoodType = LikelihoodType.GAUSSIAN,
+        *,
+        x_log_var: Tensor | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Importance-sampled estimate of log p(x) per example, in nats.
+
+        ``log p(x) ~ log (1/S) sum_s p(x | z_s) p(z_s) / q(z_s | x)`` with
+        ``z_s ~ q(z | x)`` (the IWAE bound with S samples, Burda et al. 2016),
+        the standard way papers report a VAE's test log-likelihood. The
+        constants the losses leave out are included, so the numbers compare
+        with published ones: ``-0.5 log(2 pi)`` per feature for
+        ``"gaussian"`` (learned variance or not) and ``-log 2`` per feature
+        for ``"laplace"`` (Bernoulli likelihoods have none).
+
+        The S samples are drawn (always sampled, in any mode), decoded and
+        weighed ``chunk`` at a time, and the chunks are combined with a
+        running log-sum-exp: memory is one chunk's ``x_hat`` ``[B, chunk,
+        ...]``, never S of them. Runs under ``torch.no_grad()``.
+
+        Args:
+            x: a batch ``[B, ...]``.
+            S: importance samples per example (papers use 5000).
+            chunk: samples decoded at once.
+            likelihood: the decoder's likelihood, as in :meth:`compute_loss`.
+            x_log_var: the Gaussian's learned log-variance, broadcastable to
+                ``[B, chunk, ...]`` (per feature, or a 0-d scalar).
+            progress: print the samples done to stderr as the chunks finish.
+
+        Returns:
+            ``[B]`` log p(x) estimates (nats); ``.mean()`` is the usual
+            test-set number.
+        """
+        require_built(self, "log_likelihood_estimate")
+        S = check.positive_int("S", S)
+        chunk = check.positive_int("chunk", chunk)
+        likelihood = check.likelihood(likelihood)
+        mu, log_var = self.sampling_layer.get_params(self.encoder(x))
+        total = None  # log sum_s of the weights so far, [B]
+        for start in range(0, S, chunk):
+            n = min(chunk, S - start)
+            z = functional.reparameterize(mu, log_var, n)
+            x_hat = self._decode(z).x_hat
+            part = functional.iwae_bound(x, x_hat, z, mu, log_var, likelihood, x_log_var) + math.log(n)
+            total = part if total is None else torch.logaddexp(total, part)
+            if progress:
+                print(f"\rlog_likelihood_estimate: {start + n}/{S} samples", end="", file=sys.stderr, flush=True)
+        if progress:
+            print(file=sys.stderr)
+        features = math.prod(x.shape[1:])
+        constant = {"gaussian": -0.5 * math.log(2 * math.pi), "laplace": -math.log(2.0)}.get(likelihood, 0.0)
+        return total - math.log(S) + constant * features
 
 # -------------------------------------------------------------------- AdaGVAE
 def _pair(name: str, x: object) -> tuple[Tensor, Tensor]:

@@ -299,7 +299,7 @@ CASES = [
     ("op/elbo-batch", "ops.elbo(t(2, 3), t(2, 1, 3), t(3, 4), t(3, 4), 1.0, 'gaussian', False)", (R, RuntimeError, "mu: expected batch size 2")),
     ("op/elbo-grad-stats", "ops.elbo_backward_x_hat(t(3), t(2, 3))", (R, RuntimeError, "grad_stats: expected 4 elements")),
     ("op/ada-mask", "ops.adagvae_posterior_backward(*(t(2, 3) for _ in range(6)), t(2, 3))", (R, RuntimeError, "mask: expected dtype bool")),
-    ("op/ll-backward-grad", "ops.log_likelihood_sum_backward(t(3, 1), t(2, 3), t(2, 1, 3), 'gaussian', False)", (R, RuntimeError, r"grad: expected shape \[2, 1\]")),
+    ("op/ll-backward-grad", "ops.log_likelihood_sum_backward(t(3, 1), t(2, 3), t(2, 1, 3), 'gaussian', 'x_hat')", (R, RuntimeError, r"grad: expected shape \[2, 1\]")),
     # --------------------------- more than 2^31 elements (64-bit indexing)
     ("huge/kl-rows", "F.kl_diag_gaussian(huge(HMU), huge(HLV))", ("ok", huge_rows_match(lambda: F.kl_diag_gaussian(HMU.double(), HLV.double())))),
     ("huge/kl-prior", "F.kl_diag_gaussian(huge(HMU), huge(HLV), HLV, HMU)", ("ok", huge_rows_match(lambda: F.kl_diag_gaussian(HMU.double(), HLV.double(), HLV.double(), HMU.double())))),

@@ -9,6 +9,7 @@
 // whether the packed sampler) it used, so the tests can see both paths run.
 #include "cuda/count_log_likelihood.cuh"
 #include "cuda/elbo.cuh"
+#include "cuda/iwae_bound.cuh"
 #include "cuda/kl_diag_gaussian.cuh"
 #include "cuda/log_likelihood_sum.cuh"
 #include "cuda/reparameterize.cuh"
@@ -197,14 +198,14 @@ std::vector<std::string> check_packs() {
 
 // ---------------------------------------------------- log_likelihood_sum
 std::tuple<at::Tensor, int64_t> log_likelihood_sum(const at::Tensor& x, const at::Tensor& x_hat,
-                                                   const std::string& likelihood) {
-  const SumProblem s = make_sum_problem(x, x_hat);
+                                                   const std::string& likelihood,
+                                                   const std::optional<at::Tensor>& x_log_var) {
+  const SumProblem s = make_sum_problem(x, x_hat, x_log_var, likelihood);
   at::Tensor out = row_totals(s.batch * s.samples, x);
   int64_t width = 0;
   PAF_DISPATCH_FLOATING(x.scalar_type(), "log_likelihood_sum", [&] {
-    dispatch_likelihood(parse_likelihood(likelihood), [&](auto tag) {
-      const LogLikelihoodTerm<scalar_t, decltype(tag)::value> term{const_row_matrix<scalar_t>(s.x),
-                                                                   const_row_matrix<scalar_t>(s.x_hat), s.samples};
+    dispatch_likelihood(s.likelihood, [&](auto tag) {
+      const LogLikelihoodTerm<scalar_t, decltype(tag)::value> term{likelihood_rows<scalar_t, decltype(tag)::value>(s)};
       width = host_row_sums<scalar_t>(s.batch * s.samples, s.features, term, out.data_ptr<double>());
     });
   });
@@ -213,24 +214,79 @@ std::tuple<at::Tensor, int64_t> log_likelihood_sum(const at::Tensor& x, const at
 
 std::tuple<at::Tensor, int64_t> log_likelihood_sum_backward(const at::Tensor& grad, const at::Tensor& x,
                                                             const at::Tensor& x_hat, const std::string& likelihood,
-                                                            bool wrt_x) {
-  const SumProblem s = make_sum_problem(x, x_hat);
-  auto [g, out] = sum_backward_buffers(s, grad, x, x_hat, wrt_x);
+                                                            const std::string& wrt_name,
+                                                            const std::optional<at::Tensor>& x_log_var) {
+  const SumProblem s = make_sum_problem(x, x_hat, x_log_var, likelihood);
+  const LikelihoodInput wrt = parse_wrt(wrt_name, s.likelihood);
+  auto [g, out] = sum_backward_buffers(s, grad, x, x_hat, wrt);
   int64_t width = 0;
   PAF_DISPATCH_FLOATING(x.scalar_type(), "log_likelihood_sum_backward", [&] {
-    dispatch_likelihood(parse_likelihood(likelihood), [&](auto tag) {
+    dispatch_likelihood(s.likelihood, [&](auto tag) {
       constexpr Likelihood L = decltype(tag)::value;
-      const auto xm = const_row_matrix<scalar_t>(s.x), hm = const_row_matrix<scalar_t>(s.x_hat);
-      const int64_t rows = wrt_x ? s.batch : s.batch * s.samples;
-      const auto out_rows = dense_rows(out.data_ptr<scalar_t>(), rows, s.features);
+      using T = opmath_t<scalar_t>;
+      const auto in = likelihood_rows<scalar_t, L>(s);
       const scalar_t* grad_data = g.const_data_ptr<scalar_t>();
-      width = wrt_x ? host_for_each_element<scalar_t>(rows, s.features,
-                                                      GradX<scalar_t, L>{xm, hm, grad_data, out_rows, s.samples})
-                    : host_for_each_element<scalar_t>(rows, s.features,
-                                                      GradXHat<scalar_t, L>{xm, hm, grad_data, out_rows, s.samples});
+      const int64_t per_sample_rows = s.batch * s.samples;
+      if (wrt == LikelihoodInput::X) {
+        width = host_for_each_element<scalar_t>(
+            s.batch, s.features,
+            GradX<scalar_t, L>{in, grad_data, dense_rows(out.data_ptr<scalar_t>(), s.batch, s.features)});
+      } else if (wrt == LikelihoodInput::XLogVar) {
+        width = host_for_each_element<scalar_t>(
+            per_sample_rows, s.features,
+            GradPerSample<scalar_t, L, T>{in, grad_data, dense_rows(out.data_ptr<T>(), per_sample_rows, s.features),
+                                          wrt});
+      } else {
+        width = host_for_each_element<scalar_t>(
+            per_sample_rows, s.features,
+            GradPerSample<scalar_t, L, scalar_t>{
+                in, grad_data, dense_rows(out.data_ptr<scalar_t>(), per_sample_rows, s.features), wrt});
+      }
     });
   });
   return {out, width};
+}
+
+// ------------------------------------------------------------ iwae_bound
+// The forward as iwae_bound.cu launches it: (bound, weights, d_x_hat,
+// d_x_log_var, the two pack widths).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t, int64_t> iwae_bound(
+    const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& z, const at::Tensor& mu, const at::Tensor& log_var,
+    const std::string& likelihood, bool need_grad, const std::optional<at::Tensor>& x_log_var) {
+  const IwaeProblem p = make_iwae_problem(x, x_hat, z, mu, log_var, x_log_var, likelihood, need_grad);
+  const SumProblem& s = p.ll;
+  const int64_t B = s.batch, S = s.samples, F = s.features;
+  at::Tensor sums = at::zeros({3 * B * S}, x.options().dtype(at::kDouble));
+  double* ll_rows = sums.data_ptr<double>();
+  int64_t ll_width = 0, latent_width = 0;
+  PAF_DISPATCH_FLOATING(x.scalar_type(), "iwae_bound", [&] {
+    using T = opmath_t<scalar_t>;
+    dispatch_likelihood(s.likelihood, [&](auto tag) {
+      constexpr Likelihood L = decltype(tag)::value;
+      const LogLikelihoodTerm<scalar_t, L> term{likelihood_rows<scalar_t, L>(s),
+                                                gradient_rows<scalar_t>(p.d_x_hat, B * S, F),
+                                                gradient_rows<T>(p.d_x_log_var, B * S, F), T(1)};
+      ll_width = host_row_sums<scalar_t>(B * S, F, term, ll_rows);
+    });
+    latent_width = host_row_sums<scalar_t>(B * S, p.latent, iwae_latent_term<scalar_t>(p), ll_rows + B * S);
+    const IwaeCombine<scalar_t> combine{ll_rows, B, S, p.bound.data_ptr<scalar_t>(), p.weights.data_ptr<T>(),
+                                        ll_rows + 2 * B * S};
+    for (int64_t b = 0; b < B; ++b) combine(b);
+  });
+  return {p.bound, p.weights, p.d_x_hat, p.d_x_log_var, ll_width, latent_width};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, int64_t> iwae_bound_backward_latent(const at::Tensor& grad,
+                                                                                   const at::Tensor& weights,
+                                                                                   const at::Tensor& z,
+                                                                                   const at::Tensor& mu,
+                                                                                   const at::Tensor& log_var) {
+  const IwaeLatentGradProblem p = make_iwae_latent_grad_problem(grad, weights, z, mu, log_var);
+  int64_t width = 0;
+  PAF_DISPATCH_FLOATING(mu.scalar_type(), "iwae_bound_backward_latent", [&] {
+    width = host_for_each_element<scalar_t>(p.batch, p.latent, iwae_latent_grad<scalar_t>(p));
+  });
+  return {p.d_z, p.d_mu, p.d_log_var, width};
 }
 
 // ------------------------------------------------------ kl_diag_gaussian
@@ -275,20 +331,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t> kl_diag_gaus
 // ------------------------------------------------------------------ elbo
 // The forward's row sums and the gradients they write: (ll rows [B*S], KL
 // rows [B], d objective / d (x_hat, mu, log_var), the two pack widths).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t, int64_t> elbo_rows(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t, int64_t> elbo_rows(
     const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& mu, const at::Tensor& log_var, double beta,
-    const std::string& likelihood, bool need_grad) {
-  const ElboProblem p = make_elbo_problem(x, x_hat, mu, log_var, need_grad);
+    const std::string& likelihood, bool need_grad, const std::optional<at::Tensor>& x_log_var) {
+  const ElboProblem p = make_elbo_problem(x, x_hat, mu, log_var, x_log_var, likelihood, need_grad);
   at::Tensor ll_rows = row_totals(p.B * p.S, x), kl_rows = row_totals(p.B, x);
   int64_t ll_width = 0, kl_width = 0;
   PAF_DISPATCH_FLOATING(x.scalar_type(), "elbo_rows", [&] {
-    dispatch_likelihood(parse_likelihood(likelihood), [&](auto tag) {
+    dispatch_likelihood(p.likelihood, [&](auto tag) {
       const auto term = elbo_log_likelihood_term<scalar_t, decltype(tag)::value>(p);
       ll_width = host_row_sums<scalar_t>(p.B * p.S, p.F, term, ll_rows.data_ptr<double>());
     });
     kl_width = host_row_sums<scalar_t>(p.B, p.D, elbo_kl_term<scalar_t>(p, beta), kl_rows.data_ptr<double>());
   });
-  return {ll_rows, kl_rows, p.dobj_dx_hat, p.dobj_dmu, p.dobj_dlv, ll_width, kl_width};
+  return {ll_rows, kl_rows, p.dobj_dx_hat, p.dobj_dmu, p.dobj_dlv, p.dobj_dx_log_var, ll_width, kl_width};
 }
 
 // The backward's rescale of d objective / d x_hat, into a new tensor or (in_place)
@@ -403,6 +459,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("kl_diag_gaussian_backward", &kl_diag_gaussian_backward);
   m.def("count_log_likelihood", &count_log_likelihood);
   m.def("elbo_rows", &elbo_rows);
+  m.def("iwae_bound", &iwae_bound);
+  m.def("iwae_bound_backward_latent", &iwae_bound_backward_latent);
   m.def("elbo_backward_x_hat", &elbo_backward_x_hat);
   m.def("elbo_backward_latent", &elbo_backward_latent);
   m.def("reparameterize", &reparameterize);

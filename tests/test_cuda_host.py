@@ -103,14 +103,46 @@ def test_packs_cover_every_element_once(host):
 def test_log_likelihood_sum(host, layout, dtype, likelihood):
     x = tensor(layout, lambda s: random_inputs(s, likelihood, dtype, target=True))
     x_hat = tensor(layout, lambda s: random_inputs(s, likelihood, dtype), lead=(x.shape[0], 2))
-    out, width = host.log_likelihood_sum(x, x_hat, likelihood)
+    out, width = host.log_likelihood_sum(x, x_hat, likelihood, None)
     close(out, OPS.log_likelihood_sum(x, x_hat, likelihood), dtype)
     expect_width(width, layout, dtype, writes_elements=False)
     grad = normal(dtype)(out.shape)
-    for wrt_x in (False, True):
-        g, width = host.log_likelihood_sum_backward(grad, x, x_hat, likelihood, wrt_x)
-        close(g, OPS.log_likelihood_sum_backward(grad, x, x_hat, likelihood, wrt_x), dtype)
+    for wrt in ("x_hat", "x"):
+        g, width = host.log_likelihood_sum_backward(grad, x, x_hat, likelihood, wrt, None)
+        close(g, OPS.log_likelihood_sum_backward(grad, x, x_hat, likelihood, wrt), dtype)
         expect_width(width, layout, dtype, writes_elements=True)
+
+
+def _x_log_var(kind, layout, dtype, x_hat):
+    """The Gaussian's log-variance: per element of x_hat (its layout), shared
+    by the samples (x's rows), per feature (a zero row stride) or 0-d."""
+    make = normal(dtype, 0.7)
+    if kind == "element":
+        return tensor(layout, make, lead=x_hat.shape[:2])
+    if kind == "per_x":
+        return tensor(layout, make, lead=(x_hat.shape[0], 1))
+    return make(x_hat.shape[2:]) if kind == "feature" else make(())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["element", "per_x", "feature", "scalar"])
+def test_log_likelihood_sum_with_log_var(host, layout, dtype, kind):
+    x = tensor(layout, normal(dtype))
+    x_hat = tensor(layout, normal(dtype), lead=(x.shape[0], 2))
+    x_log_var = _x_log_var(kind, layout, dtype, x_hat)
+    out, _ = host.log_likelihood_sum(x, x_hat, "gaussian", x_log_var)
+    close(out, OPS.log_likelihood_sum(x, x_hat, "gaussian", x_log_var), dtype)
+    grad = normal(dtype)(out.shape)
+    for wrt in ("x_hat", "x", "x_log_var"):
+        g, _ = host.log_likelihood_sum_backward(grad, x, x_hat, "gaussian", wrt, x_log_var)
+        close(g, OPS.log_likelihood_sum_backward(grad, x, x_hat, "gaussian", wrt, x_log_var).to(dtype), dtype)
+    ll_rows, _, d_x_hat, _, _, d_x_log_var, _, _ = host.elbo_rows(x, x_hat, x[:, :3], x[:, :3], 1.0, "gaussian", True,
+                                                                x_log_var)
+    close(ll_rows.view(out.shape), out.to(dtype), dtype)
+    _, want_x_hat, _, _, want_x_log_var = OPS.elbo(x, x_hat, x[:, :3], x[:, :3], 1.0, "gaussian", True, x_log_var)
+    close(d_x_hat, want_x_hat, dtype)
+    close(d_x_log_var, want_x_log_var.to(dtype), dtype)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -149,11 +181,11 @@ def test_elbo(host, layout, dtype, likelihood):
     rows = x.shape[0]
     x_hat = tensor(layout, lambda s: random_inputs(s, likelihood, dtype), lead=(rows, 2))
     mu, lv = tensor(layout, normal(dtype)), tensor(layout, normal(dtype))
-    ll_rows, kl_rows, d_x_hat, d_mu, d_lv, ll_width, kl_width = host.elbo_rows(x, x_hat, mu, lv, beta, likelihood,
-                                                                               True)
+    ll_rows, kl_rows, d_x_hat, d_mu, d_lv, _, ll_width, kl_width = host.elbo_rows(x, x_hat, mu, lv, beta, likelihood,
+                                                                                  True, None)
     close(ll_rows.view(rows, 2), OPS.log_likelihood_sum(x, x_hat, likelihood), dtype)
     close(kl_rows, OPS.kl_diag_gaussian(mu, lv, None, None, True, None, None), dtype)
-    _, want_x_hat, want_mu, want_lv = OPS.elbo(x, x_hat, mu, lv, beta, likelihood, True)
+    _, want_x_hat, want_mu, want_lv, _ = OPS.elbo(x, x_hat, mu, lv, beta, likelihood, True)
     close(d_x_hat, want_x_hat, dtype)
     close(d_mu, want_mu, dtype)
     close(d_lv, want_lv, dtype)
@@ -179,6 +211,31 @@ def test_elbo(host, layout, dtype, likelihood):
     g_mu, g_lv, width = host.elbo_backward_latent(grad_stats, mu, lv, beta)
     for got, want in zip((g_mu, g_lv), OPS.elbo_backward_latent(grad_stats, mu, lv, beta)):
         close(got, want, dtype)
+    expect_width(width, layout, dtype, writes_elements=True)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "gaussian+x_log_var"])
+def test_iwae_bound(host, layout, dtype, likelihood):
+    likelihood, _, with_log_var = likelihood.partition("+")
+    x = tensor(layout, lambda s: random_inputs(s, likelihood, dtype, target=True))
+    rows = x.shape[0]
+    x_hat = tensor(layout, lambda s: random_inputs(s, likelihood, dtype), lead=(rows, 3))
+    z = tensor(layout, normal(dtype), lead=(rows, 3))  # the layout's columns as the latent size
+    mu, lv = tensor(layout, normal(dtype)), tensor(layout, normal(dtype, 0.5))
+    x_log_var = _x_log_var("feature", layout, dtype, x_hat) if with_log_var else None
+    bound, weights, d_x_hat, d_x_log_var, ll_width, latent_width = host.iwae_bound(
+        x, x_hat, z, mu, lv, likelihood, True, x_log_var)
+    want = OPS.iwae_bound(x, x_hat, z, mu, lv, likelihood, True, x_log_var)
+    for got, expected in zip((bound, weights, d_x_hat, d_x_log_var), want):
+        close(got, expected.to(dtype), dtype)  # (weights and d_x_log_var: the accumulation dtype)
+    expect_width(ll_width, layout, dtype, writes_elements=True)
+    expect_width(latent_width, layout, dtype, writes_elements=False)
+    grad = normal(dtype)((rows,))
+    *grads, width = host.iwae_bound_backward_latent(grad, weights, z, mu, lv)
+    for got, expected in zip(grads, OPS.iwae_bound_backward_latent(grad, weights, z, mu, lv)):
+        close(got, expected, dtype)
     expect_width(width, layout, dtype, writes_elements=True)
 
 

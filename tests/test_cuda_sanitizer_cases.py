@@ -120,3 +120,42 @@ def test_row_sum_count_log_likelihood(dtype):
     for likelihood, (batch, genes), x_grad in cases:
         fn = lambda *a: F.count_log_likelihood(*a, likelihood=likelihood, reduce_sum=True)
         check_against_oracle(fn, _counts_case(likelihood, batch, genes, x_grad=x_grad), dtype, device="cuda")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_likelihood_learned_variance(dtype):
+    x = random_inputs((5, 1, SHORT), "gaussian", torch.float64, target=True, requires_grad=True)
+    x_hat = random_inputs((5, 2, SHORT), "gaussian", torch.float64, requires_grad=True)
+    x_log_var = _leaf(torch.randn(SHORT, dtype=torch.float64) * 0.5)
+    fn = lambda a, b, c: F.log_likelihood(a, b, "gaussian", c)
+    check_against_oracle(fn, [x, x_hat, x_log_var], dtype, device="cuda")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_sum_learned_variance(dtype):
+    # log_likelihood_sum and elbo with x_log_var per element of x_hat (long
+    # rows) and shared by the samples (short rows, x's row index)
+    for (batch, samples, features), shape in (((2, 2, LONG), (2, 2, LONG)), ((6, 3, SHORT), (6, 1, SHORT))):
+        x = random_inputs((batch, features), "gaussian", torch.float64, target=True, requires_grad=True)
+        x_hat = random_inputs((batch, samples, features), "gaussian", torch.float64, requires_grad=True)
+        x_log_var = _leaf(torch.randn(shape, dtype=torch.float64) * 0.5)
+        fn = lambda a, b, c: F.log_likelihood_sum(a, b, "gaussian", c)
+        check_against_oracle(fn, [x, x_hat, x_log_var], dtype, device="cuda")
+        mu = _leaf(torch.randn(batch, 8, dtype=torch.float64))
+        lv = _leaf(torch.randn(batch, 8, dtype=torch.float64) * 0.5)
+        fn = lambda a, b, c, d, e: F.elbo_stats(a, b, c, d, 2.0, "gaussian", e)
+        check_against_oracle(fn, [x.detach(), x_hat, mu, lv, x_log_var], dtype, device="cuda")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_sum_iwae_bound(dtype):
+    # a warp per short row, blocks per long row; an odd latent size (the
+    # one-element path) and a multiple of 8 (packs)
+    for likelihood, (batch, samples, features, latent) in (("bernoulli", (5, 7, SHORT, 9)), ("gaussian", (2, 3, LONG, 16))):
+        x = random_inputs((batch, features), likelihood, torch.float64, target=True, requires_grad=True)
+        x_hat = random_inputs((batch, samples, features), likelihood, torch.float64, requires_grad=True)
+        mu = _leaf(torch.randn(batch, latent, dtype=torch.float64))
+        lv = _leaf(torch.randn(batch, latent, dtype=torch.float64) * 0.5)
+        z = _leaf(mu.detach()[:, None] + torch.randn(batch, samples, latent, dtype=torch.float64))
+        fn = lambda a, b, c, d, e: F.iwae_bound(a, b, c, d, e, likelihood)
+        check_against_oracle(fn, [x, x_hat, z, mu, lv], dtype, device="cuda")

@@ -58,7 +58,7 @@ KERNEL_ERROR_CASES = [
     (lambda z: ops.log_likelihood(z(2), z(2), "poisson"), "likelihood: expected 'gaussian', 'bernoulli', 'laplace' or 'bernoulli_probs'"),
     (lambda z: ops.log_likelihood(z(2), z(2, dtype=torch.float64), "gaussian"), "x_hat: dtype Double differs from x's Float"),
     (lambda z: ops.log_likelihood_sum(z(2, 3), z(2, 3), "gaussian"), r"x_hat: expected shape \[B, S, ...\] matching x \[2, 3\], got \[2, 3\]"),
-    (lambda z: ops.log_likelihood_sum_backward(z(3, 1), z(2, 3), z(2, 1, 3), "gaussian", False), r"grad: expected shape \[2, 1\]"),
+    (lambda z: ops.log_likelihood_sum_backward(z(3, 1), z(2, 3), z(2, 1, 3), "gaussian", "x_hat"), r"grad: expected shape \[2, 1\]"),
     (lambda z: ops.reparameterize(z(2, 3), z(2, 3), 0, z(dtype=torch.long)), "num_samples: expected S >= 1, got 0"),
     (lambda z: ops.reparameterize(z(2, 3), z(2, 3), 1, z(1)), "seed: expected a one-element int64 tensor"),
     (lambda z: ops.reparameterize(z(2, 3), z(3, 3), 1, z(dtype=torch.long)), r"log_var: expected shape \[2, 3\]"),

@@ -228,3 +228,47 @@ def test_fuzz_count_log_likelihood(likelihood, dtype, rows, genes, theta_per, mu
         total = truth.sum(-1)
         ok = ((summed - total).abs() <= 16 * eps * terms.sum(-1) + 1e-6) | (summed.isnan() & total.isnan())
         assert ok.all(), (summed[~ok], total[~ok])
+
+
+def _log_var_like(draw, x_hat, scale):
+    """A Gaussian log-variance that broadcasts to x_hat [B, S, ...]: per
+    element, shared by the samples, per feature, broadcast within the
+    features, or 0-d."""
+    kind = draw(st.sampled_from(["element", "per_x", "feature", "partial", "scalar"]))
+    shape = {
+        "element": tuple(x_hat.shape),
+        "per_x": (x_hat.shape[0], 1, *x_hat.shape[2:]),
+        "feature": tuple(x_hat.shape[2:]),
+        "partial": (*x_hat.shape[:-1], 1),
+        "scalar": (),
+    }[kind]
+    return _layout(draw, _values(draw, shape, "real", min(scale, 1.0)))
+
+
+@given(likelihood_case(sample_axis=True), st.floats(0.0, 8.0), st.integers(1, 12), st.data())
+def test_fuzz_elbo_learned_variance(case, beta, dims, data):
+    _, x, x_hat, dtype = case
+    x_log_var = _log_var_like(data.draw, x_hat, 1.0)
+    g = torch.Generator().manual_seed(dims)
+    mu = torch.randn(x.shape[0], dims, generator=g, dtype=torch.float64)
+    log_var = torch.randn(x.shape[0], dims, generator=g, dtype=torch.float64)
+    check_against_oracle(lambda a, b, c, d, e: F.elbo_stats(a, b, c, d, beta, "gaussian", e),
+                         [t.requires_grad_() for t in (x, x_hat, mu, log_var, x_log_var)], dtype, loose=True)
+    check_against_oracle(lambda a, b, e: F.log_likelihood_sum(a, b, "gaussian", e),
+                         [t.detach().requires_grad_() for t in (x, x_hat, x_log_var)], dtype, loose=True)
+
+
+@given(likelihood_case(sample_axis=True), st.integers(1, 12), st.booleans(), st.data())
+def test_fuzz_iwae_bound(case, dims, learned_variance, data):
+    likelihood, x, x_hat, dtype = case
+    batch, samples = x_hat.shape[0], x_hat.shape[1]
+    g = torch.Generator().manual_seed(dims)
+    mu = torch.randn(batch, dims, generator=g, dtype=torch.float64)
+    log_var = torch.randn(batch, dims, generator=g, dtype=torch.float64) * 0.5
+    z = mu[:, None] + torch.exp(0.5 * log_var)[:, None] * torch.randn(batch, samples, dims, generator=g,
+                                                                         dtype=torch.float64)
+    tensors = [x, x_hat, z, mu, log_var]
+    if learned_variance and likelihood == "gaussian":
+        tensors.append(_log_var_like(data.draw, x_hat, 1.0))
+    fn = lambda *a: F.iwae_bound(*a[:5], likelihood, *a[5:])  # noqa: E731
+    check_against_oracle(fn, [t.requires_grad_() for t in tensors], dtype, loose=True)

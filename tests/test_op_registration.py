@@ -33,12 +33,17 @@ def _sample_args(grad):
         (ops.log_likelihood, (_x(3, 5), _t(3, 5, grad=grad), "gaussian")),
         (ops.log_likelihood, (_x(1, 5), _t(3, 5, grad=grad), "bernoulli")),
         (ops.log_likelihood, (_t(3, 5, grad=grad), _t(3, 5, grad=grad), "laplace")),
-        (ops.log_likelihood_backward, (_t(3, 5), _x(3, 5), _t(3, 5), "bernoulli", False)),
-        (ops.log_likelihood_backward, (_t(3, 5), _x(3, 5), _t(3, 5), "gaussian", True)),
+        (ops.log_likelihood, (_x(3, 5), _t(3, 5, grad=grad), "gaussian", _t(5, grad=grad))),
+        (ops.log_likelihood_backward, (_t(3, 5), _x(3, 5), _t(3, 5), "bernoulli", "x_hat")),
+        (ops.log_likelihood_backward, (_t(3, 5), _x(3, 5), _t(3, 5), "gaussian", "x")),
+        (ops.log_likelihood_backward, (_t(3, 5), _x(3, 5), _t(3, 5), "gaussian", "x_log_var", _t(3, 1))),
         (ops.log_likelihood_sum, (_x(3, 4, 2), _t(3, 2, 4, 2, grad=grad), "bernoulli")),
         (ops.log_likelihood_sum, (_t(2, 7, grad=grad), _t(2, 1, 7, grad=grad), "laplace")),
-        (ops.log_likelihood_sum_backward, (_t(3, 2), _x(3, 4), _t(3, 2, 4), "gaussian", False)),
-        (ops.log_likelihood_sum_backward, (_t(3, 2), _x(3, 4), _t(3, 2, 4), "bernoulli", True)),
+        (ops.log_likelihood_sum, (_x(3, 4), _t(3, 2, 4, grad=grad), "gaussian", _t(3, 1, 4, grad=grad))),
+        (ops.log_likelihood_sum, (_x(3, 4), _t(3, 2, 4, grad=grad), "gaussian", _t((), grad=grad))),
+        (ops.log_likelihood_sum_backward, (_t(3, 2), _x(3, 4), _t(3, 2, 4), "gaussian", "x_hat")),
+        (ops.log_likelihood_sum_backward, (_t(3, 2), _x(3, 4), _t(3, 2, 4), "bernoulli", "x")),
+        (ops.log_likelihood_sum_backward, (_t(3, 2), _x(3, 4), _t(3, 2, 4), "gaussian", "x_log_var", _t(4))),
         (ops.log_likelihood_sum, (_x(3, 4), _x(3, 2, 4).requires_grad_(grad), "bernoulli_probs")),
         (ops.kl_diag_gaussian, (_t(4, 3, grad=grad), _t(4, 3, grad=grad), None, None, True, None, None)),
         (ops.kl_diag_gaussian, (_t(4, 3, grad=grad), _t(4, 3, grad=grad), _t(4, 3, grad=grad), _t(3, grad=grad), False, -2.0, 2.0)),
@@ -50,6 +55,15 @@ def _sample_args(grad):
         (ops.reparameterize_backward, (_t(4, 2, 3), _t(4, 3), _t(4, 3), seed, _t(4, 2, 3))),
         (ops.elbo, (_x(3, 6), _t(3, 2, 6, grad=grad), _t(3, 4, grad=grad), _t(3, 4, grad=grad), 2.0, "bernoulli", grad)),
         (ops.elbo, (_t(3, 6, grad=grad), _t(3, 1, 6, grad=grad), _t(3, 4, grad=grad), _t(3, 4, grad=grad), 1.0, "gaussian", grad)),
+        (ops.elbo, (_x(3, 6), _t(3, 2, 6, grad=grad), _t(3, 4, grad=grad), _t(3, 4, grad=grad), 1.0, "gaussian", grad,
+                    _t(3, 2, 6, grad=grad))),
+        (ops.elbo, (_x(3, 6), _t(3, 2, 6, grad=grad), _t(3, 4, grad=grad), _t(3, 4, grad=grad), 2.0, "gaussian", grad,
+                    _t(6, grad=grad))),
+        (ops.iwae_bound, (_x(3, 6), _t(3, 2, 6, grad=grad), _t(3, 2, 4, grad=grad), _t(3, 4, grad=grad),
+                          _t(3, 4, grad=grad), "bernoulli", grad)),
+        (ops.iwae_bound, (_t(3, 6, grad=grad), _t(3, 2, 6, grad=grad), _t(3, 2, 4, grad=grad), _t(3, 4, grad=grad),
+                          _t(3, 4, grad=grad), "gaussian", grad, _t(6, grad=grad))),
+        (ops.iwae_bound_backward_latent, (_t(3), torch.softmax(_t(3, 2), 1), _t(3, 2, 4), _t(3, 4), _t(3, 4))),
         (ops.elbo_backward_x_hat, (_t(4), _t(3, 2, 6))),
         (ops.elbo_scale_x_hat_grad_, (_t(4), _t(3, 2, 6))),
         (ops.elbo_backward_latent, (_t(4), _t(3, 4), _t(3, 4), 0.5)),
@@ -73,7 +87,7 @@ def test_opcheck(index, grad, device):
 def test_every_op_is_covered_by_opcheck():
     covered = {op._qualified_op_name for op, _ in _sample_args(False)}
     defined = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("pyautoencoder_fast::")}
-    assert len(defined) == 16 and defined <= covered, defined - covered
+    assert len(defined) == 18 and defined <= covered, defined - covered
 
 
 GRADCHECK_CASES = {
@@ -101,6 +115,27 @@ GRADCHECK_CASES = {
         (_t(3, 5, grad=True), _t(3, 5, grad=True), _t(3, 4, grad=True), _t(3, 4, grad=True)),
     ),
     "adagvae_posterior": (F.adagvae_posterior, tuple(_t(3, 5, grad=True) for _ in range(4))),
+    "log_likelihood_x_log_var": (
+        lambda x, h, v: F.log_likelihood(x, h, "gaussian", v),
+        (_t(3, 4, grad=True), _t(1, 4, grad=True), _t(4, grad=True)),
+    ),
+    "log_likelihood_sum_x_log_var": (
+        lambda x, h, v: F.log_likelihood_sum(x, h, "gaussian", v),
+        (_t(3, 5, grad=True), _t(3, 2, 5, grad=True), _t(3, 1, 5, grad=True)),
+    ),
+    "iwae_bound": (
+        lambda x, h, z, m, l: F.iwae_bound(x, h, z, m, l, "bernoulli"),
+        (_x(3, 5).requires_grad_(), _t(3, 4, 5, grad=True), _t(3, 4, 2, grad=True), _t(3, 2, grad=True), _t(3, 2, grad=True)),
+    ),
+    "iwae_bound_x_log_var": (
+        lambda x, h, z, m, l, v: F.iwae_bound(x, h, z, m, l, "gaussian", v),
+        (_t(3, 5, grad=True), _t(3, 4, 5, grad=True), _t(3, 4, 2, grad=True), _t(3, 2, grad=True), _t(3, 2, grad=True),
+         _t(3, 1, 5, grad=True)),
+    ),
+    "elbo_x_log_var": (
+        lambda x, h, m, l, v: F.elbo_stats(x, h, m, l, 2.0, "gaussian", v),
+        (_t(3, 5, grad=True), _t(3, 2, 5, grad=True), _t(3, 4, grad=True), _t(3, 4, grad=True), _t((), grad=True)),
+    ),
 }
 
 
@@ -135,6 +170,51 @@ def test_torch_compile_fullgraph_vae_loss(dynamic):
         grads = torch.autograd.grad(loss * 1.5, (x_hat, mu, lv))
         grads_e = torch.autograd.grad(loss_e * 1.5, (x_hat, mu, lv))
         for g, ge in zip(grads, grads_e):
+            torch.testing.assert_close(g, ge)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_torch_compile_fullgraph_learned_variance(dynamic):
+    # The Gaussian with a per-feature learned log-variance: the elbo op's
+    # fifth output and the log_likelihood_sum op, forward and backward.
+    torch._dynamo.reset()
+
+    def loss(x, x_hat, mu, log_var, x_log_var):
+        stats = F.elbo_stats(x, x_hat, mu, log_var, 2.0, "gaussian", x_log_var)
+        return stats[0] - 0.1 * F.log_likelihood_sum(x, x_hat, "gaussian", x_log_var).mean()
+
+    compiled = torch.compile(loss, fullgraph=True, dynamic=dynamic)
+    for batch in (4, 6):
+        inputs = (torch.randn(batch, 20), torch.randn(batch, 3, 20, requires_grad=True),
+                  torch.randn(batch, 5, requires_grad=True), torch.randn(batch, 5, requires_grad=True),
+                  torch.randn(20, requires_grad=True))
+        out, out_e = compiled(*inputs), loss(*inputs)
+        torch.testing.assert_close(out, out_e)
+        grads = torch.autograd.grad(out * 1.5, inputs[1:])
+        grads_e = torch.autograd.grad(out_e * 1.5, inputs[1:])
+        for g, ge in zip(grads, grads_e):
+            torch.testing.assert_close(g, ge)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_torch_compile_fullgraph_iwae(dynamic):
+    # Sampling, decoding and the importance-weighted bound in one graph.
+    torch._dynamo.reset()
+    decoder = torch.nn.Linear(5, 12)
+
+    def loss(x, mu, log_var, seed):
+        z = ops.reparameterize(mu, log_var, 3, seed)
+        return -F.iwae_bound(x, decoder(z), z, mu, log_var, "bernoulli").mean()
+
+    compiled = torch.compile(loss, fullgraph=True, dynamic=dynamic)
+    for batch in (4, 6):
+        x = torch.rand(batch, 12)
+        mu, lv = torch.randn(batch, 5, requires_grad=True), torch.randn(batch, 5, requires_grad=True)
+        seed = torch.tensor(7)
+        out, out_e = compiled(x, mu, lv, seed), loss(x, mu, lv, seed)
+        torch.testing.assert_close(out, out_e)
+        params = (mu, lv, decoder.weight)
+        for g, ge in zip(torch.autograd.grad(out, params), torch.autograd.grad(out_e, params)):
             torch.testing.assert_close(g, ge)
 
 

@@ -98,8 +98,8 @@ def test_elbo_docstring_lists_every_likelihood_and_what_beta_weights():
 def test_elbo_without_grad_writes_no_gradient_buffer(device):
     x, x_hat, mu, lv = on_device(device, *_inputs(4, 2, (9,), 3, "gaussian"))
     with torch.no_grad():
-        stats, dobj, dmu, dlv = torch.ops.pyautoencoder_fast.elbo(x, x_hat, mu, lv, 1.0, "gaussian", False)
-    assert dobj.numel() == 0 and dmu.numel() == 0 and dlv.numel() == 0
+        stats, dobj, dmu, dlv, dxlv = torch.ops.pyautoencoder_fast.elbo(x, x_hat, mu, lv, 1.0, "gaussian", False)
+    assert dobj.numel() == 0 and dmu.numel() == 0 and dlv.numel() == 0 and dxlv.numel() == 0
     with torch.no_grad():
         expected = F.elbo_stats(x, x_hat, mu, lv)
     torch.testing.assert_close(stats, expected)
@@ -154,3 +154,105 @@ def test_scale_x_hat_grad_in_place_op(dtype, device):
     assert poisoned.isnan().all()
     with pytest.raises(RuntimeError, match="grad_stats: expected 4 elements"):
         op(torch.zeros(3, dtype=dtype, device=device), buffer)
+
+
+# ------------------------------------------ the Gaussian with a learned variance
+# (B, S, feature shape, latent, x_log_var shape): per element of x_hat,
+# shared by the samples, per feature, a 0-d scalar, broadcast within the
+# features.
+LOG_VAR_SHAPES = [
+    (4, 1, (17,), 3, (4, 1, 17)),
+    (3, 3, (5, 7), 8, (3, 3, 5, 7)),
+    (3, 3, (5, 7), 8, (3, 1, 5, 7)),
+    (4, 2, (33,), 5, (33,)),
+    (4, 2, (33,), 5, ()),
+    (2, 4, (3, 9), 5, (2, 4, 3, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", LOG_VAR_SHAPES, ids=str)
+def test_elbo_with_log_var_matches_oracle(dtype, shape, device):
+    *sizes, lv_shape = shape
+    x, x_hat, mu, lv = _inputs(*sizes, "gaussian")
+    x_log_var = (torch.randn(lv_shape, dtype=torch.float64) * 0.7).requires_grad_()
+    fn = lambda a, b, c, d, e: F.elbo_stats(a, b, c, d, 2.0, "gaussian", e)
+    check_against_oracle(fn, [x, x_hat, mu, lv, x_log_var], dtype, device=device, what="elbo(x_log_var)")
+
+
+def test_elbo_with_log_var_for_x_and_without_sample_axis(device):
+    x = random_inputs((5, 12), "gaussian", torch.float64, target=True, requires_grad=True)
+    x_hat = random_inputs((5, 12), "gaussian", torch.float64, requires_grad=True)
+    mu = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    lv = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    x_log_var = torch.randn(5, 12, dtype=torch.float64, requires_grad=True)  # gets the sample axis with x_hat
+    fn = lambda a, b, c, d, e: F.elbo_stats(a, b, c, d, 0.5, "gaussian", e)
+    check_against_oracle(fn, [x, x_hat, mu, lv, x_log_var], torch.float32, device=device)
+
+
+@pytest.mark.parametrize("lv_shape", [(3, 2, 7), (7,), ()], ids=str)
+def test_elbo_with_log_var_gradcheck(lv_shape, device):
+    x, x_hat, mu, lv = (t.to(device).detach().requires_grad_() for t in _inputs(3, 2, (7,), 4, "gaussian"))
+    x_log_var = (torch.randn(lv_shape, dtype=torch.float64, device=device) * 0.5).requires_grad_()
+    for k in range(4):
+        fn = lambda a, b, c, d, e: F.elbo_stats(a, b, c, d, 1.5, "gaussian", e)[k]
+        assert torch.autograd.gradcheck(fn, (x, x_hat, mu, lv, x_log_var))
+
+
+@pytest.mark.parametrize("seed_grad", [1.0, -2.5])
+def test_elbo_with_log_var_writes_both_gradients_in_the_forward(seed_grad, device):
+    # objective.backward() (and a scaled one) against the reference; the
+    # per-element x_log_var's gradient is the forward's buffer.
+    x, x_hat, mu, lv = (t.detach().float().to(device) for t in _inputs(8, 2, (100,), 4, "gaussian"))
+    x_log_var = (torch.randn(8, 2, 100, device=device) * 0.5)
+    leaves = [x_hat.requires_grad_(), x_log_var.requires_grad_()]
+    stats = F.elbo_stats(x, x_hat, mu, lv, 1.0, "gaussian", x_log_var)
+    got = torch.autograd.grad(stats[0] * seed_grad, leaves)
+    with paf.use_backend("reference"):
+        want = torch.autograd.grad(F.elbo_stats(x, x_hat, mu, lv, 1.0, "gaussian", x_log_var)[0] * seed_grad, leaves)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+def test_elbo_with_log_var_zero_is_the_unit_gaussian(device):
+    x, x_hat, mu, lv = (t.detach().float().to(device) for t in _inputs(6, 3, (37,), 4, "gaussian"))
+    zero = torch.zeros((), device=device)
+    assert torch.equal(F.elbo_stats(x, x_hat, mu, lv, 2.0, "gaussian", zero), F.elbo_stats(x, x_hat, mu, lv, 2.0))
+
+
+@pytest.mark.parametrize("stat", [0, 2])
+def test_elbo_with_log_var_repeated_backward(stat, device):
+    x, x_hat, mu, lv = (t.detach().float().to(device) for t in _inputs(4, 2, (9,), 3, "gaussian"))
+    x_log_var = torch.randn(9, device=device, requires_grad=True)
+    x_hat.requires_grad_()
+    out = F.elbo_stats(x, x_hat, mu, lv, 1.0, "gaussian", x_log_var)[stat]
+    first = torch.autograd.grad(out, [x_hat, x_log_var], retain_graph=True)
+    second = torch.autograd.grad(out, [x_hat, x_log_var])
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+
+
+def test_elbo_with_log_var_bad_arguments():
+    x, x_hat, mu, lv = torch.zeros(2, 3), torch.zeros(2, 1, 3), torch.zeros(2, 4), torch.zeros(2, 4)
+    with pytest.raises(ValueError, match="x_log_var: only likelihood 'gaussian' takes a log-variance, got 'bernoulli'"):
+        F.elbo(x, x_hat, mu, lv, likelihood="bernoulli", x_log_var=torch.zeros(3))
+    with pytest.raises(ValueError, match=r"x_log_var: shape \(2, 2, 3\) does not broadcast to x_hat's \(2, 1, 3\)"):
+        F.elbo(x, x_hat, mu, lv, x_log_var=torch.zeros(2, 2, 3))
+    with pytest.raises(TypeError, match="x_log_var"):
+        F.elbo(x, x_hat, mu, lv, x_log_var=[0.0])
+
+
+def test_vae_compute_loss_with_log_var(device):
+    torch.manual_seed(0)
+    vae = paf.VAE(encoder=torch.nn.Linear(12, 16), decoder=torch.nn.Linear(4, 12), latent_dim=4).to(device)
+    x = torch.rand(6, 12, device=device)
+    vae.build(x)
+    out = vae(x, S=3)
+    x_log_var = torch.zeros(12, device=device, requires_grad=True)  # one learned log-variance per feature
+    result = vae.compute_loss(x, out, beta=2.0, x_log_var=x_log_var)
+    result.objective.backward()
+    with paf.use_backend("reference"):
+        ref = F.elbo(x, out.x_hat.detach(), out.mu.detach(), out.log_var.detach(), 2.0, "gaussian", x_log_var)
+    assert result.objective.item() == pytest.approx(ref.objective.item(), rel=1e-5)
+    assert result.diagnostics["log_likelihood"] == pytest.approx(ref.log_likelihood.item(), rel=1e-5)
+    assert x_log_var.grad is not None and x_log_var.grad.shape == (12,)

@@ -96,9 +96,9 @@ def test_log_likelihood_sum_does_not_copy_x_over_samples(monkeypatch):
     seen = {}
     op = torch.ops.pyautoencoder_fast.log_likelihood_sum
 
-    def spy(x, x_hat, likelihood):
+    def spy(x, x_hat, likelihood, x_log_var):
         seen["x"] = tuple(x.shape)
-        return op(x, x_hat, likelihood)
+        return op(x, x_hat, likelihood, x_log_var)
 
     monkeypatch.setattr(F, "_impl", lambda *t: type("NS", (), {"log_likelihood_sum": staticmethod(spy)}))
     F.log_likelihood_sum(torch.randn(3, 8), torch.randn(3, 5, 8))
@@ -233,3 +233,135 @@ def test_integer_and_bool_targets_are_promoted(device):
             expected = F.log_likelihood(target.float(), x_hat, likelihood)
             torch.testing.assert_close(F.log_likelihood(target, x_hat, likelihood), expected)
             torch.testing.assert_close(F.log_likelihood_sum(target, x_hat, likelihood)[:, 0], expected.sum(1))
+
+
+# ------------------------------------------ the Gaussian with a learned variance
+def _log_var(shape, requires_grad=True):
+    return (torch.randn(shape, dtype=torch.float64) * 0.7).requires_grad_(requires_grad)
+
+
+# (x shape, x_hat shape, x_log_var shape): per element, per feature, a 0-d
+# scalar, broadcast against x too, an empty batch.
+LOG_VAR_ELEMENTWISE_SHAPES = [
+    ((3, 17), (3, 17), (3, 17)),
+    ((3, 17), (3, 17), (17,)),
+    ((3, 17), (3, 17), ()),
+    ((1, 19), (4, 19), (4, 1)),
+    ((5, 1), (5, 7), (1, 7)),
+    ((0, 5), (0, 5), (5,)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shapes", LOG_VAR_ELEMENTWISE_SHAPES, ids=str)
+def test_log_likelihood_with_log_var_matches_oracle(dtype, shapes, device):
+    x = random_inputs(shapes[0], "gaussian", torch.float64, target=True, requires_grad=True)
+    x_hat = random_inputs(shapes[1], "gaussian", torch.float64, requires_grad=True)
+    fn = lambda a, b, c: F.log_likelihood(a, b, "gaussian", c)
+    check_against_oracle(fn, [x, x_hat, _log_var(shapes[2])], dtype, device=device, what="log_likelihood(x_log_var)")
+
+
+# (B, S, feature shape, x_log_var shape): per element of x_hat, shared by
+# the samples ([B, 1, ...]), per feature, per sample, a 0-d scalar,
+# broadcast within the features, long rows, an empty batch.
+LOG_VAR_SUM_SHAPES = [
+    (4, 3, (17,), (4, 3, 17)),
+    (4, 3, (17,), (4, 1, 17)),
+    (4, 3, (17,), (17,)),
+    (3, 3, (5,), (1, 3, 5)),
+    (4, 3, (17,), ()),
+    (3, 2, (5, 7), (7,)),
+    (3, 2, (5, 7), (3, 2, 5, 1)),
+    (2, 1, (1000,), (2, 1, 1000)),
+    (0, 2, (9,), (9,)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", LOG_VAR_SUM_SHAPES, ids=str)
+def test_log_likelihood_sum_with_log_var_matches_oracle(dtype, shape, device):
+    batch, samples, features, lv_shape = shape
+    x = random_inputs((batch, *features), "gaussian", torch.float64, target=True, requires_grad=True)
+    x_hat = random_inputs((batch, samples, *features), "gaussian", torch.float64, requires_grad=True)
+    fn = lambda a, b, c: F.log_likelihood_sum(a, b, "gaussian", c)
+    out = check_against_oracle(fn, [x, x_hat, _log_var(lv_shape)], dtype, device=device,
+                               what="log_likelihood_sum(x_log_var)")
+    assert out[0].shape == (batch, samples)
+
+
+def test_log_likelihood_sum_with_log_var_without_sample_axis(device):
+    # x_hat [B, F] with a per-element x_log_var [B, F]: both get the sample axis.
+    x = random_inputs((5, 12), "gaussian", torch.float64, target=True, requires_grad=True)
+    x_hat = random_inputs((5, 12), "gaussian", torch.float64, requires_grad=True)
+    fn = lambda a, b, c: F.log_likelihood_sum(a, b, "gaussian", c)
+    out = check_against_oracle(fn, [x, x_hat, _log_var((5, 12))], torch.float32, device=device)
+    assert out[0].shape == (5, 1)
+
+
+def test_log_var_zero_is_exactly_the_unit_gaussian(device):
+    x = torch.randn(6, 3, 37, device=device)
+    x_hat = torch.randn(6, 3, 37, device=device)
+    zero = torch.zeros(37, device=device)
+    assert torch.equal(F.log_likelihood(x, x_hat, "gaussian", zero), F.log_likelihood(x, x_hat))
+    assert torch.equal(F.log_likelihood_sum(x[:, 0], x_hat, "gaussian", zero), F.log_likelihood_sum(x[:, 0], x_hat))
+
+
+@pytest.mark.parametrize("lv_shape", [(4, 3, 9), (9,), ()], ids=str)
+def test_log_var_gradcheck(lv_shape, device):
+    x = torch.randn(4, 9, dtype=torch.float64, device=device, requires_grad=True)
+    x_hat = torch.randn(4, 3, 9, dtype=torch.float64, device=device, requires_grad=True)
+    lv = (torch.randn(lv_shape, dtype=torch.float64, device=device) * 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b, c: F.log_likelihood_sum(a, b, "gaussian", c), (x, x_hat, lv))
+    assert torch.autograd.gradcheck(lambda a, b, c: F.log_likelihood(a[:, None], b, "gaussian", c), (x, x_hat, lv))
+
+
+def test_log_var_accumulates_a_broadcast_gradient_in_float(device):
+    # A 0-d log-variance of bfloat16 over many elements: its gradient sums
+    # 2^16 terms, which bfloat16 additions would lose.
+    x = torch.zeros(64, 1024, device=device, dtype=torch.bfloat16)
+    x_hat = torch.full((64, 1, 1024), 2.0, device=device, dtype=torch.bfloat16)
+    lv = torch.zeros((), device=device, dtype=torch.bfloat16, requires_grad=True)
+    F.log_likelihood_sum(x, x_hat, "gaussian", lv).sum().backward()
+    # d/dlv = 0.5 * (d^2 exp(-lv) - 1) = 1.5 per element
+    assert lv.grad.item() == pytest.approx(1.5 * 64 * 1024, rel=1e-2)
+    lv.grad = None
+    F.log_likelihood(x[:, None], x_hat, "gaussian", lv).sum().backward()
+    assert lv.grad.item() == pytest.approx(1.5 * 64 * 1024, rel=1e-2)
+
+
+def test_log_var_edge_values(device):
+    x = torch.tensor([0.0, 0.0, 1.0, 0.0], device=device)
+    x_hat = torch.tensor([0.0, 1.0, 1.0, 0.5], device=device)
+    lv = torch.tensor([float("-inf"), float("inf"), 0.0, float("nan")], device=device)
+    ll = F.log_likelihood(x, x_hat, "gaussian", lv)
+    # zero variance at zero residual: an infinite density; infinite variance: -inf
+    assert ll[0].item() == float("inf") and ll[1].item() == float("-inf") and ll[2].item() == 0.0
+    assert ll[3].isnan()
+    with paf.use_backend("reference"):
+        expected = F.log_likelihood(x, x_hat, "gaussian", lv)
+    torch.testing.assert_close(ll, expected, equal_nan=True)
+
+
+def test_log_var_bad_arguments():
+    x, x_hat = torch.zeros(2, 3), torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="x_log_var: only likelihood 'gaussian' takes a log-variance, got 'bernoulli'"):
+        F.log_likelihood(x, x_hat, "bernoulli", torch.zeros(3))
+    with pytest.raises(ValueError, match="x_log_var: only likelihood 'gaussian'"):
+        F.log_likelihood_sum(x, x_hat, "laplace", torch.zeros(3))
+    with pytest.raises(ValueError, match=r"x_log_var: shape \(4,\) does not broadcast to x_hat's \(2, 3\)"):
+        F.log_likelihood_sum(x, x_hat, "gaussian", torch.zeros(4))
+    with pytest.raises(ValueError, match=r"x_log_var: shape \(2, 2, 3\) does not broadcast"):
+        F.log_likelihood_sum(x, x_hat[:, None], "gaussian", torch.zeros(2, 2, 3))
+    with pytest.raises(TypeError, match="x_log_var"):
+        F.log_likelihood(x, x_hat, "gaussian", torch.zeros(3, dtype=torch.long))
+    with pytest.raises(TypeError, match="x_log_var"):
+        F.log_likelihood(x, x_hat, "gaussian", 0.0)
+    ops = torch.ops.pyautoencoder_fast
+    with pytest.raises(ValueError, match="x_log_var: only likelihood 'gaussian'"):
+        ops.log_likelihood_sum(x, x_hat[:, None], "bernoulli", torch.zeros(3))
+    with pytest.raises(RuntimeError, match=r"x_log_var: shape \[4\] does not broadcast to x_hat's \[2, 1, 3\]"):
+        ops.log_likelihood_sum(x, x_hat[:, None], "gaussian", torch.zeros(4))
+    with pytest.raises(ValueError, match="wrt: 'x_log_var' needs x_log_var"):
+        ops.log_likelihood_sum_backward(torch.zeros(2, 1), x, x_hat[:, None], "gaussian", "x_log_var")
+    with pytest.raises(ValueError, match="wrt: expected 'x', 'x_hat' or 'x_log_var', got 'mu'"):
+        ops.log_likelihood_backward(x, x, x_hat, "gaussian", "mu")

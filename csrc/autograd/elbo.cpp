@@ -1,7 +1,7 @@
 // elbo: autograd (schema: csrc/schemas.cpp; kernels: csrc/<device>/elbo).
 //
 // With need_grad the forward op already wrote d objective / d (x_hat, mu,
-// log_var), and the node's first backward turns those buffers into the
+// log_var, and x_log_var when given), and the node's first backward turns those buffers into the
 // gradients:
 // - grad_stats readable on the host and [1, 0, 0, 0] (objective.backward()
 //   on the CPU): returned as they are; nothing launched or touched;
@@ -21,11 +21,11 @@ namespace paf::autograd {
 namespace {
 
 using Tensors2 = std::tuple<at::Tensor, at::Tensor>;
-using Tensors4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-using Forward = Tensors4(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
-                         c10::string_view, bool);
-using LikelihoodSumBackward =
-    at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view, bool);
+using Tensors5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Forward = Tensors5(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, double,
+                         c10::string_view, bool, const std::optional<at::Tensor>&);
+using LikelihoodSumBackward = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view,
+                                         c10::string_view, const std::optional<at::Tensor>&);
 using BackwardXHat = at::Tensor(const at::Tensor&, const at::Tensor&);
 using ScaleXHatGrad = void(const at::Tensor&, at::Tensor&);
 using BackwardLatent = Tensors2(const at::Tensor&, const at::Tensor&, const at::Tensor&, double);
@@ -50,27 +50,30 @@ class Elbo : public torch::autograd::Function<Elbo> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& x_hat,
                                const at::Tensor& mu, const at::Tensor& log_var, double beta,
-                               c10::string_view likelihood, bool need_grad) {
+                               c10::string_view likelihood, bool need_grad,
+                               const std::optional<at::Tensor>& x_log_var) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [stats, dobj_dx_hat, dobj_dmu, dobj_dlv] =
-        PAF_OP(elbo, Forward).call(x, x_hat, mu, log_var, beta, likelihood, need_grad);
-    ctx->mark_non_differentiable({dobj_dx_hat, dobj_dmu, dobj_dlv});
+    auto [stats, dobj_dx_hat, dobj_dmu, dobj_dlv, dobj_dx_log_var] =
+        PAF_OP(elbo, Forward).call(x, x_hat, mu, log_var, beta, likelihood, need_grad, x_log_var);
+    ctx->mark_non_differentiable({dobj_dx_hat, dobj_dmu, dobj_dlv, dobj_dx_log_var});
     // Without this autograd would build an x_hat-sized zero gradient for the
     // (never used) dobj_dx_hat output: a full extra write and 2x the memory.
     ctx->set_materialize_grads(false);
-    ctx->save_for_backward({x, x_hat, mu, log_var, dobj_dx_hat, dobj_dmu, dobj_dlv});
+    ctx->save_for_backward(
+        {x, x_hat, mu, log_var, dobj_dx_hat, dobj_dmu, dobj_dlv, x_log_var.value_or(at::Tensor()), dobj_dx_log_var});
     ctx->saved_data["beta"] = beta;
     ctx->saved_data["likelihood"] = std::string(likelihood);
-    return {stats, dobj_dx_hat, dobj_dmu, dobj_dlv};
+    return {stats, dobj_dx_hat, dobj_dmu, dobj_dlv, dobj_dx_log_var};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list result(7);
+    variable_list result(8);  // x, x_hat, mu, log_var, beta, likelihood, need_grad, x_log_var
     const at::Tensor& grad_stats = grads[0];
     if (!grad_stats.defined()) return result;  // only the gradient buffers were used
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &x_hat = saved[1], &mu = saved[2], &log_var = saved[3];
     const at::Tensor &dobj_dx_hat = saved[4], &dobj_dmu = saved[5], &dobj_dlv = saved[6];
+    const at::Tensor &x_log_var = saved[7], &dobj_dx_log_var = saved[8];
     const double beta = ctx->saved_data["beta"].toDouble();
     const std::string likelihood = ctx->saved_data["likelihood"].toStringRef();
     const bool first_backward = ctx->saved_data.find("buffers_used") == ctx->saved_data.end();
@@ -79,7 +82,7 @@ class Elbo : public torch::autograd::Function<Elbo> {
     const bool objective_only = have_buffers && is_objective_only(grad_stats);
     const auto& ll_sum_backward = PAF_OP(log_likelihood_sum_backward, LikelihoodSumBackward);
     if (ctx->needs_input_grad(0)) {
-      result[0] = ll_sum_backward.call(ll_row_grad(grad_stats, x_hat), x, x_hat, likelihood, true);
+      result[0] = ll_sum_backward.call(ll_row_grad(grad_stats, x_hat), x, x_hat, likelihood, "x", optional(x_log_var));
     }
     if (ctx->needs_input_grad(1)) {
       if (objective_only) {
@@ -94,7 +97,8 @@ class Elbo : public torch::autograd::Function<Elbo> {
       } else if (have_buffers) {
         result[1] = PAF_OP(elbo_backward_x_hat, BackwardXHat).call(grad_stats, dobj_dx_hat);
       } else {  // no buffers: the forward ran without them, or a later backward
-        result[1] = ll_sum_backward.call(ll_row_grad(grad_stats, x_hat), x, x_hat, likelihood, false);
+        result[1] =
+            ll_sum_backward.call(ll_row_grad(grad_stats, x_hat), x, x_hat, likelihood, "x_hat", optional(x_log_var));
       }
     }
     if (ctx->needs_input_grad(2) || ctx->needs_input_grad(3)) {
@@ -105,14 +109,32 @@ class Elbo : public torch::autograd::Function<Elbo> {
         std::tie(result[2], result[3]) = PAF_OP(elbo_backward_latent, BackwardLatent).call(grad_stats, mu, log_var, beta);
       }
     }
+    // x_log_var (its edge follows the four tensors): the forward's buffer
+    // times the x_hat coefficient, formed from grad_stats where it lives (no
+    // host read), summed to x_log_var's shape in the accumulation dtype.
+    if (x_log_var.defined() && ctx->needs_input_grad(4)) {
+      at::Tensor per_element;
+      if (objective_only) {
+        per_element = dobj_dx_log_var;
+      } else if (have_buffers) {
+        const at::Tensor coefficient =
+            grad_stats.select(0, kObjective) - grad_stats.select(0, kElbo) - grad_stats.select(0, kLogLikelihood);
+        per_element = dobj_dx_log_var * coefficient.to(dobj_dx_log_var.scalar_type());
+      } else {
+        per_element = ll_sum_backward.call(ll_row_grad(grad_stats, x_hat), x, x_hat, likelihood, "x_log_var",
+                                           optional(x_log_var));
+      }
+      result[7] = sum_to(per_element, x_log_var).to(x_log_var.scalar_type());
+    }
     return first_order_only(std::move(result), saved, grads, "elbo");
   }
 };
 
-Tensors4 elbo_autograd(const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& mu, const at::Tensor& log_var,
-                       double beta, c10::string_view likelihood, bool need_grad) {
-  auto out = Elbo::apply(x, x_hat, mu, log_var, beta, likelihood, need_grad);
-  return {out[0], out[1], out[2], out[3]};
+Tensors5 elbo_autograd(const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& mu, const at::Tensor& log_var,
+                       double beta, c10::string_view likelihood, bool need_grad,
+                       const std::optional<at::Tensor>& x_log_var) {
+  auto out = Elbo::apply(x, x_hat, mu, log_var, beta, likelihood, need_grad, x_log_var);
+  return {out[0], out[1], out[2], out[3], out[4]};
 }
 
 }  // namespace

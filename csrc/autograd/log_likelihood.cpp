@@ -11,12 +11,8 @@ struct LogLikelihoodOps {
   static const auto& backward() { return PAF_OP(log_likelihood_backward, LikelihoodBackward); }
 };
 
-at::Tensor log_likelihood_autograd(const at::Tensor& x, const at::Tensor& x_hat, c10::string_view likelihood) {
-  return LikelihoodFunction<LogLikelihoodOps>::apply(x, x_hat, likelihood);
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) { m.impl("log_likelihood", &log_likelihood_autograd); }
+TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) { m.impl("log_likelihood", &likelihood_autograd<LogLikelihoodOps>); }
 
 }  // namespace paf::autograd

@@ -11,12 +11,10 @@ struct LogLikelihoodSumOps {
   static const auto& backward() { return PAF_OP(log_likelihood_sum_backward, LikelihoodBackward); }
 };
 
-at::Tensor log_likelihood_sum_autograd(const at::Tensor& x, const at::Tensor& x_hat, c10::string_view likelihood) {
-  return LikelihoodFunction<LogLikelihoodSumOps>::apply(x, x_hat, likelihood);
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) { m.impl("log_likelihood_sum", &log_likelihood_sum_autograd); }
+TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) {
+  m.impl("log_likelihood_sum", &likelihood_autograd<LogLikelihoodSumOps>);
+}
 
 }  // namespace paf::autograd

@@ -135,6 +135,75 @@ struct LogLikelihood<Likelihood::BernoulliProbs> {
   }
 };
 
+template <>
+struct LogLikelihood<Likelihood::GaussianLogVar> {
+  // -0.5 * (lv + (x_hat - x)^2 exp(-lv)): the Gaussian of log-variance lv
+  // without its constant -0.5 log(2 pi), so lv = 0 is the Gaussian above.
+  // mul_or_zero gives the limits where the residual is 0 and the variance
+  // is 0 (lv = -inf: the density is infinite, the gradients 0).
+  template <typename T>
+  static PAF_MATH T value(T x, T x_hat, T lv) {
+    const T d = x_hat - x;
+    return T(-0.5) * (lv + vm::mul_or_zero(d * d, vm::exp(T(0) - lv)));
+  }
+  // d/dx_hat = (x - x_hat) exp(-lv), d/dlv = 0.5 ((x_hat - x)^2 exp(-lv) - 1)
+  template <typename T>
+  static PAF_MATH T value_and_grad(T x, T x_hat, T lv, T& d_x_hat, T& d_lv) {
+    const T d = x_hat - x;
+    const T precision = vm::exp(T(0) - lv);
+    const T scaled = vm::mul_or_zero(d * d, precision);
+    d_x_hat = vm::mul_or_zero(x - x_hat, precision);
+    d_lv = T(0.5) * (scaled - T(1));
+    return T(-0.5) * (lv + scaled);
+  }
+  template <typename T>
+  static PAF_MATH T grad_x_hat(T x, T x_hat, T lv) { return vm::mul_or_zero(x - x_hat, vm::exp(T(0) - lv)); }
+  template <typename T>
+  static PAF_MATH T grad_x(T x, T x_hat, T lv) { return vm::mul_or_zero(x_hat - x, vm::exp(T(0) - lv)); }
+  template <typename T>
+  static PAF_MATH T grad_log_var(T x, T x_hat, T lv) {
+    const T d = x_hat - x;
+    return T(0.5) * (vm::mul_or_zero(d * d, vm::exp(T(0) - lv)) - T(1));
+  }
+};
+
+// Every likelihood called with the log-variance operand lv, which only
+// GaussianLogVar reads (the others ignore it, and their d/dlv is 0): the
+// one form the kernels call, so each kernel has a single body for all five.
+template <Likelihood L>
+struct LikelihoodTerm {
+  using Math = LogLikelihood<L>;
+  static constexpr bool kReadsLogVar = reads_log_var(L);
+  template <typename T>
+  static PAF_MATH T value(T x, T x_hat, T lv) {
+    if constexpr (kReadsLogVar) {
+      return Math::value(x, x_hat, lv);
+    } else {
+      return Math::value(x, x_hat);
+    }
+  }
+  template <typename T>
+  static PAF_MATH T value_and_grad(T x, T x_hat, T lv, T& d_x_hat, T& d_lv) {
+    if constexpr (kReadsLogVar) {
+      return Math::value_and_grad(x, x_hat, lv, d_x_hat, d_lv);
+    } else {
+      d_lv = T(0);
+      return Math::value_and_grad(x, x_hat, d_x_hat);
+    }
+  }
+  // The partial derivative with respect to one input.
+  template <typename T>
+  static PAF_MATH T grad(LikelihoodInput wrt, T x, T x_hat, T lv) {
+    if constexpr (kReadsLogVar) {
+      if (wrt == LikelihoodInput::XLogVar) return Math::grad_log_var(x, x_hat, lv);
+      return wrt == LikelihoodInput::X ? Math::grad_x(x, x_hat, lv) : Math::grad_x_hat(x, x_hat, lv);
+    } else {
+      if (wrt == LikelihoodInput::XLogVar) return T(0);
+      return wrt == LikelihoodInput::X ? Math::grad_x(x, x_hat) : Math::grad_x_hat(x, x_hat);
+    }
+  }
+};
+
 // ------------------------------------------------ diagonal-Gaussian KL
 // KL(q || p) for one dimension and its partial derivatives. With the
 // standard-normal prior (mu_p = lv_p = 0) the general form reduces to
@@ -194,6 +263,24 @@ PAF_MATH T kl_general_and_grad(T mu_q, T lv_q, T mu_p, T lv_p,
   d_lv_q = T(0.5) * (ratio - T(1));
   d_lv_p = T(0.5) * (T(1) - ratio - mahal);
   return T(0.5) * (vm::exp_minus_self(ratio, t) + mahal - T(1));
+}
+
+// ------------------------------------------------ importance weights (IWAE)
+// log p(z) - log q(z | x) for one latent dimension, p = N(0, 1) and
+// q = N(mu, exp(lv)): the two Gaussian log-densities of the likelihoods
+// above (their constants -0.5 log(2 pi) cancel), p's at mean 0.
+template <typename T>
+PAF_MATH T latent_log_ratio(T z, T mu, T lv) {
+  return LogLikelihood<Likelihood::Gaussian>::value(T(0), z) - LogLikelihood<Likelihood::GaussianLogVar>::value(z, mu, lv);
+}
+// and its partial derivatives: d/dz = (z - mu) exp(-lv) - z,
+// d/dmu = -(z - mu) exp(-lv), d/dlv = 0.5 (1 - (z - mu)^2 exp(-lv)).
+template <typename T>
+PAF_MATH void latent_log_ratio_grads(T z, T mu, T lv, T& d_z, T& d_mu, T& d_lv) {
+  using Posterior = LogLikelihood<Likelihood::GaussianLogVar>;
+  d_z = LogLikelihood<Likelihood::Gaussian>::grad_x_hat(T(0), z) - Posterior::grad_x(z, mu, lv);
+  d_mu = T(0) - Posterior::grad_x_hat(z, mu, lv);
+  d_lv = T(0) - Posterior::grad_log_var(z, mu, lv);
 }
 
 // ------------------------------------------------------------- Ada-GVAE

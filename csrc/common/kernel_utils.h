@@ -87,6 +87,24 @@ struct VecIO {
   }
 };
 
+// Loads or stores either a Vec at j or one scalar at j.
+template <typename scalar_t, typename T>
+C10_ALWAYS_INLINE void store_at(scalar_t* p, int64_t j, const T& v) {
+  if constexpr (std::is_arithmetic_v<T>) {
+    p[j] = static_cast<scalar_t>(v);
+  } else {
+    VecIO<scalar_t>::store(p + j, v);
+  }
+}
+template <typename scalar_t, typename T>
+C10_ALWAYS_INLINE T load_at(const scalar_t* p, int64_t j) {
+  if constexpr (std::is_arithmetic_v<T>) {
+    return static_cast<T>(p[j]);
+  } else {
+    return VecIO<scalar_t>::load(p + j);
+  }
+}
+
 // Walks the columns [0, n) of a row: vec_body(j) for each full vector of
 // W columns, then scalar_body(j) for the remaining tail columns.
 template <int64_t W, typename VecBody, typename ScalarBody>

@@ -74,24 +74,6 @@ C10_ALWAYS_INLINE double kl_row_reduce(const KlRowPtrs<scalar_t>& in, int64_t n,
       });
 }
 
-// Loads or stores either a Vec at j or one scalar at j.
-template <typename scalar_t, typename T>
-C10_ALWAYS_INLINE void store_at(scalar_t* p, int64_t j, const T& v) {
-  if constexpr (std::is_arithmetic_v<T>) {
-    p[j] = static_cast<scalar_t>(v);
-  } else {
-    VecIO<scalar_t>::store(p + j, v);
-  }
-}
-template <typename scalar_t, typename T>
-C10_ALWAYS_INLINE T load_at(const scalar_t* p, int64_t j) {
-  if constexpr (std::is_arithmetic_v<T>) {
-    return static_cast<T>(p[j]);
-  } else {
-    return VecIO<scalar_t>::load(p + j);
-  }
-}
-
 // sum_j KL(q_j || p_j) over one row.
 template <bool kStandard, typename scalar_t>
 double kl_row_sum(const KlRowPtrs<scalar_t>& in, int64_t n, double lo, double hi) {

@@ -12,8 +12,13 @@
 namespace paf {
 
 // BernoulliProbs: x_hat are probabilities, as torch.nn.functional.
-// binary_cross_entropy takes them (nidl's BetaVAELoss).
-enum class Likelihood { Gaussian, Bernoulli, Laplace, BernoulliProbs };
+// binary_cross_entropy takes them (nidl's BetaVAELoss). GaussianLogVar: the
+// Gaussian with a learned log-variance x_log_var per element (a third
+// operand); it has no name of its own: "gaussian" with x_log_var given.
+enum class Likelihood { Gaussian, Bernoulli, Laplace, BernoulliProbs, GaussianLogVar };
+
+// Whether ll reads the third operand, the log-variance x_log_var.
+constexpr bool reads_log_var(Likelihood l) { return l == Likelihood::GaussianLogVar; }
 
 inline Likelihood parse_likelihood(c10::string_view name) {
   if (name == "gaussian") return Likelihood::Gaussian;
@@ -22,6 +27,27 @@ inline Likelihood parse_likelihood(c10::string_view name) {
   if (name == "bernoulli_probs") return Likelihood::BernoulliProbs;
   PAF_CHECK_VALUE(false, "likelihood: expected 'gaussian', 'bernoulli', "
                            "'laplace' or 'bernoulli_probs', got '", std::string(name), "'");
+}
+
+// The likelihood a kernel runs: `name`, or GaussianLogVar for "gaussian"
+// with a log-variance; no other likelihood takes one.
+inline Likelihood parse_likelihood(c10::string_view name, bool has_log_var) {
+  const Likelihood l = parse_likelihood(name);
+  if (!has_log_var) return l;
+  PAF_CHECK_VALUE(l == Likelihood::Gaussian, "x_log_var: only likelihood 'gaussian' takes a log-variance, got '",
+                  std::string(name), "'");
+  return Likelihood::GaussianLogVar;
+}
+
+// Which input a likelihood's backward differentiates (the `wrt` argument
+// of the backward ops).
+enum class LikelihoodInput { X, XHat, XLogVar };
+
+inline LikelihoodInput parse_likelihood_input(c10::string_view wrt) {
+  if (wrt == "x") return LikelihoodInput::X;
+  if (wrt == "x_hat") return LikelihoodInput::XHat;
+  if (wrt == "x_log_var") return LikelihoodInput::XLogVar;
+  PAF_CHECK_VALUE(false, "wrt: expected 'x', 'x_hat' or 'x_log_var', got '", std::string(wrt), "'");
 }
 
 // Calls fn(tag) where decltype(tag)::value is the likelihood as a
@@ -38,6 +64,8 @@ decltype(auto) dispatch_likelihood(Likelihood l, Fn&& fn) {
       return fn(LikelihoodTag<Likelihood::Bernoulli>{});
     case Likelihood::Laplace:
       return fn(LikelihoodTag<Likelihood::Laplace>{});
+    case Likelihood::GaussianLogVar:
+      return fn(LikelihoodTag<Likelihood::GaussianLogVar>{});
     case Likelihood::BernoulliProbs:
       break;
   }

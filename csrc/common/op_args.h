@@ -22,44 +22,119 @@
 namespace paf {
 
 // ------------------------------------------------------- log_likelihood
-inline void check_log_likelihood_args(const at::Tensor& x, const at::Tensor& x_hat) {
+inline void check_log_likelihood_args(const at::Tensor& x, const at::Tensor& x_hat,
+                                      const std::optional<at::Tensor>& x_log_var) {
   check_floating(x, "x");
   check_same_dtype_device(x, "x", x_hat, "x_hat");
+  if (x_log_var) check_same_dtype_device(x, "x", *x_log_var, "x_log_var");
 }
 
-// The TensorIterators of the forward (out = ll(x, x_hat)) and the backward
-// (out = f(grad, x, x_hat)), writing a contiguous output in the broadcast
-// shape (not TensorIterator's input-following layout, so the fake kernel's
-// strides are the real ones). The iterator owns the output (it outlives
-// this function); the inputs are the caller's.
-inline at::TensorIterator log_likelihood_iterator(const at::Tensor& x, const at::Tensor& x_hat) {
-  check_log_likelihood_args(x, x_hat);
-  at::Tensor out = at::empty(at::infer_size(x.sizes(), x_hat.sizes()), x.options());
-  return at::TensorIteratorConfig().add_owned_output(out).add_const_input(x).add_const_input(x_hat).build();
+// The operands of the elementwise likelihood: x, x_hat and, when given,
+// x_log_var (the likelihood then reads it: GaussianLogVar).
+inline std::vector<at::Tensor> likelihood_operands(const at::Tensor& x, const at::Tensor& x_hat,
+                                                   const std::optional<at::Tensor>& x_log_var) {
+  std::vector<at::Tensor> operands = {x, x_hat};
+  if (x_log_var) operands.push_back(*x_log_var);
+  return operands;
+}
+
+// The TensorIterators of the forward (out = ll(x, x_hat[, x_log_var])) and
+// the backward (out = f(grad, x, x_hat[, x_log_var])), writing a contiguous
+// output in the broadcast shape (not TensorIterator's input-following
+// layout, so the fake kernel's strides are the real ones). The iterator
+// owns the output (it outlives this function); the inputs are the caller's.
+inline at::TensorIterator likelihood_iterator(const std::vector<at::Tensor>& inputs) {
+  std::vector<int64_t> shape = inputs[0].sizes().vec();
+  for (const auto& t : inputs) shape = at::infer_size(shape, t.sizes());
+  at::TensorIteratorConfig config;
+  config.add_owned_output(at::empty(shape, inputs[0].options()));
+  for (const auto& t : inputs) config.add_const_input(t);
+  return config.build();
+}
+
+inline at::TensorIterator log_likelihood_iterator(const at::Tensor& x, const at::Tensor& x_hat,
+                                                  const std::optional<at::Tensor>& x_log_var) {
+  check_log_likelihood_args(x, x_hat, x_log_var);
+  return likelihood_iterator(likelihood_operands(x, x_hat, x_log_var));
 }
 
 inline at::TensorIterator log_likelihood_backward_iterator(const at::Tensor& grad, const at::Tensor& x,
-                                                           const at::Tensor& x_hat) {
-  check_log_likelihood_args(x, x_hat);
+                                                           const at::Tensor& x_hat,
+                                                           const std::optional<at::Tensor>& x_log_var) {
+  check_log_likelihood_args(x, x_hat, x_log_var);
   check_same_dtype_device(x, "x", grad, "grad");
-  at::Tensor out = at::empty(at::infer_size(grad.sizes(), at::infer_size(x.sizes(), x_hat.sizes())), x.options());
-  return at::TensorIteratorConfig()
-      .add_owned_output(out)
-      .add_const_input(grad)
-      .add_const_input(x)
-      .add_const_input(x_hat)
-      .build();
+  std::vector<at::Tensor> operands = likelihood_operands(x, x_hat, x_log_var);
+  operands.insert(operands.begin(), grad);
+  return likelihood_iterator(operands);
+}
+
+// The wrt argument of a backward, checked against the likelihood: only
+// GaussianLogVar has an x_log_var to differentiate.
+inline LikelihoodInput parse_wrt(c10::string_view wrt, Likelihood likelihood) {
+  const LikelihoodInput input = parse_likelihood_input(wrt);
+  PAF_CHECK_VALUE(input != LikelihoodInput::XLogVar || reads_log_var(likelihood),
+                  "wrt: 'x_log_var' needs x_log_var, got None");
+  return input;
+}
+
+// -------------------------------------------- x_log_var against x_hat rows
+// A log-variance broadcast against x_hat [B, S, ...] as the rows the
+// row kernels read: row r = (b, s) of x_hat pairs with row r / divisor, so
+// a log-variance shared by the S samples ([B, 1, ...] or [...] per
+// feature: divisor S) is read in place like x, and one that is the same
+// for every row (per feature, or a 0-d scalar) has row stride 0. Only a
+// log-variance broadcast within the features is copied, one row's worth
+// per distinct row. Undefined rows (divisor 1) when not given.
+// Whether a tensor of shape `from` broadcasts to `to` (without growing it).
+inline bool broadcasts_to(at::IntArrayRef from, at::IntArrayRef to) {
+  if (from.size() > to.size()) return false;
+  const size_t offset = to.size() - from.size();
+  for (size_t i = 0; i < from.size(); ++i) {
+    if (from[i] != 1 && from[i] != to[offset + i]) return false;
+  }
+  return true;
+}
+
+struct LogVarRows {
+  at::Tensor rows;  // [B, F] (divisor S) or [B * S, F] (divisor 1)
+  int64_t divisor = 1;
+};
+
+inline LogVarRows log_var_rows(const std::optional<at::Tensor>& x_log_var, const at::Tensor& x_hat, int64_t batch,
+                               int64_t samples, int64_t features) {
+  if (!x_log_var) return {};
+  const at::Tensor& lv = *x_log_var;
+  check_same_dtype_device(x_hat, "x_hat", lv, "x_log_var");
+  const auto shape = x_hat.sizes();
+  PAF_CHECK(broadcasts_to(lv.sizes(), shape), "x_log_var: shape ", lv.sizes(), " does not broadcast to x_hat's ",
+            shape);
+  std::vector<int64_t> padded(x_hat.dim() - lv.dim(), 1);  // lv's sizes aligned with x_hat's
+  padded.insert(padded.end(), lv.sizes().begin(), lv.sizes().end());
+  at::Tensor v = lv.reshape(padded);
+  std::vector<int64_t> dense = padded;  // the feature dimensions at full size
+  std::copy(shape.begin() + 2, shape.end(), dense.begin() + 2);
+  if (dense != padded) v = v.expand(dense).contiguous();
+  if (padded[1] == 1) {  // the same for every sample: x's rows
+    std::vector<int64_t> per_x = dense;
+    per_x.erase(per_x.begin() + 1);
+    per_x[0] = batch;
+    return {as_rows(v.select(1, 0).expand(per_x), batch, features), samples};
+  }
+  return {as_rows(v.expand(shape), batch * samples, features), 1};
 }
 
 // --------------------------------------------------- log_likelihood_sum
-// x [B, ...] against x_hat [B, S, ...]: row r of x_hat viewed as [B*S, F]
-// pairs with row r / S of x.
+// x [B, ...] against x_hat [B, S, ...] (and x_log_var broadcast to x_hat):
+// row r of x_hat viewed as [B*S, F] pairs with row r / S of x.
 struct SumProblem {
   int64_t batch, samples, features;
+  Likelihood likelihood;
   at::Tensor x, x_hat;  // row views: x [B, F], x_hat [B*S, F]
+  LogVarRows x_log_var;
 };
 
-inline SumProblem make_sum_problem(const at::Tensor& x, const at::Tensor& x_hat) {
+inline SumProblem make_sum_problem(const at::Tensor& x, const at::Tensor& x_hat,
+                                   const std::optional<at::Tensor>& x_log_var, c10::string_view likelihood) {
   check_floating(x, "x");
   check_same_dtype_device(x, "x", x_hat, "x_hat");
   PAF_CHECK(x.dim() >= 1, "x: expected shape [B, ...], got a 0-d tensor");
@@ -69,17 +144,27 @@ inline SumProblem make_sum_problem(const at::Tensor& x, const at::Tensor& x_hat)
   const int64_t batch = x.size(0);
   const int64_t samples = x_hat.size(1);
   const int64_t features = batch > 0 ? x.numel() / batch : c10::multiply_integers(x.sizes().slice(1));
-  return {batch, samples, features, as_rows(x, batch, features), as_rows(x_hat, batch * samples, features)};
+  return {batch,
+          samples,
+          features,
+          parse_likelihood(likelihood, x_log_var.has_value()),
+          as_rows(x, batch, features),
+          as_rows(x_hat, batch * samples, features),
+          log_var_rows(x_log_var, x_hat, batch, samples, features)};
 }
 
 // The backward's grad [B, S], contiguous, and its output: shaped like x
-// (wrt_x) or x_hat.
+// (wrt x) or x_hat (wrt x_hat; wrt x_log_var too, per element of x_hat in
+// the accumulation dtype, which autograd sums to x_log_var's shape).
 inline std::pair<at::Tensor, at::Tensor> sum_backward_buffers(const SumProblem& s, const at::Tensor& grad,
                                                               const at::Tensor& x, const at::Tensor& x_hat,
-                                                              bool wrt_x) {
+                                                              LikelihoodInput wrt) {
   check_same_dtype_device(x, "x", grad, "grad");
   check_shape(grad, {s.batch, s.samples}, "grad");
-  return {grad.contiguous(), at::empty(wrt_x ? x.sizes() : x_hat.sizes(), x.options())};
+  if (wrt == LikelihoodInput::XLogVar) {
+    return {grad.contiguous(), at::empty(x_hat.sizes(), x.options().dtype(at::toOpMathType(x.scalar_type())))};
+  }
+  return {grad.contiguous(), at::empty(wrt == LikelihoodInput::X ? x.sizes() : x_hat.sizes(), x.options())};
 }
 
 // ------------------------------------------------------ kl_diag_gaussian
@@ -258,17 +343,23 @@ inline SampleGradProblem make_sample_grad_problem(const at::Tensor& grad_z, cons
 // The checked arguments as rows (x [B, F], x_hat [B*S, F], mu and log_var
 // [B, D]) and the outputs: stats and, when need_grad, the gradient buffers
 // (else empty).
+// With x_log_var the Gaussian reads it (GaussianLogVar) and the forward
+// also writes d objective / d x_log_var per element of x_hat, in the
+// accumulation dtype (autograd sums it to x_log_var's shape).
 struct ElboProblem {
   int64_t B, S, D, F;
+  Likelihood likelihood;
   at::Tensor x, x_hat, mu, log_var;
-  at::Tensor stats, dobj_dx_hat, dobj_dmu, dobj_dlv;
-  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> outputs() const {
-    return {stats, dobj_dx_hat, dobj_dmu, dobj_dlv};
+  LogVarRows x_log_var;
+  at::Tensor stats, dobj_dx_hat, dobj_dmu, dobj_dlv, dobj_dx_log_var;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> outputs() const {
+    return {stats, dobj_dx_hat, dobj_dmu, dobj_dlv, dobj_dx_log_var};
   }
 };
 
 inline ElboProblem make_elbo_problem(const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& mu,
-                                     const at::Tensor& log_var, bool need_grad) {
+                                     const at::Tensor& log_var, const std::optional<at::Tensor>& x_log_var,
+                                     c10::string_view likelihood, bool need_grad) {
   check_floating(x, "x");
   check_same_dtype_device(x, "x", x_hat, "x_hat");
   check_same_dtype_device(x, "x", mu, "mu");
@@ -286,6 +377,8 @@ inline ElboProblem make_elbo_problem(const at::Tensor& x, const at::Tensor& x_ha
   p.x_hat = as_rows(x_hat, p.B * p.S, p.F);
   p.mu = as_rows(mu, p.B, p.D);
   p.log_var = as_rows(log_var, p.B, p.D);
+  p.likelihood = parse_likelihood(likelihood, x_log_var.has_value());
+  p.x_log_var = log_var_rows(x_log_var, x_hat, p.B, p.S, p.F);
   const auto options = x.options();
   auto grad_buffer = [&](at::IntArrayRef shape) {
     return need_grad ? at::empty(shape, options) : at::empty({0}, options);
@@ -294,7 +387,86 @@ inline ElboProblem make_elbo_problem(const at::Tensor& x, const at::Tensor& x_ha
   p.dobj_dx_hat = grad_buffer(x_hat.sizes());
   p.dobj_dmu = grad_buffer(mu.sizes());
   p.dobj_dlv = grad_buffer(mu.sizes());
+  p.dobj_dx_log_var = need_grad && x_log_var ? at::empty(x_hat.sizes(), options.dtype(at::toOpMathType(x.scalar_type())))
+                                             : at::empty({0}, options);
   return p;
+}
+
+// ------------------------------------------------------------ iwae_bound
+// The importance-weighted bound of x [B, ...] with S samples z [B, S, D] of
+// q = N(mu, exp(log_var)) ([B, D]) decoded to x_hat [B, S, ...]: the
+// likelihood's operands as log_likelihood_sum has them, the latents as
+// rows (z [B*S, D], row r pairing with row r / S of mu and log_var), and the
+// outputs: the bound [B], the normalised weights [B, S] (accumulation
+// dtype) and, when need_grad, d ll / d x_hat and d ll / d x_log_var per
+// element (not yet weighted: the backward scales each row by its weight).
+struct IwaeProblem {
+  SumProblem ll;
+  int64_t latent;
+  at::Tensor z, mu, log_var;  // rows: z [B*S, D], mu and log_var [B, D]
+  at::Tensor bound, weights, d_x_hat, d_x_log_var;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> outputs() const {
+    return {bound, weights, d_x_hat, d_x_log_var};
+  }
+};
+
+// z [B, S, D] against mu and log_var [B, D] (the forward's and the backward's check).
+inline void check_iwae_latents(const at::Tensor& z, const at::Tensor& mu, const at::Tensor& log_var, int64_t batch,
+                               int64_t samples) {
+  check_latent_pair(mu, log_var);
+  check_same_dtype_device(mu, "mu", z, "z");
+  PAF_CHECK(mu.size(0) == batch, "mu: expected batch size ", batch, ", got shape ", mu.sizes());
+  check_shape(z, {batch, samples, mu.size(1)}, "z");
+}
+
+inline IwaeProblem make_iwae_problem(const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& z,
+                                     const at::Tensor& mu, const at::Tensor& log_var,
+                                     const std::optional<at::Tensor>& x_log_var, c10::string_view likelihood,
+                                     bool need_grad) {
+  IwaeProblem p{make_sum_problem(x, x_hat, x_log_var, likelihood), 0, {}, {}, {}, {}, {}, {}, {}};
+  const int64_t B = p.ll.batch, S = p.ll.samples;
+  PAF_CHECK_VALUE(S >= 1, "x_hat: expected S >= 1 samples, got shape ", x_hat.sizes());
+  check_same_dtype_device(x, "x", mu, "mu");
+  check_iwae_latents(z, mu, log_var, B, S);
+  p.latent = mu.size(1);
+  p.z = as_rows(z, B * S, p.latent);
+  p.mu = as_rows(mu, B, p.latent);
+  p.log_var = as_rows(log_var, B, p.latent);
+  const auto options = x.options(), opmath_options = options.dtype(at::toOpMathType(x.scalar_type()));
+  p.bound = at::empty({B}, options);
+  p.weights = at::empty({B, S}, opmath_options);
+  p.d_x_hat = need_grad ? at::empty(x_hat.sizes(), options) : at::empty({0}, options);
+  p.d_x_log_var = need_grad && x_log_var ? at::empty(x_hat.sizes(), opmath_options) : at::empty({0}, options);
+  return p;
+}
+
+// The backward of the latent terms: the bound's gradient [B] and the
+// forward's weights [B, S] against (z, mu, log_var); d_z [B, S, D], d_mu
+// and d_log_var [B, D].
+struct IwaeLatentGradProblem {
+  int64_t batch, samples, latent;
+  at::Tensor grad, weights, z, mu, log_var;  // grad [B], weights [B*S] (contiguous); latents as rows
+  at::Tensor d_z, d_mu, d_log_var;
+};
+
+inline IwaeLatentGradProblem make_iwae_latent_grad_problem(const at::Tensor& grad, const at::Tensor& weights,
+                                                           const at::Tensor& z, const at::Tensor& mu,
+                                                           const at::Tensor& log_var) {
+  check_floating(mu, "mu");
+  check_dim(z, 3, "z");
+  const int64_t B = z.size(0), S = z.size(1);
+  check_iwae_latents(z, mu, log_var, B, S);
+  check_same_dtype_device(mu, "mu", grad, "grad");
+  check_shape(grad, {B}, "grad");
+  const auto opmath = at::toOpMathType(mu.scalar_type());
+  PAF_CHECK(weights.scalar_type() == opmath && weights.device() == mu.device(), "weights: expected ", opmath, " on ",
+            mu.device(), " (mu's accumulation dtype and device), got ", weights.scalar_type(), " on ",
+            weights.device());
+  check_shape(weights, {B, S}, "weights");
+  const int64_t D = mu.size(1);
+  auto [d_mu, d_lv] = latent_pair_grads(mu);
+  return {B, S, D, grad.contiguous(), weights.contiguous(), as_rows(z, B * S, D), as_rows(mu, B, D),
+          as_rows(log_var, B, D), at::empty(z.sizes(), z.options()), d_mu, d_lv};
 }
 
 // -------------------------------------------------- count_log_likelihood

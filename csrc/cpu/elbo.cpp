@@ -1,9 +1,11 @@
 // elbo: the whole (beta-)VAE objective in one op.
-//   ll[b, s] = sum_j ll(x[b, j], x_hat[b, s, j])      (one pass, x not expanded)
+//   ll[b, s] = sum_j ll(x[b, j], x_hat[b, s, j])      (one pass, x not expanded;
+//              the Gaussian reads x_log_var[b, s, j] too when given)
 //   kl[b]    = sum_d KL(N(mu, exp(log_var)) || N(0, I))
 //   stats    = [objective, elbo, log_likelihood, kl]
 //            = [-elbo, mean_b(mean_s ll - beta kl), mean_b mean_s ll, mean_b kl]
-// With need_grad the same passes write d objective / d (x_hat, mu, log_var),
+// With need_grad the same passes write d objective / d (x_hat, mu, log_var)
+// (and x_log_var),
 // so backward only rescales them, and returns them as they are when
 // grad_stats is [1, 0, 0, 0] (objective.backward()).
 #include "../common/elbo_stats.h"
@@ -15,23 +17,23 @@
 namespace paf {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cpu(const at::Tensor& x, const at::Tensor& x_hat,
-                                            const at::Tensor& mu, const at::Tensor& log_var,
-                                            double beta, c10::string_view likelihood_name,
-                                            bool need_grad) {
-  const ElboProblem p = make_elbo_problem(x, x_hat, mu, log_var, need_grad);
-  const int64_t B = p.B, S = p.S, D = p.D, F = p.F;
-  const Likelihood likelihood = parse_likelihood(likelihood_name);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cpu(
+    const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& mu, const at::Tensor& log_var, double beta,
+    c10::string_view likelihood_name, bool need_grad, const std::optional<at::Tensor>& x_log_var) {
+  const ElboProblem p = make_elbo_problem(x, x_hat, mu, log_var, x_log_var, likelihood_name, need_grad);
+  const int64_t B = p.B, S = p.S, D = p.D;
 
   PAF_DISPATCH_FLOATING(x.scalar_type(), "elbo_cpu", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     std::vector<opmath_t> ll_rows(B * S);
-    const RowMatrix<scalar_t> grad_rows = {need_grad ? p.dobj_dx_hat.data_ptr<scalar_t>() : nullptr,
-                                           B * S, F, F};
-    const opmath_t grad_scale = B * S > 0 ? opmath_t(-1) / static_cast<opmath_t>(B * S) : opmath_t(0);
-    loglik_rows<scalar_t>(likelihood, const_row_matrix<scalar_t>(p.x),
-                          const_row_matrix<scalar_t>(p.x_hat), S, need_grad ? &grad_rows : nullptr,
-                          grad_scale, ll_rows.data());
+    LoglikGrads<scalar_t> grads;  // d objective / d (x_hat, x_log_var) = -1 / (B S) d ll
+    if (need_grad) {
+      grads.x_hat = p.dobj_dx_hat.data_ptr<scalar_t>();
+      if (x_log_var) grads.x_log_var = p.dobj_dx_log_var.data_ptr<opmath_t>();
+      grads.scale = B * S > 0 ? opmath_t(-1) / static_cast<opmath_t>(B * S) : opmath_t(0);
+    }
+    loglik_rows<scalar_t>(p.likelihood, loglik_rows_of<scalar_t>(p.x, p.x_hat, p.x_log_var, S), grads,
+                          ll_rows.data());
 
     // The [B, D] KL term is small next to x_hat: one serial vectorised pass,
     // with d objective / d (mu, log_var) = beta / B * d KL.

@@ -43,14 +43,12 @@ __global__ void PAF_LAUNCH_BOUNDS elbo_stats_kernel(const double* ll_rows, int64
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cuda(const at::Tensor& x, const at::Tensor& x_hat,
-                                                                     const at::Tensor& mu, const at::Tensor& log_var,
-                                                                     double beta, c10::string_view likelihood_name,
-                                                                     bool need_grad) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cuda(
+    const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& mu, const at::Tensor& log_var, double beta,
+    c10::string_view likelihood_name, bool need_grad, const std::optional<at::Tensor>& x_log_var) {
   const c10::cuda::CUDAGuard guard(x.device());
-  const ElboProblem p = make_elbo_problem(x, x_hat, mu, log_var, need_grad);
+  const ElboProblem p = make_elbo_problem(x, x_hat, mu, log_var, x_log_var, likelihood_name, need_grad);
   const int64_t B = p.B, S = p.S, D = p.D, F = p.F;
-  const Likelihood likelihood = parse_likelihood(likelihood_name);
   // Per-row sums in double: [B * S] log-likelihoods then [B] KLs.
   // (zero-length rows are not launched: their sums stay 0)
   const auto sums_options = x.options().dtype(at::kDouble);
@@ -58,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cuda(const at::T
   double* ll_rows = row_sums.data_ptr<double>();
   double* kl_rows = ll_rows + B * S;
   PAF_DISPATCH_FLOATING(x.scalar_type(), "elbo_cuda", [&] {
-    dispatch_likelihood(likelihood, [&](auto tag) {
+    dispatch_likelihood(p.likelihood, [&](auto tag) {
       const auto term = elbo_log_likelihood_term<scalar_t, decltype(tag)::value>(p);
       if (F > 0) launch_row_sums<scalar_t>(B * S, F, term, StoreRowSum{ll_rows}, x.device());
     });

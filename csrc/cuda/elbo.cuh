@@ -7,42 +7,10 @@
 #include "../common/elbo_stats.h"
 #include "../common/op_args.h"
 #include "device_math.cuh"
+#include "log_likelihood_sum.cuh"
 #include "packs.h"
 
 namespace paf::cuda {
-
-// Terms of row r = (b, s) of x_hat: ll(x[b, j], x_hat[r, j]), with
-// grad[r, j] = grad_scale * d ll / d x_hat when grad.data is not null.
-template <typename scalar_t, Likelihood L>
-struct ElboLogLikelihoodTerm {
-  using T = opmath_t<scalar_t>;
-  RowMatrix<const scalar_t> x, x_hat;
-  int64_t samples;
-  RowMatrix<scalar_t> grad;
-  T grad_scale;
-  template <int N>
-  C10_HOST_DEVICE C10_ALWAYS_INLINE void add(int64_t r, int64_t j, T& acc) const {
-    T xv[N], hv[N];
-    load_pack<N>(x.row(r / samples) + j, xv);
-    load_pack<N>(x_hat.row(r) + j, hv);
-    if (grad.data == nullptr) {
-#pragma unroll
-      for (int k = 0; k < N; ++k) acc += LogLikelihood<L>::value(xv[k], hv[k]);
-      return;
-    }
-    T d[N];
-#pragma unroll
-    for (int k = 0; k < N; ++k) {
-      acc += LogLikelihood<L>::value_and_grad(xv[k], hv[k], d[k]);
-      d[k] *= grad_scale;
-    }
-    store_pack<N>(grad.row(r) + j, d);
-  }
-  template <int N>
-  bool aligned() const {
-    return rows_aligned<N>(x) && rows_aligned<N>(x_hat) && rows_aligned<N>(grad);
-  }
-};
 
 // Terms of row b of the latents: KL(q_b || N(0, I)) in dimension j, with
 // d objective / d (mu, log_var) = scale * d KL when g_mu.data is not null.
@@ -87,14 +55,14 @@ RowMatrix<scalar_t> gradient_rows(const at::Tensor& buffer, int64_t rows, int64_
 }
 
 // The forward's two row terms for problem p, writing d objective / d x_hat
-// (scaled by -1 / (B S)) and d objective / d (mu, log_var) (by beta / B)
-// when the problem carries gradient buffers.
+// (and x_log_var; scaled by -1 / (B S)) and d objective / d (mu, log_var)
+// (by beta / B) when the problem carries gradient buffers.
 template <typename scalar_t, Likelihood L>
-ElboLogLikelihoodTerm<scalar_t, L> elbo_log_likelihood_term(const ElboProblem& p) {
+LogLikelihoodTerm<scalar_t, L> elbo_log_likelihood_term(const ElboProblem& p) {
   using T = opmath_t<scalar_t>;
   const int64_t rows = p.B * p.S;
-  return {const_row_matrix<scalar_t>(p.x), const_row_matrix<scalar_t>(p.x_hat), p.S,
-          gradient_rows<scalar_t>(p.dobj_dx_hat, rows, p.F), rows > 0 ? T(-1) / static_cast<T>(rows) : T(0)};
+  return {likelihood_rows<scalar_t, L>(p.x, p.x_hat, p.x_log_var, p.S), gradient_rows<scalar_t>(p.dobj_dx_hat, rows, p.F),
+          gradient_rows<T>(p.dobj_dx_log_var, rows, p.F), rows > 0 ? T(-1) / static_cast<T>(rows) : T(0)};
 }
 
 template <typename scalar_t>

@@ -1,7 +1,8 @@
-// log_likelihood_sum: the per-thread work of its CUDA kernels (the row terms
-// and both gradients), as functors that are host/device: log_likelihood_sum.cu
-// launches them on the GPU and tests/test_cuda_host.py runs them on the CPU
-// against the reference. What each thread does with them: packs.h.
+// log_likelihood_sum: the per-thread work of its CUDA kernels (the row terms,
+// which may also write the gradients (elbo's forward), and the backward's
+// gradients), as functors that are host/device: log_likelihood_sum.cu and
+// elbo.cu launch them on the GPU and tests/test_cuda_host.py runs them on
+// the CPU against the reference. What each thread does with them: packs.h.
 #pragma once
 
 #include "../common/op_args.h"
@@ -10,73 +11,129 @@
 
 namespace paf::cuda {
 
-// The terms of row r = (b, s) of x_hat viewed as [B*S, F].
+// The operands of row r = (b, s) of x_hat viewed as [B*S, F]: x's row
+// r / S and, for a likelihood that reads it, x_log_var's row r / divisor
+// (LogVarRows); lv is 0 for the others.
 template <typename scalar_t, Likelihood L>
-struct LogLikelihoodTerm {
-  RowMatrix<const scalar_t> x, x_hat;
-  int64_t samples;
+struct LikelihoodRows {
+  using T = opmath_t<scalar_t>;
+  RowMatrix<const scalar_t> x, x_hat, x_log_var;
+  int64_t samples, log_var_divisor;
   template <int N>
-  C10_HOST_DEVICE C10_ALWAYS_INLINE void add(int64_t r, int64_t j, opmath_t<scalar_t>& acc) const {
-    opmath_t<scalar_t> xv[N], hv[N];
+  C10_HOST_DEVICE C10_ALWAYS_INLINE void load(int64_t r, int64_t j, T (&xv)[N], T (&hv)[N], T (&lv)[N]) const {
     load_pack<N>(x.row(r / samples) + j, xv);
     load_pack<N>(x_hat.row(r) + j, hv);
+    if constexpr (reads_log_var(L)) {
+      load_pack<N>(x_log_var.row(r / log_var_divisor) + j, lv);
+    } else {
 #pragma unroll
-    for (int k = 0; k < N; ++k) acc += LogLikelihood<L>::value(xv[k], hv[k]);
+      for (int k = 0; k < N; ++k) lv[k] = T(0);
+    }
   }
   template <int N>
   bool aligned() const {
-    return rows_aligned<N>(x) && rows_aligned<N>(x_hat);
+    return rows_aligned<N>(x) && rows_aligned<N>(x_hat) && (!reads_log_var(L) || rows_aligned<N>(x_log_var));
   }
 };
 
-// out[r, j] = grad[r] * d ll / d x_hat[r, j], for the rows r = (b, s) of x_hat.
 template <typename scalar_t, Likelihood L>
-struct GradXHat {
-  RowMatrix<const scalar_t> x, x_hat;
-  const scalar_t* grad;
-  RowMatrix<scalar_t> out;
-  int64_t samples;
+LikelihoodRows<scalar_t, L> likelihood_rows(const at::Tensor& x, const at::Tensor& x_hat, const LogVarRows& x_log_var,
+                                            int64_t samples) {
+  const RowMatrix<const scalar_t> none{nullptr, 0, 0, 0};
+  return {const_row_matrix<scalar_t>(x), const_row_matrix<scalar_t>(x_hat),
+          x_log_var.rows.defined() ? const_row_matrix<scalar_t>(x_log_var.rows) : none, samples, x_log_var.divisor};
+}
+
+template <typename scalar_t, Likelihood L>
+LikelihoodRows<scalar_t, L> likelihood_rows(const SumProblem& s) {
+  return likelihood_rows<scalar_t, L>(s.x, s.x_hat, s.x_log_var, s.samples);
+}
+
+// Terms of row r = (b, s) of x_hat: ll(x[b, j], x_hat[r, j][, lv]), with
+// grad[r, j] = grad_scale * d ll / d x_hat (and grad_log_var[r, j] =
+// grad_scale * d ll / d lv, in opmath, for a likelihood that reads lv)
+// when grad.data is not null.
+template <typename scalar_t, Likelihood L>
+struct LogLikelihoodTerm {
+  using T = opmath_t<scalar_t>;
+  LikelihoodRows<scalar_t, L> in;
+  RowMatrix<scalar_t> grad{nullptr, 0, 0, 0};
+  RowMatrix<T> grad_log_var{nullptr, 0, 0, 0};
+  T grad_scale = 0;
   template <int N>
-  C10_HOST_DEVICE void elements(int64_t r, int64_t j) const {
-    using T = opmath_t<scalar_t>;
-    T xv[N], hv[N], g[N];
-    load_pack<N>(x.row(r / samples) + j, xv);
-    load_pack<N>(x_hat.row(r) + j, hv);
-    const T grad_r = load(grad, r);
+  C10_HOST_DEVICE C10_ALWAYS_INLINE void add(int64_t r, int64_t j, T& acc) const {
+    using Term = LikelihoodTerm<L>;
+    T xv[N], hv[N], lv[N];
+    in.template load<N>(r, j, xv, hv, lv);
+    if (grad.data == nullptr) {
 #pragma unroll
-    for (int k = 0; k < N; ++k) g[k] = grad_r * LogLikelihood<L>::grad_x_hat(xv[k], hv[k]);
-    store_pack<N>(out.row(r) + j, g);
+      for (int k = 0; k < N; ++k) acc += Term::value(xv[k], hv[k], lv[k]);
+      return;
+    }
+    // hv and lv become the gradients, in place
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      T d, d_lv;
+      acc += Term::value_and_grad(xv[k], hv[k], lv[k], d, d_lv);
+      hv[k] = d * grad_scale;
+      lv[k] = d_lv * grad_scale;
+    }
+    store_pack<N>(grad.row(r) + j, hv);
+    if constexpr (reads_log_var(L)) store_pack<N>(grad_log_var.row(r) + j, lv);
   }
   template <int N>
   bool aligned() const {
-    return rows_aligned<N>(x) && rows_aligned<N>(x_hat) && rows_aligned<N>(out);
+    return in.template aligned<N>() && rows_aligned<N>(grad) && rows_aligned<N>(grad_log_var);
+  }
+};
+
+// out[r, j] = grad[r] * d ll / d (x_hat or x_log_var: wrt)[r, j], for the
+// rows r = (b, s) of x_hat (out_t: scalar_t, or opmath for x_log_var).
+template <typename scalar_t, Likelihood L, typename out_t>
+struct GradPerSample {
+  LikelihoodRows<scalar_t, L> in;
+  const scalar_t* grad;
+  RowMatrix<out_t> out;
+  LikelihoodInput wrt;
+  template <int N>
+  C10_HOST_DEVICE void elements(int64_t r, int64_t j) const {
+    using T = opmath_t<scalar_t>;
+    T xv[N], hv[N], lv[N];
+    in.template load<N>(r, j, xv, hv, lv);
+    const T grad_r = load(grad, r);
+#pragma unroll
+    for (int k = 0; k < N; ++k) hv[k] = grad_r * LikelihoodTerm<L>::grad(wrt, xv[k], hv[k], lv[k]);
+    store_pack<N>(out.row(r) + j, hv);
+  }
+  template <int N>
+  bool aligned() const {
+    return in.template aligned<N>() && rows_aligned<N>(out);
   }
 };
 
 // out[b, j] = sum_s grad[b, s] * d ll / d x[b, j], for the rows b of x.
 template <typename scalar_t, Likelihood L>
 struct GradX {
-  RowMatrix<const scalar_t> x, x_hat;
+  LikelihoodRows<scalar_t, L> in;
   const scalar_t* grad;
   RowMatrix<scalar_t> out;
-  int64_t samples;
   template <int N>
   C10_HOST_DEVICE void elements(int64_t b, int64_t j) const {
     using T = opmath_t<scalar_t>;
-    T xv[N], hv[N], total[N] = {};
-    load_pack<N>(x.row(b) + j, xv);
-    for (int64_t s = 0; s < samples; ++s) {
-      const int64_t r = b * samples + s;
-      load_pack<N>(x_hat.row(r) + j, hv);
+    T total[N] = {};
+    for (int64_t s = 0; s < in.samples; ++s) {
+      const int64_t r = b * in.samples + s;
+      T xv[N], hv[N], lv[N];
+      in.template load<N>(r, j, xv, hv, lv);
       const T grad_r = load(grad, r);
 #pragma unroll
-      for (int k = 0; k < N; ++k) total[k] += grad_r * LogLikelihood<L>::grad_x(xv[k], hv[k]);
+      for (int k = 0; k < N; ++k) total[k] += grad_r * LikelihoodTerm<L>::grad(LikelihoodInput::X, xv[k], hv[k], lv[k]);
     }
     store_pack<N>(out.row(b) + j, total);
   }
   template <int N>
   bool aligned() const {
-    return rows_aligned<N>(x) && rows_aligned<N>(x_hat) && rows_aligned<N>(out);
+    return in.template aligned<N>() && rows_aligned<N>(out);
   }
 };
 

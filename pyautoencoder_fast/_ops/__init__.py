@@ -8,9 +8,27 @@ C++ (csrc/autograd/<op>.cpp), so neither the forward nor the backward of an
 op passes through Python.
 """
 
-from . import adagvae_posterior, count_log_likelihood, elbo, kl_diag_gaussian, log_likelihood, log_likelihood_sum, reparameterize
+from . import (
+    adagvae_posterior,
+    count_log_likelihood,
+    elbo,
+    iwae_bound,
+    kl_diag_gaussian,
+    log_likelihood,
+    log_likelihood_sum,
+    reparameterize,
+)
 
-_MODULES = (log_likelihood, log_likelihood_sum, kl_diag_gaussian, reparameterize, elbo, count_log_likelihood, adagvae_posterior)
+_MODULES = (
+    log_likelihood,
+    log_likelihood_sum,
+    kl_diag_gaussian,
+    reparameterize,
+    elbo,
+    iwae_bound,
+    count_log_likelihood,
+    adagvae_posterior,
+)
 _registered = False
 
 

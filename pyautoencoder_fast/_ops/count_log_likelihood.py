@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import empty_like_shape
+from ._common import accumulation_dtype, empty_like_shape
 
 OP = "pyautoencoder_fast::count_log_likelihood"
 
@@ -13,7 +13,7 @@ def _fake(x, mu, theta, zi_logits, likelihood, eps, reduce_sum, need_grad, need_
     shapes = [x.shape, mu.shape] + [t.shape for t in (theta, zi_logits) if t is not None]
     shape = torch.broadcast_shapes(*shapes)
     out = empty_like_shape(mu, shape[:-1] if reduce_sum else shape)
-    opmath = torch.float64 if mu.dtype == torch.float64 else torch.float32
+    opmath = accumulation_dtype(mu.dtype)
     need_grad = need_grad or need_grad_x
 
     def buffer(wanted: bool):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import empty_like_shape
+from ._common import accumulation_dtype, empty_like_shape
 
 OP = "pyautoencoder_fast::elbo"
 BACKWARD_X_HAT_OP = "pyautoencoder_fast::elbo_backward_x_hat"
@@ -13,11 +13,15 @@ BACKWARD_LATENT_OP = "pyautoencoder_fast::elbo_backward_latent"
 NUM_STATS = 4  # objective, elbo, log_likelihood, kl_divergence
 
 
-def _fake(x, x_hat, mu, log_var, beta, likelihood, need_grad):
+def _fake(x, x_hat, mu, log_var, beta, likelihood, need_grad, x_log_var=None):
     stats = empty_like_shape(x, (NUM_STATS,))
     if not need_grad:
-        return stats, *(empty_like_shape(x, (0,)) for _ in range(3))
-    return stats, empty_like_shape(x, x_hat.shape), empty_like_shape(x, mu.shape), empty_like_shape(x, mu.shape)
+        return stats, *(empty_like_shape(x, (0,)) for _ in range(4))
+    # d objective / d x_log_var per element of x_hat, in the accumulation dtype
+    dobj_dx_log_var = (empty_like_shape(x, x_hat.shape, dtype=accumulation_dtype(x.dtype))
+                       if x_log_var is not None else empty_like_shape(x, (0,)))
+    return (stats, empty_like_shape(x, x_hat.shape), empty_like_shape(x, mu.shape), empty_like_shape(x, mu.shape),
+            dobj_dx_log_var)
 
 
 def _fake_backward_x_hat(grad_stats, dobj_dx_hat):

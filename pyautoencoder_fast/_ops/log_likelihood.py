@@ -10,12 +10,16 @@ OP = "pyautoencoder_fast::log_likelihood"
 BACKWARD_OP = "pyautoencoder_fast::log_likelihood_backward"
 
 
-def _fake(x, x_hat, likelihood):
-    return empty_like_shape(x, torch.broadcast_shapes(x.shape, x_hat.shape))
+def _operand_shapes(x, x_hat, x_log_var):
+    return (x.shape, x_hat.shape) + ((x_log_var.shape,) if x_log_var is not None else ())
 
 
-def _fake_backward(grad, x, x_hat, likelihood, wrt_x):
-    return empty_like_shape(x, torch.broadcast_shapes(grad.shape, x.shape, x_hat.shape))
+def _fake(x, x_hat, likelihood, x_log_var=None):
+    return empty_like_shape(x, torch.broadcast_shapes(*_operand_shapes(x, x_hat, x_log_var)))
+
+
+def _fake_backward(grad, x, x_hat, likelihood, wrt, x_log_var=None):
+    return empty_like_shape(x, torch.broadcast_shapes(grad.shape, *_operand_shapes(x, x_hat, x_log_var)))
 
 
 def register() -> None:

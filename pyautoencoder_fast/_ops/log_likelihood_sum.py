@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import torch
 
-from ._common import empty_like_shape
+from ._common import accumulation_dtype, empty_like_shape
 
 OP = "pyautoencoder_fast::log_likelihood_sum"
 BACKWARD_OP = "pyautoencoder_fast::log_likelihood_sum_backward"
 
 
-def _fake(x, x_hat, likelihood):
+def _fake(x, x_hat, likelihood, x_log_var=None):
     return empty_like_shape(x, (x_hat.shape[0], x_hat.shape[1]))
 
 
-def _fake_backward(grad, x, x_hat, likelihood, wrt_x):
-    return empty_like_shape(x, x.shape if wrt_x else x_hat.shape)
+def _fake_backward(grad, x, x_hat, likelihood, wrt, x_log_var=None):
+    if wrt == "x_log_var":  # per element of x_hat, in the accumulation dtype
+        return empty_like_shape(x, x_hat.shape, dtype=accumulation_dtype(x.dtype))
+    return empty_like_shape(x, x.shape if wrt == "x" else x_hat.shape)
 
 
 def register() -> None:

@@ -1,0 +1,101 @@
+// iwae_bound: autograd (schema: csrc/schemas.cpp; kernels: csrc/<device>/iwae_bound).
+//
+// d bound[b] / d lw[b, s] is the normalised weight the forward returned, so
+// every gradient is the incoming grad[b] times weights[b, s] (a [B, S]
+// row factor) times the partial derivatives of the row's terms:
+// - x_hat (and x_log_var): the forward wrote d ll / d x_hat (d x_log_var)
+//   with need_grad; the backward scales that buffer by the row factor into
+//   a new tensor. (Not in place: the buffer is also an output of the op,
+//   which a caller may hold; unchanged, it also serves a retain_graph
+//   backward.) Without buffers (a forward without need_grad)
+//   log_likelihood_sum_backward recomputes them.
+// - x: log_likelihood_sum_backward with the row factor.
+// - z, mu, log_var: iwae_bound_backward_latent (small: [B, S, D]).
+#include "autograd_common.h"
+
+namespace paf::autograd {
+namespace {
+
+using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using Tensors4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Forward = Tensors4(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                         const at::Tensor&, c10::string_view, bool, const std::optional<at::Tensor>&);
+using LikelihoodSumBackward = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view,
+                                         c10::string_view, const std::optional<at::Tensor>&);
+using BackwardLatent = Tensors3(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                const at::Tensor&);
+
+// The row factor [B, S] viewed against a [B, S, ...] tensor of `dims` dimensions.
+at::Tensor per_row(const at::Tensor& row_factor, int64_t dims) {
+  std::vector<int64_t> shape(row_factor.sizes().begin(), row_factor.sizes().end());
+  shape.resize(dims, 1);
+  return row_factor.view(shape);
+}
+
+class IwaeBound : public torch::autograd::Function<IwaeBound> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& x_hat,
+                               const at::Tensor& z, const at::Tensor& mu, const at::Tensor& log_var,
+                               c10::string_view likelihood, bool need_grad,
+                               const std::optional<at::Tensor>& x_log_var) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [bound, weights, d_x_hat, d_x_log_var] =
+        PAF_OP(iwae_bound, Forward).call(x, x_hat, z, mu, log_var, likelihood, need_grad, x_log_var);
+    ctx->mark_non_differentiable({weights, d_x_hat, d_x_log_var});
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward(
+        {x, x_hat, z, mu, log_var, x_log_var.value_or(at::Tensor()), weights, d_x_hat, d_x_log_var});
+    ctx->saved_data["likelihood"] = std::string(likelihood);
+    ctx->saved_data["has_grad"] = need_grad;  // (a flag, not the buffers' sizes: symbolic under a tracer)
+    return {bound, weights, d_x_hat, d_x_log_var};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    variable_list result(8);  // x, x_hat, z, mu, log_var, likelihood, need_grad, x_log_var
+    const at::Tensor& grad = grads[0];
+    if (!grad.defined()) return result;  // only the weights or buffers were used
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &x_hat = saved[1], &z = saved[2], &mu = saved[3], &log_var = saved[4];
+    const at::Tensor &x_log_var = saved[5], &weights = saved[6], &d_x_hat = saved[7], &d_x_log_var = saved[8];
+    const std::string likelihood = ctx->saved_data["likelihood"].toStringRef();
+    const bool have_buffers = ctx->saved_data["has_grad"].toBool();
+    // needs_input_grad counts the tensors passed (a None x_log_var is not one).
+    const bool want_x = ctx->needs_input_grad(0), want_x_hat = ctx->needs_input_grad(1);
+    const bool want_latent = ctx->needs_input_grad(2) || ctx->needs_input_grad(3) || ctx->needs_input_grad(4);
+    const bool want_x_log_var = x_log_var.defined() && ctx->needs_input_grad(5);
+
+    const at::Tensor row_factor = grad.unsqueeze(1).to(weights.scalar_type()).mul(weights);  // [B, S], opmath
+    const auto& ll_sum_backward = PAF_OP(log_likelihood_sum_backward, LikelihoodSumBackward);
+    auto recompute = [&](const char* wrt) {
+      return ll_sum_backward.call(row_factor.to(x.scalar_type()), x, x_hat, likelihood, wrt, optional(x_log_var));
+    };
+    if (want_x) result[0] = recompute("x");
+    if (want_x_hat) {
+      result[1] = have_buffers ? d_x_hat.mul(per_row(row_factor, d_x_hat.dim())).to(x_hat.scalar_type())
+                               : recompute("x_hat");
+    }
+    if (want_x_log_var) {
+      const at::Tensor per_element =
+          have_buffers ? d_x_log_var.mul(per_row(row_factor, d_x_log_var.dim())) : recompute("x_log_var");
+      result[7] = sum_to(per_element, x_log_var).to(x_log_var.scalar_type());
+    }
+    if (want_latent) {
+      std::tie(result[2], result[3], result[4]) =
+          PAF_OP(iwae_bound_backward_latent, BackwardLatent).call(grad, weights, z, mu, log_var);
+    }
+    return first_order_only(std::move(result), saved, grads, "iwae_bound");
+  }
+};
+
+Tensors4 iwae_bound_autograd(const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& z, const at::Tensor& mu,
+                             const at::Tensor& log_var, c10::string_view likelihood, bool need_grad,
+                             const std::optional<at::Tensor>& x_log_var) {
+  auto out = IwaeBound::apply(x, x_hat, z, mu, log_var, likelihood, need_grad, x_log_var);
+  return {out[0], out[1], out[2], out[3]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) { m.impl("iwae_bound", &iwae_bound_autograd); }
+
+}  // namespace paf::autograd
