@@ -436,7 +436,9 @@ def _signature(fn) -> list[tuple]:
 # Methods whose signature follows the seed or extends 2.0.0's (README).
 SIGNATURE_CHANGES = {
     ("AE", "compute_loss"): "(self, x, ae_output=None, likelihood=GAUSSIAN, *, output=None)",
-    ("VAE", "compute_loss"): "(self, x, vae_output=None, beta=1, likelihood=GAUSSIAN, *, output=None)",
+    # (+ the learned-variance Gaussian and the IWAE estimator, keyword only)
+    ("VAE", "compute_loss"): "(self, x, vae_output=None, beta=1, likelihood=GAUSSIAN, *, output=None, x_log_var=None, "
+                             "estimator=elbo)",
     ("AdaGVAE", "compute_loss"): "(self, x, vae_output=None, beta=1, likelihood=GAUSSIAN, *, output=None)",
     ("VAE", "forward"): "(self, x, S=1, sample=None)",
     ("VAE", "_encode"): "(self, x, S=1, sample=None)",

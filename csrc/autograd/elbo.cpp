@@ -63,6 +63,7 @@ class Elbo : public torch::autograd::Function<Elbo> {
         {x, x_hat, mu, log_var, dobj_dx_hat, dobj_dmu, dobj_dlv, x_log_var.value_or(at::Tensor()), dobj_dx_log_var});
     ctx->saved_data["beta"] = beta;
     ctx->saved_data["likelihood"] = std::string(likelihood);
+    ctx->saved_data["need_grad"] = need_grad;  // (a flag, not the buffers' sizes: symbolic under a tracer)
     return {stats, dobj_dx_hat, dobj_dmu, dobj_dlv, dobj_dx_log_var};
   }
 
@@ -111,12 +112,14 @@ class Elbo : public torch::autograd::Function<Elbo> {
     }
     // x_log_var (its edge follows the four tensors): the forward's buffer
     // times the x_hat coefficient, formed from grad_stats where it lives (no
-    // host read), summed to x_log_var's shape in the accumulation dtype.
+    // host read), summed to x_log_var's shape in the accumulation dtype. The
+    // buffer is never modified, so every backward of the node reads it
+    // (a retain_graph backward gives the first one's values bit for bit).
     if (x_log_var.defined() && ctx->needs_input_grad(4)) {
       at::Tensor per_element;
       if (objective_only) {
         per_element = dobj_dx_log_var;
-      } else if (have_buffers) {
+      } else if (ctx->saved_data["need_grad"].toBool()) {
         const at::Tensor coefficient =
             grad_stats.select(0, kObjective) - grad_stats.select(0, kElbo) - grad_stats.select(0, kLogLikelihood);
         per_element = dobj_dx_log_var * coefficient.to(dobj_dx_log_var.scalar_type());
