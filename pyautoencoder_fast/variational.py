@@ -333,6 +333,7 @@ class VAE(BaseAutoencoder):
             z = functional.reparameterize(mu, log_var, n)
             x_hat = self._decode(z).x_hat
             part = functional.iwae_bound(x, x_hat, z, mu, log_var, likelihood, x_log_var) + math.log(n)
+            del z, x_hat  # (before the next chunk is decoded: one chunk alive at a time)
             total = part if total is None else torch.logaddexp(total, part)
             if progress:
                 print(f"\rlog_likelihood_estimate: {start + n}/{S} samples", end="", file=sys.stderr, flush=True)
