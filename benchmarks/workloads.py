@@ -144,7 +144,6 @@ def _compiled(fn: Callable) -> Callable:
     return torch.compile(fn, dynamic=False)
 
 
-
 def _tensor_collector(key: str, grad: bool) -> Callable[[Tensor], dict[str, Any]]:
     """Result collector of a workload whose output is one tensor: its value
     under ``key`` and, for fwd+bwd, the tensor to differentiate."""
@@ -156,6 +155,20 @@ def _tensor_collector(key: str, grad: bool) -> Callable[[Tensor], dict[str, Any]
         return res
 
     return collect
+
+
+def _loss_result_collector(grad: bool) -> Callable[[LossResult], dict[str, Any]]:
+    """Result collector of a workload returning a LossResult: the objective
+    and the diagnostics and, for fwd+bwd, the objective to differentiate."""
+
+    def collect(res: LossResult) -> dict[str, Any]:
+        out = {"objective": float(res.objective.detach()), **res.diagnostics}
+        if grad:
+            out["_diff"] = res.objective
+        return out
+
+    return collect
+
 
 def _grads(outputs: Tensor | tuple[Tensor, ...], inputs: dict[str, Tensor], grad_outputs=None) -> dict[str, Tensor]:
     names = [name for name, t in inputs.items() if t.requires_grad]
@@ -337,11 +350,7 @@ def vae_loss(spec: Spec, generator: torch.Generator) -> Bench:
     def fast(x, x_hat, mu, log_var):
         return fast_vae_loss(x, x_hat, mu, log_var, BETA, lik)
 
-    def collect(res: LossResult):
-        out = {"objective": float(res.objective.detach()), **res.diagnostics}
-        if grad:
-            out["_diff"] = res.objective
-        return out
+    collect = _loss_result_collector(grad)
 
     e = spec.dtype.itemsize
     if grad:
@@ -620,11 +629,7 @@ def vae_loss_learned_var(spec: Spec, generator: torch.Generator) -> Bench:
         out = _VAE_OUTPUT(x_hat=x_hat, z=mu.detach().unsqueeze(1), mu=mu, log_var=log_var)
         return _VAE.compute_loss(x, out, BETA, "gaussian", x_log_var=x_log_var)
 
-    def collect(res: LossResult):
-        out = {"objective": float(res.objective.detach()), **res.diagnostics}
-        if grad:
-            out["_diff"] = res.objective
-        return out
+    collect = _loss_result_collector(grad)
 
     e = spec.dtype.itemsize
     if grad:
