@@ -262,10 +262,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t, int64_t> iwa
   PAF_DISPATCH_FLOATING(x.scalar_type(), "iwae_bound", [&] {
     using T = opmath_t<scalar_t>;
     dispatch_likelihood(s.likelihood, [&](auto tag) {
-      constexpr Likelihood L = decltype(tag)::value;
-      const LogLikelihoodTerm<scalar_t, L> term{likelihood_rows<scalar_t, L>(s),
-                                                gradient_rows<scalar_t>(p.d_x_hat, B * S, F),
-                                                gradient_rows<T>(p.d_x_log_var, B * S, F), T(1)};
+      const auto term = iwae_log_likelihood_term<scalar_t, decltype(tag)::value>(p);
       ll_width = host_row_sums<scalar_t>(B * S, F, term, ll_rows);
     });
     latent_width = host_row_sums<scalar_t>(B * S, p.latent, iwae_latent_term<scalar_t>(p), ll_rows + B * S);

@@ -47,13 +47,6 @@ struct ElboKlTerm {
   }
 };
 
-// The [rows, cols] gradient buffer the forward fills when need_grad, else
-// a null matrix (no gradient written).
-template <typename scalar_t>
-RowMatrix<scalar_t> gradient_rows(const at::Tensor& buffer, int64_t rows, int64_t cols) {
-  return dense_rows(buffer.defined() && buffer.numel() > 0 ? buffer.data_ptr<scalar_t>() : nullptr, rows, cols);
-}
-
 // The forward's two row terms for problem p, writing d objective / d x_hat
 // (and x_log_var; scaled by -1 / (B S)) and d objective / d (mu, log_var)
 // (by beta / B) when the problem carries gradient buffers.

@@ -6,7 +6,6 @@
 // number of launches, deterministic, no host sync. Backward of the latent
 // terms: one thread per (b, pack of D) walks the S samples.
 #include "cuda_utils.cuh"
-#include "elbo.cuh"
 #include "iwae_bound.cuh"
 
 #include <torch/library.h>
@@ -29,10 +28,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bound_cuda(
   PAF_DISPATCH_FLOATING(x.scalar_type(), "iwae_bound_cuda", [&] {
     using T = opmath_t<scalar_t>;
     dispatch_likelihood(s.likelihood, [&](auto tag) {
-      constexpr Likelihood L = decltype(tag)::value;
-      const LogLikelihoodTerm<scalar_t, L> term{likelihood_rows<scalar_t, L>(s),
-                                                gradient_rows<scalar_t>(p.d_x_hat, B * S, F),
-                                                gradient_rows<T>(p.d_x_log_var, B * S, F), T(1)};
+      const auto term = iwae_log_likelihood_term<scalar_t, decltype(tag)::value>(p);
       if (F > 0) launch_row_sums<scalar_t>(B * S, F, term, StoreTotal<double>{ll_rows}, x.device());
     });
     if (D > 0) launch_row_sums<scalar_t>(B * S, D, iwae_latent_term<scalar_t>(p), StoreTotal<double>{latent_rows}, x.device());

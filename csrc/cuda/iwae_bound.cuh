@@ -97,7 +97,17 @@ struct IwaeLatentGrad {
   }
 };
 
-// The latent row term and the gradient functor of a problem.
+// The row terms and the gradient functor of a problem: the likelihood rows
+// write the unweighted d ll / d x_hat (and d x_log_var) when the problem
+// carries buffers (need_grad).
+template <typename scalar_t, Likelihood L>
+LogLikelihoodTerm<scalar_t, L> iwae_log_likelihood_term(const IwaeProblem& p) {
+  using T = opmath_t<scalar_t>;
+  const int64_t rows = p.ll.batch * p.ll.samples, F = p.ll.features;
+  return {likelihood_rows<scalar_t, L>(p.ll), gradient_rows<scalar_t>(p.d_x_hat, rows, F),
+          gradient_rows<T>(p.d_x_log_var, rows, F), T(1)};
+}
+
 template <typename scalar_t>
 IwaeLatentTerm<scalar_t> iwae_latent_term(const IwaeProblem& p) {
   return {const_row_matrix<scalar_t>(p.z), const_row_matrix<scalar_t>(p.mu), const_row_matrix<scalar_t>(p.log_var),

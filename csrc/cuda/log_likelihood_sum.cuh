@@ -49,6 +49,13 @@ LikelihoodRows<scalar_t, L> likelihood_rows(const SumProblem& s) {
   return likelihood_rows<scalar_t, L>(s.x, s.x_hat, s.x_log_var, s.samples);
 }
 
+// The [rows, cols] gradient buffer the forward fills when need_grad, else
+// a null matrix (no gradient written).
+template <typename scalar_t>
+RowMatrix<scalar_t> gradient_rows(const at::Tensor& buffer, int64_t rows, int64_t cols) {
+  return dense_rows(buffer.defined() && buffer.numel() > 0 ? buffer.data_ptr<scalar_t>() : nullptr, rows, cols);
+}
+
 // Terms of row r = (b, s) of x_hat: ll(x[b, j], x_hat[r, j][, lv]), with
 // grad[r, j] = grad_scale * d ll / d x_hat (and grad_log_var[r, j] =
 // grad_scale * d ll / d lv, in opmath, for a likelihood that reads lv)
