@@ -13,9 +13,12 @@ build and a CUDA toolkit (nvcc) is found; a GPU is not needed to build them.
 
 Environment variables:
   PYAUTOENCODER_FAST_CPU_CAPABILITIES  comma-separated subset of DEFAULT, AVX2,
-                                       AVX512 to build (default: all three on
-                                       x86-64, DEFAULT elsewhere); DEFAULT is
-                                       always built.
+                                       AVX512 to build, exactly those (default:
+                                       all three on x86-64, DEFAULT elsewhere).
+                                       Only a build with DEFAULT imports on
+                                       every CPU; on one that supports none of
+                                       those built, the import says so and the
+                                       package uses its PyTorch reference.
   FORCE_CUDA                           1: build the CUDA kernels, or fail saying
                                        why not (CPU build of torch, no toolkit);
                                        0: CPU kernels only; unset: CUDA when
@@ -68,7 +71,9 @@ def cpu_capabilities() -> list[str]:
         raise SystemExit(
             f"PYAUTOENCODER_FAST_CPU_CAPABILITIES: unknown {unknown}; expected a subset of {list(CPU_CAPABILITY_FLAGS)}"
         )
-    return [c for c in CPU_CAPABILITY_FLAGS if c in names or c == "DEFAULT"]
+    if not names:
+        raise SystemExit(f"PYAUTOENCODER_FAST_CPU_CAPABILITIES={requested!r} names no instruction set")
+    return [c for c in CPU_CAPABILITY_FLAGS if c in names]
 
 
 def find_cuda_toolkit() -> str | None:

@@ -38,15 +38,16 @@ CPU_CAPABILITY_ORDER = ("AVX512", "AVX2", "DEFAULT")
 _cpu_capability: str | None = None
 
 
-def cpu_library_for(aten_capability: str, built: tuple[str, ...]) -> str:
+def cpu_library_for(aten_capability: str, built: tuple[str, ...]) -> str | None:
     """The CPU kernel library to load: the most capable one built that ATen's
     capability includes (ATen reports what this CPU supports, lowered by
-    ``ATEN_CPU_CAPABILITY``; other architectures' names mean DEFAULT)."""
+    ``ATEN_CPU_CAPABILITY``; other architectures' names mean DEFAULT); None
+    when the build has none of those (it left DEFAULT out)."""
     if aten_capability in CPU_CAPABILITY_ORDER:
         allowed = CPU_CAPABILITY_ORDER[CPU_CAPABILITY_ORDER.index(aten_capability):]
     else:
         allowed = ("DEFAULT",)
-    return next(c for c in allowed if c in built)
+    return next((c for c in allowed if c in built), None)
 
 
 def torch_clamp_grad_at_bounds() -> bool:
@@ -72,9 +73,13 @@ def _load_extension() -> str | None:
             "(install with: pip install --no-build-isolation -e .)"
         )
     built = tuple(getattr(build_config, "CPU_CAPABILITIES", ()))
-    if "DEFAULT" not in built:
-        return "the build lists no CPU kernel library (rebuild: pip install --no-build-isolation -e .)"
-    capability = cpu_library_for(torch.backends.cpu.get_cpu_capability(), built)
+    aten_capability = torch.backends.cpu.get_cpu_capability()
+    capability = cpu_library_for(aten_capability, built)
+    if capability is None:
+        return (
+            f"no CPU kernel library built for this CPU: built {list(built)}, ATen's CPU capability is "
+            f"{aten_capability} (rebuild with DEFAULT in PYAUTOENCODER_FAST_CPU_CAPABILITIES, or unset it)"
+        )
     try:
         importlib.import_module("pyautoencoder_fast._C").set_clamp_grad_at_bounds(torch_clamp_grad_at_bounds())
         spec = importlib.util.find_spec(f"pyautoencoder_fast._cpu_{capability.lower()}")

@@ -35,10 +35,14 @@ TOL = {
 
 
 def _this_cpu_supports() -> list[str]:
+    """The capabilities this CPU supports that the build can load (a build
+    without DEFAULT has no library for ATEN_CPU_CAPABILITY=default)."""
     best = torch.backends.cpu.get_cpu_capability()  # without ATEN_CPU_CAPABILITY set here
     if os.environ.get("ATEN_CPU_CAPABILITY"):
         pytest.skip("ATEN_CPU_CAPABILITY is set for the whole run")
-    return list(ORDER[: ORDER.index(best) + 1]) if best in ORDER else ["DEFAULT"]
+    supported = list(ORDER[: ORDER.index(best) + 1]) if best in ORDER else ["DEFAULT"]
+    built = tuple(paf.extension_info()["cpu_capabilities_built"])
+    return [c for c in supported if _backend.cpu_library_for(c, built) is not None]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +70,8 @@ def test_each_capability_loads_its_own_library(results):
 def test_same_results_as_default(results, capability):
     if capability not in results:
         pytest.skip(f"this CPU lacks {capability} (ATen reports {torch.backends.cpu.get_cpu_capability()})")
+    if "DEFAULT" not in results:
+        pytest.skip("the build has no DEFAULT library")
     base, other = results["DEFAULT"], results[capability]
     compared = 0
     for dtype, tol in TOL.items():
@@ -84,3 +90,27 @@ def test_library_choice_follows_aten():
     assert _backend.cpu_library_for("AVX512", ("DEFAULT", "AVX2")) == "AVX2"
     assert _backend.cpu_library_for("AVX2", ("DEFAULT", "AVX512")) == "DEFAULT"  # never above ATen's choice
     assert _backend.cpu_library_for("SVE256", built) == "DEFAULT"  # other architectures
+    # a build without DEFAULT (PYAUTOENCODER_FAST_CPU_CAPABILITIES=AVX2): nothing for a lesser CPU
+    assert _backend.cpu_library_for("AVX512", ("AVX2",)) == "AVX2"
+    assert _backend.cpu_library_for("DEFAULT", ("AVX2",)) is None
+    assert _backend.cpu_library_for("SVE256", ("AVX2", "AVX512")) is None
+
+
+def test_a_build_without_a_library_for_this_cpu_says_so(tmp_path):
+    """The build config of PYAUTOENCODER_FAST_CPU_CAPABILITIES=AVX512 on a CPU
+    that ATen runs at DEFAULT: no crash and no stray library loaded; the
+    package says why and runs on its reference (the real AVX2-only build is
+    checked the same way by .ci/sanitizers)."""
+    code = (
+        "import sys, types; "
+        "sys.modules['pyautoencoder_fast._build_config'] = types.SimpleNamespace("
+        "CPU_CAPABILITIES=('AVX512',), WITH_CUDA=False); "
+        "import pyautoencoder_fast as p; "
+        "print(p.extension_available(), p.active_backend()); print(p.extension_load_error())"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "PYAUTOENCODER_FAST_BACKEND": "auto"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state, error = done.stdout.splitlines()[-2:]
+    assert state == "False reference"
+    assert error.startswith("no CPU kernel library built for this CPU: built ['AVX512'], ATen's CPU capability is DEFAULT")
