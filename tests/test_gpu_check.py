@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import io
+import json
 import subprocess
 import sys
 import time
@@ -139,3 +140,95 @@ def test_refuses_without_a_gpu(tmp_path):
     assert "no CUDA GPU visible to torch" in summary and "'gpus': 0" in summary
     unknown = subprocess.run([sys.executable, str(DRIVER), "tests"], capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 2 and "unknown step" in unknown.stderr
+
+
+def _fake_build(root: Path, suffix: str = ".cpython-312-x86_64-linux-gnu.so") -> None:
+    """A tree as a build leaves it: setup.py, csrc/ and the package's libraries."""
+    (root / "csrc" / "cuda").mkdir(parents=True)
+    (root / "setup.py").write_text("setup()\n")
+    (root / "csrc" / "ops.cpp").write_text("// ops\n")
+    (root / "csrc" / "cuda" / "elbo.cu").write_text("// elbo\n")
+    (root / "csrc" / "notes.txt").write_text("not read by the build\n")
+    package = root / "pyautoencoder_fast"
+    package.mkdir()
+    (package / "_build_config.py").write_text("CPU_CAPABILITIES = ('DEFAULT', 'AVX2', 'AVX512')\nWITH_CUDA = True\n")
+    for name in ("_C", "_cpu_default", "_cpu_avx2", "_cpu_avx512"):
+        (package / f"{name}{suffix}").write_bytes(b"\x7fELF")
+
+
+def test_prebuilt_stands_in_only_for_its_own_build(gpu_check, tmp_path):
+    """.prebuilt/ is used when its stamp matches the tree and the machine, and
+    each difference is named otherwise."""
+    gpu = {**H200, "torch_git": "70d99e9", "ext_suffix": ".cpython-312-x86_64-linux-gnu.so"}
+    tree, prebuilt = tmp_path / "tree", tmp_path / "tree" / ".prebuilt"
+    tree.mkdir()
+    _fake_build(tree)
+    stamp = gpu_check.prebuilt_stamp(gpu, "9.0", root=tree)
+    assert stamp["files"] == ["_C.cpython-312-x86_64-linux-gnu.so", "_cpu_avx2.cpython-312-x86_64-linux-gnu.so",
+                              "_cpu_avx512.cpython-312-x86_64-linux-gnu.so",
+                              "_cpu_default.cpython-312-x86_64-linux-gnu.so", "_build_config.py"]
+    assert gpu_check.prebuilt_mismatch(gpu, prebuilt, root=tree) == "none carried"
+    (prebuilt / "pyautoencoder_fast").mkdir(parents=True)
+    for name in stamp["files"]:
+        (prebuilt / "pyautoencoder_fast" / name).write_bytes((tree / "pyautoencoder_fast" / name).read_bytes())
+    (prebuilt / "STAMP.json").write_text(json.dumps(stamp))
+
+    assert gpu_check.prebuilt_mismatch(gpu, prebuilt, root=tree) is None
+    (tree / "csrc" / "notes.txt").write_text("edited\n")  # not a source
+    assert gpu_check.prebuilt_mismatch(gpu, prebuilt, root=tree) is None
+
+    def why(**changes):
+        return gpu_check.prebuilt_mismatch({**gpu, **changes}, prebuilt, root=tree) or ""
+
+    assert "torch (2.11.0+cu130 there, 2.12.0+cu130 here)" in why(torch="2.12.0+cu130")
+    assert "torch" in why(torch_git="other")
+    assert "Python (.cpython-312-x86_64-linux-gnu.so there, .cpython-311-x86_64-linux-gnu.so here)" in why(
+        ext_suffix=".cpython-311-x86_64-linux-gnu.so")
+    assert "GPU architecture (9.0 there, 10.0 here)" in why(capability=[10, 0])
+    assert "CPU library" not in why(cpu_capability="AVX2")
+    assert why(cpu_capability="SVE256").startswith("it differs in: CPU library (['DEFAULT', 'AVX2', 'AVX512'] there, SVE256 here)")
+    # a source edited, added or removed: other sources
+    (tree / "csrc" / "cuda" / "elbo.cu").write_text("// elbo, faster\n")
+    assert why() == "it differs in: sources (setup.py or csrc/ changed since)"
+    (tree / "csrc" / "cuda" / "elbo.cu").write_text("// elbo\n")
+    (tree / "csrc" / "cuda" / "new.cuh").write_text("// new\n")
+    assert why() == "it differs in: sources (setup.py or csrc/ changed since)"
+    (tree / "csrc" / "cuda" / "new.cuh").unlink()
+    assert why() == ""
+    (prebuilt / "pyautoencoder_fast" / stamp["files"][0]).unlink()
+    assert why() == f"it differs in: files ({stamp['files'][0]} missing)"
+    (prebuilt / "STAMP.json").write_text("{")
+    assert why().startswith("unreadable STAMP.json")
+
+    # the plan: copy the prebuilt files, check that they load; the build is the fallback
+    (prebuilt / "pyautoencoder_fast" / stamp["files"][0]).write_bytes(b"\x7fELF")
+    steps = {s.name: s for s in gpu_check.plan(gpu, "python3", prebuilt=prebuilt)}
+    install, load = steps["build"].commands
+    assert install.argv[:2] == ["cp", "-p"] and install.argv[-1] == "pyautoencoder_fast/"
+    assert sorted(Path(a).name for a in install.argv[2:-1]) == sorted(stamp["files"])
+    assert "with_cuda" in load.argv[-1]
+    default = {s.name: s for s in gpu_check.plan(gpu, "python3")}["build"]
+    assert steps["build"].fallback == default.commands and not default.fallback
+
+
+def test_a_failed_step_runs_its_fallback(gpu_check, tmp_path):
+    """The prebuilt extension that fails its load check: the build runs in the
+    rest of the step's budget, and the summary says so; one that passes
+    never starts the build."""
+    def build_step(load_code):
+        step = _step(gpu_check, "build", 30, "print('copied')", load_code, needs_build=False)
+        step.fallback = [gpu_check.Command([sys.executable, "-c", "print('built here')"]),
+                         gpu_check.Command([sys.executable, "-c", "print({'loaded': True, 'with_cuda': True})"])]
+        step.notes = ("prebuilt", "the prebuilt extension failed, built here")
+        return step
+
+    fails = build_step("raise SystemExit('ImportError: GLIBC_2.38 not found')")
+    (result,) = gpu_check.run_steps([fails], tmp_path, deadline=60, started=time.monotonic(), summary=io.StringIO())
+    log = (tmp_path / "build.log").read_text()
+    assert result.status == "passed" and result.detail.startswith("the prebuilt extension failed, built here: ")
+    assert "GLIBC_2.38" in log and "built here" in log and "now the fallback" in log
+
+    loads = build_step("print({'loaded': True, 'with_cuda': True})")
+    (result,) = gpu_check.run_steps([loads], tmp_path, deadline=60, started=time.monotonic(), summary=io.StringIO())
+    assert result.status == "passed" and result.detail.startswith("prebuilt: ")
+    assert "built here" not in (tmp_path / "build.log").read_text()
