@@ -100,6 +100,65 @@ def test_zeros_tiny_means_and_huge_values(scvi):
         # (the count of 1e5 is allowed its float32 rounding of lgamma(1e5 + 1) = 1e6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shared_theta", [True, False], ids=["theta_shared", "theta_2"])
+def test_log_mixture_nb_values_and_gradients(scvi, dtype, shared_theta):
+    """log_mixture_nb against scvi's float64 (its theta_2 path takes its
+    default eps, which is also what is passed here); gradients in float64,
+    grad_output != 1."""
+    x, mu, theta, pi = _data(dtype=dtype, requires_grad=dtype == torch.float64)
+    mu_2 = (mu.detach() * 3 + 0.5).requires_grad_(dtype == torch.float64)
+    theta_2 = None if shared_theta else (theta.detach() * 0.3 + 0.1).requires_grad_(dtype == torch.float64)
+    args64 = [t.double() if t is not None else None for t in (x, mu, mu_2, theta, theta_2, pi)]
+    truth = scvi.log_mixture_nb(*args64)
+    value = ours.log_mixture_nb(x, mu, mu_2, theta, theta_2, pi)
+    assert value.dtype == dtype and value.shape == truth.shape
+    x64, mu64, mu2_64, th64 = args64[:4]
+    lgammas = torch.lgamma(th64).abs() + torch.lgamma(x64 + th64).abs() + torch.lgamma(x64 + 1)
+    scale = truth.abs() + lgammas + x64 * (mu64.log().abs() + mu2_64.log().abs()) + 1
+    rel = 1e-12 if dtype == torch.float64 else 2e-6
+    assert ((value.double() - truth).abs() <= rel * scale).all()
+    if dtype == torch.float64:
+        params = [t for t in (mu, mu_2, theta, theta_2, pi) if t is not None]
+        grad_out = torch.rand(x.shape, dtype=dtype, generator=torch.Generator().manual_seed(2)) * 2 - 0.5
+        ours_grads = torch.autograd.grad(value, params, grad_out)
+        theirs_grads = torch.autograd.grad(scvi.log_mixture_nb(x, mu, mu_2, theta, theta_2, pi), params, grad_out)
+        for a, b in zip(ours_grads, theirs_grads):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_negative_binomial_mixture_distribution(scvi):
+    x, mu, theta, pi = _data()
+    mu_2 = mu * 3 + 0.5
+    a = ours.NegativeBinomialMixture(mu1=mu, mu2=mu_2, theta1=theta, mixture_logits=pi)
+    b = scvi.NegativeBinomialMixture(mu1=mu, mu2=mu_2, theta1=theta, mixture_logits=pi)
+    for name in ("mean", "mixture_probs", "mu1", "mu2", "theta1", "mixture_logits"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.testing.assert_close(a.log_prob(x), b.log_prob(x), rtol=1e-10, atol=1e-10)
+    assert repr(a) == repr(b).replace("scvi.distributions._negative_binomial.", "")
+    # theta2: scvi-tools stores the pair broadcast_all returns; this keeps theta2
+    c = ours.NegativeBinomialMixture(mu1=mu, mu2=mu_2, theta1=theta, mixture_logits=pi, theta2=theta * 2)
+    assert c.theta2.shape == mu.shape
+    torch.testing.assert_close(c.log_prob(x), ours.log_mixture_nb(x, mu, mu_2, theta, theta * 2, pi))
+    # validation: only with validate_args, a warning (scvi-tools: every call)
+    v = ours.NegativeBinomialMixture(mu1=mu, mu2=mu_2, theta1=theta, mixture_logits=pi, validate_args=True)
+    with pytest.warns(UserWarning, match="support"):
+        v.log_prob(x + 0.5)
+    # sampling: one component drawn per element (as scvi-tools: once, not per
+    # sample_shape entry), then Gamma-Poisson counts of it
+    torch.manual_seed(0)
+    n = 40000
+    samples = ours.NegativeBinomialMixture(
+        mu1=torch.full((1, n), 2.0), mu2=torch.full((1, n), 40.0), theta1=torch.full((n,), 5.0),
+        mixture_logits=torch.full((1, n), 0.5),
+    ).sample()
+    expected = torch.sigmoid(torch.tensor(0.5)) * 2 + torch.sigmoid(torch.tensor(-0.5)) * 40
+    assert samples.shape == (1, n) and (samples == samples.round()).all()
+    assert abs(samples.mean() - expected) < 0.03 * expected
+
+
 def test_non_default_functions_run_the_formula(scvi):
     x, mu, theta, zi = _data()
     calls = []

@@ -1,0 +1,323 @@
+"""One call that moves the installed scvi-tools onto the fused likelihoods.
+
+scvi-tools builds its count distributions inside its own modules (some
+import them inside functions, some at module level), so a user's import
+cannot reach them. What every module shares is the classes and their
+``log_prob`` methods, and the functions' module attributes. The switch
+replaces exactly those and keeps the originals to put back:
+
+* ``log_prob`` of ``scvi.distributions.NegativeBinomial``,
+  ``ZeroInflatedNegativeBinomial``, ``NegativeBinomialMixture`` and
+  ``Poisson``;
+* ``log_nb_positive``, ``log_zinb_positive`` and ``log_mixture_nb`` in every
+  loaded ``scvi`` module that holds scvi-tools' own function object (so also
+  a model module that imported one at module level).
+
+Each replacement runs scvi-tools' original code where the fused op would
+not compute what scvi-tools computes: a non-default ``log_fn`` /
+``lgamma_fn`` (scvi's MPS path), a device other than CPU or CUDA, JAX arrays
+or non-tensors, integer or mixed-dtype parameters, and
+``NegativeBinomialMixture`` with a separate ``theta2``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import sys
+import threading
+import warnings
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from .. import functional
+from . import _distributions as fused
+
+__all__ = [
+    "TESTED_SCVI_VERSIONS",
+    "disable_fused_likelihoods",
+    "enable_fused_likelihoods",
+    "fused_likelihoods",
+    "fused_likelihoods_enabled",
+]
+
+#: scvi-tools releases whose models the tests train with and without the
+#: switch (tests/test_scvi_tools.py); another version gets a warning, or an
+#: error with ``untested_version="error"``.
+TESTED_SCVI_VERSIONS = ("1.4.2",)
+
+_CLASSES = ("NegativeBinomial", "ZeroInflatedNegativeBinomial", "NegativeBinomialMixture", "Poisson")
+_FUNCTIONS = ("log_nb_positive", "log_zinb_positive", "log_mixture_nb")
+
+_lock = threading.RLock()
+# While enabled: every (owner, attribute name, original value) replaced, in order.
+_replaced: list[tuple[object, str, object]] | None = None
+
+
+def _fusable(*tensors: object) -> bool:
+    """Whether the fused op computes what scvi-tools' torch code computes for
+    these arguments (None entries are absent optional parameters)."""
+    present = [t for t in tensors if t is not None]
+    if not all(isinstance(t, Tensor) for t in present):
+        return False
+    if any(not t.is_floating_point() or t.device.type not in ("cpu", "cuda") for t in present[1:]):
+        return False
+    dtypes = {t.dtype for t in present[1:]}
+    devices = {t.device for t in present}
+    return len(dtypes) == 1 and len(devices) == 1
+
+
+def _warn_outside_support(distribution, value: Tensor) -> None:
+    """scvi-tools' reaction to a value outside the support: a warning."""
+    try:
+        distribution._validate_sample(value)
+    except ValueError:
+        warnings.warn("The value argument must be within the support of the distribution", UserWarning, stacklevel=3)
+
+
+# ------------------------------------------------------- the replacements
+# Each takes scvi-tools' original and returns the method or function that
+# stands in for it (functools.wraps keeps its name, signature and docs).
+def _negative_binomial_log_prob(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self.on_mps or not _fusable(value, self.mu, self.theta):
+            return original(self, value)
+        if self._validate_args:
+            _warn_outside_support(self, value)
+        return functional.count_log_likelihood(value, self.mu, self.theta, likelihood="nb", eps=self._eps)
+
+    return log_prob
+
+
+def _zero_inflated_log_prob(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self.on_mps or not _fusable(value, self.mu, self.theta, self.zi_logits):
+            return original(self, value)
+        if self._validate_args:  # scvi-tools validates on every call
+            _warn_outside_support(self, value)
+        return functional.count_log_likelihood(
+            value, self.mu, self.theta, self.zi_logits, likelihood="zinb", eps=1e-8
+        )
+
+    return log_prob
+
+
+def _mixture_log_prob(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def log_prob(self, value: Tensor) -> Tensor:
+        if (
+            self.on_mps
+            or self.theta2 is not None
+            or not _fusable(value, self.mu1, self.mu2, self.theta1, self.mixture_logits)
+        ):
+            return original(self, value)
+        if self._validate_args:  # scvi-tools validates on every call
+            _warn_outside_support(self, value)
+        return fused.log_mixture_nb(value, self.mu1, self.mu2, self.theta1, None, self.mixture_logits, eps=1e-8)
+
+    return log_prob
+
+
+def _poisson_log_prob(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def log_prob(self, value: Tensor) -> Tensor:
+        if not _fusable(value, self.rate):
+            return original(self, value)
+        if self._validate_args:  # torch's rule (its default is on): a ValueError
+            self._validate_sample(value)
+        return functional.count_log_likelihood(value, self.rate, likelihood="poisson")
+
+    return log_prob
+
+
+def _function(original: Callable, drop_in: Callable, n_tensors: int) -> Callable:
+    """A stand-in for one of scvi-tools' functions: the drop-in where it is
+    fusable with the default log and lgamma, the original otherwise."""
+
+    @functools.wraps(original)
+    def function(*args, **kwargs):
+        if _replaced is None:  # switched off; a module imported it meanwhile
+            return original(*args, **kwargs)
+        try:
+            bound = _signature(original).bind(*args, **kwargs)
+        except TypeError:
+            return original(*args, **kwargs)  # scvi-tools' own error
+        arguments = bound.arguments
+        tensors = list(arguments.values())[:n_tensors]
+        default_fns = arguments.get("log_fn", torch.log) is torch.log and arguments.get(
+            "lgamma_fn", torch.lgamma
+        ) is torch.lgamma
+        if not default_fns or not _fusable(*tensors):
+            return original(*args, **kwargs)
+        return drop_in(*args, **kwargs)
+
+    return function
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(function: Callable):
+    import inspect
+
+    return inspect.signature(function)
+
+
+_CLASS_REPLACEMENTS = {
+    "NegativeBinomial": _negative_binomial_log_prob,
+    "ZeroInflatedNegativeBinomial": _zero_inflated_log_prob,
+    "NegativeBinomialMixture": _mixture_log_prob,
+    "Poisson": _poisson_log_prob,
+}
+# name -> (drop-in, how many leading arguments are tensors to check)
+_FUNCTION_REPLACEMENTS = {
+    "log_nb_positive": (fused.log_nb_positive, 3),
+    "log_zinb_positive": (fused.log_zinb_positive, 4),
+    "log_mixture_nb": (fused.log_mixture_nb, 6),
+}
+
+
+# ----------------------------------------------------------- the switch
+def _import_scvi(untested_version: str):
+    if untested_version not in ("warn", "error", "ignore"):
+        raise ValueError(f"untested_version: expected 'warn', 'error' or 'ignore', got {untested_version!r}")
+    try:
+        scvi = importlib.import_module("scvi")
+        distributions = importlib.import_module("scvi.distributions")
+        nb_module = importlib.import_module("scvi.distributions._negative_binomial")
+    except ImportError as error:
+        raise ImportError(
+            "enable_fused_likelihoods: scvi-tools is not importable "
+            f"({error}); install it, e.g. pip install 'pyautoencoder_fast[scvi]'"
+        ) from error
+    version = getattr(scvi, "__version__", "unknown")
+    if version not in TESTED_SCVI_VERSIONS:
+        message = (
+            f"scvi-tools {version} is not a version the switch was tested with "
+            f"({', '.join(TESTED_SCVI_VERSIONS)}); "
+        )
+        if untested_version == "error":
+            raise RuntimeError(message + "nothing was replaced (untested_version='error')")
+        if untested_version == "warn":
+            warnings.warn(
+                message + "its classes and functions are replaced all the same where they are found "
+                "(untested_version='ignore' silences this, 'error' refuses)",
+                UserWarning,
+                stacklevel=3,
+            )
+    missing = [name for name in _CLASSES if not hasattr(getattr(distributions, name, None), "log_prob")]
+    missing += [name for name in _FUNCTIONS if not callable(getattr(nb_module, name, None))]
+    if missing:
+        raise RuntimeError(
+            f"scvi-tools {version}: scvi.distributions has no {', '.join(missing)} as the switch knows them; "
+            "nothing was replaced"
+        )
+    return distributions, nb_module
+
+
+def _modules_holding(function: object) -> list[tuple[object, str]]:
+    """Every loaded scvi module attribute that is this very function object."""
+    found = []
+    for module_name, module in list(sys.modules.items()):
+        if module is None or not (module_name == "scvi" or module_name.startswith("scvi.")):
+            continue
+        namespace = getattr(module, "__dict__", {})
+        for attribute, value in list(namespace.items()):
+            if value is function:
+                found.append((module, attribute))
+    return found
+
+
+def enable_fused_likelihoods(*, untested_version: str = "warn") -> None:
+    """Run scvi-tools' count likelihoods on the fused ops, in this whole
+    process, until :func:`disable_fused_likelihoods`.
+
+    After it, ``scvi.model.SCVI(adata).train()`` (and every other model that
+    uses scvi-tools' ``NegativeBinomial``, ``ZeroInflatedNegativeBinomial``,
+    ``NegativeBinomialMixture``, ``Poisson`` or its ``log_nb_positive`` /
+    ``log_zinb_positive`` / ``log_mixture_nb``) computes its reconstruction
+    loss with the fused ``count_log_likelihood`` op: the same values to
+    float rounding, its derivatives written in the forward pass, and no
+    device read unless ``validate_args`` is on. Calling it again does
+    nothing.
+
+    Args:
+        untested_version: what to do with an scvi-tools release not in
+            :data:`TESTED_SCVI_VERSIONS`: ``"warn"`` (replace, with a
+            warning), ``"error"`` (``RuntimeError``, nothing replaced) or
+            ``"ignore"`` (replace silently).
+
+    Raises:
+        ImportError: scvi-tools is not installed.
+        RuntimeError: an untested version with ``untested_version="error"``,
+            or a release that lacks one of the classes or functions (nothing
+            is replaced then).
+    """
+    global _replaced
+    with _lock:
+        if _replaced is not None:
+            return
+        distributions, nb_module = _import_scvi(untested_version)
+        replaced: list[tuple[object, str, object]] = []
+        try:
+            for name, make in _CLASS_REPLACEMENTS.items():
+                cls = getattr(distributions, name)
+                original = cls.__dict__.get("log_prob", cls.log_prob)
+                replaced.append((cls, "log_prob", cls.__dict__.get("log_prob")))
+                cls.log_prob = make(original)
+            for name, (drop_in, n_tensors) in _FUNCTION_REPLACEMENTS.items():
+                original = getattr(nb_module, name)
+                stand_in = _function(original, drop_in, n_tensors)
+                for module, attribute in _modules_holding(original):
+                    replaced.append((module, attribute, original))
+                    setattr(module, attribute, stand_in)
+        except BaseException:
+            _restore(replaced)
+            raise
+        _replaced = replaced
+
+
+def _restore(replaced: list[tuple[object, str, object]]) -> None:
+    for owner, attribute, original in reversed(replaced):
+        if original is None:  # a class that inherited log_prob: drop ours
+            delattr(owner, attribute)
+        else:
+            setattr(owner, attribute, original)
+
+
+def disable_fused_likelihoods() -> None:
+    """Put scvi-tools' own classes' ``log_prob`` and functions back (nothing
+    to do when the switch is off)."""
+    global _replaced
+    with _lock:
+        if _replaced is None:
+            return
+        _restore(_replaced)
+        _replaced = None
+
+
+def fused_likelihoods_enabled() -> bool:
+    """Whether :func:`enable_fused_likelihoods` is in effect."""
+    return _replaced is not None
+
+
+@contextlib.contextmanager
+def fused_likelihoods(*, untested_version: str = "warn") -> Iterator[None]:
+    """The switch for one block: on inside it, and afterwards as it was
+    before (off again unless it was already on; blocks nest).
+
+    Example:
+        >>> with fused_likelihoods():
+        ...     model.train(max_epochs=10)
+    """
+    with _lock:
+        was_enabled = fused_likelihoods_enabled()
+        enable_fused_likelihoods(untested_version=untested_version)
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            disable_fused_likelihoods()
