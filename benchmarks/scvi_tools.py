@@ -83,8 +83,13 @@ def _epoch_timer():
 def _adata(case: Case):
     from scvi.data import synthetic_iid
 
+    # 2 batches of n / 2 cells; scvi-tools trains on ceil(TRAIN_SIZE n) = case.cells of them
     return synthetic_iid(
-        batch_size=int(case.cells / TRAIN_SIZE) // 2,  # scvi-tools trains on ceil(0.9 n) = case.cells n_genes=case.genes, n_proteins=max(case.proteins, 1), n_batches=2, n_labels=3
+        batch_size=int(case.cells / TRAIN_SIZE) // 2,
+        n_genes=case.genes,
+        n_proteins=max(case.proteins, 1),
+        n_batches=2,
+        n_labels=3,
     )
 
 
