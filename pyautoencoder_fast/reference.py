@@ -264,16 +264,21 @@ def count_log_likelihood(
     if likelihood == "poisson":
         ll = torch.xlogy(x64, mu64) - mu64 - torch.lgamma(x64 + 1)
     else:
-        th = theta.double()
+        # theta = +inf: the Poisson limit, x log(mu + eps) - mu - lgamma(x + 1)
+        # (the formula below would be inf - inf there)
+        poisson_limit = torch.isposinf(theta.double())
+        th = torch.where(poisson_limit, 1.0, theta.double())
         valid = valid & (th > 0)
         log_theta_mu_eps = torch.log(th + mu64 + eps)
-        at_zero = th * (torch.log(th + eps) - log_theta_mu_eps)
-        ll = (
+        at_zero = torch.where(poisson_limit, -mu64, th * (torch.log(th + eps) - log_theta_mu_eps))
+        ll = torch.where(
+            poisson_limit,
+            torch.xlogy(x64, mu64 + eps) - mu64 - torch.lgamma(x64 + 1),
             at_zero
             + x64 * (torch.log(mu64 + eps) - log_theta_mu_eps)
             + torch.lgamma(x64 + th)
             - torch.lgamma(th)
-            - torch.lgamma(x64 + 1)
+            - torch.lgamma(x64 + 1),
         )
         if likelihood == "zinb":
             pi = zi_logits.double()

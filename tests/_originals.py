@@ -110,17 +110,17 @@ def scvi_negative_binomial() -> ModuleType:
     scvi.settings = SimpleNamespace(warnings_stacklevel=2)
     distributions = ModuleType("scvi.distributions")
     distributions.__path__ = [str(directory)]
-    saved = {name: sys.modules.get(name) for name in ("scvi", "scvi.distributions")}
+    # (an installed scvi-tools' own modules, when already imported, are put
+    # back as they were: tests/test_scvi_tools.py patches them)
+    saved = {name: module for name, module in sys.modules.items() if name == "scvi" or name.startswith("scvi.")}
+    for name in saved:
+        sys.modules.pop(name)
     sys.modules["scvi"], sys.modules["scvi.distributions"] = scvi, distributions
     try:
         _scvi_module = importlib.import_module("scvi.distributions._negative_binomial")
     finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
         for name in list(sys.modules):
-            if name.startswith("scvi.distributions."):
+            if name == "scvi" or name.startswith("scvi."):
                 sys.modules.pop(name)
+        sys.modules.update(saved)
     return _scvi_module

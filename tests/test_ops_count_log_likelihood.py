@@ -223,6 +223,106 @@ def test_nb_gradients_accurate_at_any_theta(dtype, device):
             assert abs(float(got) - truth) <= 64 * eps * scale + 1e-300, (wrt, xv, mv, tv, float(got), truth)
 
 
+# ------------------------------------------------------------- any count
+# Counts to 2^24 (and the 3e7 of a bulk sample), means from 1e-6 to 1e8,
+# inverse dispersions from 1e-3 to 1e8: the log-pmf is O(log x) there while
+# its terms are O(x log x).
+ANY_XS = [1.0, 2.0, 7.0, 31.0, 32.0, 33.0, 100.0, 255.0, 256.0, 1000.0, 3e4, 1e6, 3e6, 2.0**24, 3e7]
+ANY_MUS = [1e-6, 1e-2, 1.0, 30.0, 1e3, 1e5, 3.1e6, 2e7, 1e8]
+ANY_THETAS = [1e-3, 0.3, 9.99, 10.0, 50.0, 1e3, 1e5, 1e8]
+
+
+def _poisson_truth(x, m):
+    x, m = mpmath.mpf(x), mpmath.mpf(m)
+    return x * mpmath.log(m) - m - mpmath.loggamma(x + 1)
+
+
+def _any_count_tolerance(dtype, truth):
+    """The goal: max(1e-4, 1e-5 |log p|) nats in float32; a thousand times
+    tighter in float64."""
+    scale = 1.0 if dtype == torch.float32 else 1e-3
+    return scale * max(1e-4, 1e-5 * abs(truth))
+
+
+def _rounded(dtype, *columns):
+    return [torch.tensor(c, dtype=dtype) for c in columns]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("likelihood", ["nb", "zinb"])
+def test_nb_accurate_at_any_count(dtype, likelihood):
+    """NB and ZINB (x > 0) against mpmath at every count, mean and dispersion
+    of the grid, including the two bulk-count cases where the sum of the
+    terms in float32 gave +32.0 (value -20.908) and -16.0 (value -12.911)."""
+    grid = [(x, m, t) for t in ANY_THETAS for m in ANY_MUS for x in ANY_XS]
+    grid += [(3e7, 2e7, 50.0), (3e6, 3.1e6, 1000.0)]
+    x, mu, theta = _rounded(dtype, *zip(*grid))
+    pi = torch.full_like(mu, -1.5)
+    args = (pi,) if likelihood == "zinb" else ()
+    ours = F.count_log_likelihood(x, mu, theta, *args, likelihood=likelihood).double()
+    worst = []
+    for i in range(len(grid)):
+        xv, mv, tv = float(x[i]), float(mu[i]), float(theta[i])
+        with mpmath.workdps(40):
+            truth = _nb_truth(xv, mv, tv)
+            if likelihood == "zinb":
+                truth -= mpmath.log1p(mpmath.exp(-1.5))  # - softplus(pi)
+            truth = float(truth)
+        err = abs(float(ours[i]) - truth)
+        if not err <= _any_count_tolerance(dtype, truth):
+            worst.append((xv, mv, tv, float(ours[i]), truth))
+    assert not worst, f"{len(worst)} of {len(grid)} off: {worst[:8]}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_poisson_accurate_at_any_count(dtype):
+    grid = [(x, m) for m in ANY_MUS for x in [0.0] + ANY_XS]
+    x, mu = _rounded(dtype, *zip(*grid))
+    ours = F.count_log_likelihood(x, mu, likelihood="poisson").double()
+    for i in range(len(grid)):
+        xv, mv = float(x[i]), float(mu[i])
+        with mpmath.workdps(40):
+            truth = float(_poisson_truth(xv, mv))
+        assert abs(float(ours[i]) - truth) <= _any_count_tolerance(dtype, truth), (xv, mv, float(ours[i]), truth)
+
+
+@pytest.mark.parametrize("likelihood", ["nb", "zinb"])
+def test_infinite_theta_is_the_poisson_limit(likelihood):
+    """theta = +inf: x log(mu + eps) - mu - lgamma(x + 1) (minus softplus(pi)
+    for ZINB's x > 0; its zero case is softplus(-mu - pi) - softplus(-pi)),
+    with d/dmu = x / (mu + eps) - 1 and d/dtheta = 0, at small and bulk counts."""
+    x = torch.tensor([0.0, 1.0, 5.0, 40.0, 1e6, 3e7], dtype=torch.float64)
+    mu = torch.tensor([2.0, 0.5, 7.0, 35.0, 1.1e6, 2e7], dtype=torch.float64, requires_grad=True)
+    theta = torch.full_like(mu, math.inf).requires_grad_()
+    pi = torch.full_like(mu, 0.7)
+    args = (pi,) if likelihood == "zinb" else ()
+    out = F.count_log_likelihood(x, mu, theta, *args, likelihood=likelihood)
+    d_mu, d_theta = torch.autograd.grad(out.sum(), (mu, theta))
+    m = mu.detach() + 1e-8
+    limit = torch.xlogy(x, m) - mu.detach() - torch.lgamma(x + 1)
+    if likelihood == "zinb":
+        sp = torch.nn.functional.softplus
+        limit = torch.where(x == 0, sp(-mu.detach() - pi) - sp(-pi), limit - sp(pi))
+    with mpmath.workdps(40):
+        for i in range(3, 6):  # bulk counts: against mpmath, not the float64 formula
+            truth = float(_poisson_truth(float(x[i]), float(m[i])) + mpmath.mpf(1e-8))
+            if likelihood == "zinb":
+                truth -= math.log1p(math.exp(0.7))  # softplus(pi)
+            limit[i] = truth
+    torch.testing.assert_close(out.detach(), limit, rtol=1e-12, atol=1e-9)
+    expected_d_mu = x / m - 1
+    if likelihood == "zinb":  # the zero case: sigmoid(-mu - pi) * -1
+        expected_d_mu[0] = -torch.sigmoid(-mu.detach()[0] - pi[0])
+    torch.testing.assert_close(d_mu, expected_d_mu, rtol=1e-10, atol=1e-12)
+    assert (d_theta == 0).all()
+    # float32 and the reference agree with it
+    out32 = F.count_log_likelihood(x.float(), mu.detach().float(), theta.detach().float(), *(a.float() for a in args),
+                                   likelihood=likelihood)
+    assert torch.isfinite(out32).all()
+    ref = reference.count_log_likelihood(x, mu.detach(), theta.detach(), pi if args else None, likelihood, 1e-8, False)[0]
+    torch.testing.assert_close(ref[:4], out.detach()[:4], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("likelihood", COUNT_LIKELIHOODS)
 def test_count_edge_values(likelihood):
     """x = 0 is exact; mu = 0 and zero-inflation limits; NaN where undefined."""

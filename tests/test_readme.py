@@ -6,7 +6,10 @@ tested without touching this file); each runs in a fresh interpreter
 environment of the test run (``PYAUTOENCODER_FAST_BACKEND`` included) and
 the package under test importable. A block that truly cannot run says so in
 its first line, ``# not run by tests/test_readme.py: <reason>``, and is
-skipped with that reason; no block does today.
+skipped with that reason; no block does today. A block that needs an
+optional package names it in its first line, ``# needs <module> (<how to
+install>)``: it is skipped, saying so, where that module is missing, except
+that ``PAF_REQUIRE_SCVI_TOOLS=1`` (``.ci/run``) makes a missing ``scvi`` fail.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import pyautoencoder_fast as paf
 README = Path(__file__).resolve().parents[1] / "README.md"
 PYTHON_INFO = {"python", "py", "python3"}
 SKIP_MARK = "# not run by tests/test_readme.py:"
+NEEDS_MARK = re.compile(r"^# needs (?P<module>[A-Za-z_][A-Za-z0-9_.]*)\b")
 TIMEOUT_S = 300
 
 _FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`\s]*)")
@@ -84,6 +88,14 @@ def test_readme_python_block_runs(block, tmp_path):
     first = code.lstrip().splitlines()[0] if code.strip() else ""
     if first.startswith(SKIP_MARK):
         pytest.skip(f"README.md line {line}: {first[len(SKIP_MARK):].strip()}")
+    needs = NEEDS_MARK.match(first)
+    if needs:
+        import importlib.util
+
+        module = needs["module"]
+        required = module == "scvi" and os.environ.get("PAF_REQUIRE_SCVI_TOOLS") == "1"
+        if importlib.util.find_spec(module) is None and not required:
+            pytest.skip(f"README.md line {line}: {module} is not installed ({first[1:].strip()})")
     # The package this test session imported, whether installed or run from the checkout.
     package_root = str(Path(paf.__file__).resolve().parents[1])
     env = dict(os.environ)

@@ -350,13 +350,22 @@ PAF_MATH T ratio_minus_log1p(T v) {
   const T series = T(-2) * s * s * (T(1) / (T(1) + s) + s * p);
   return vm::if_less(v, T(kSeriesBelow), series, v / (T(1) + v) - vm::log1p(v));
 }
-// (1 + v) log1p(v) - v
+// (1 + v) log1p(v) - v: the series, for |v| < 1/2 (s in (-1/3, 1/5)) ...
+template <typename T>
+PAF_MATH T xlog1p_minus_self_series(T v) {
+  const T s = v / (T(2) + v), w = s * s, p = atanh_series_tail(w);
+  return T(2) * w / (T(1) - s) * (T(1) + w * p + s * p);
+}
+// ... and for any v >= 0
 template <typename T>
 PAF_MATH T xlog1p_minus_self(T v) {
-  const T s = v / (T(2) + v), w = s * s, p = atanh_series_tail(w);
-  const T series = T(2) * w / (T(1) - s) * (T(1) + w * p + s * p);
-  return vm::if_less(v, T(kSeriesBelow), series, (T(1) + v) * vm::log1p(v) - v);
+  return vm::if_less(v, T(kSeriesBelow), xlog1p_minus_self_series(v), (T(1) + v) * vm::log1p(v) - v);
 }
+
+constexpr double kHalfLog2Pi = 0.91893853320467274;  // log(2 pi) / 2
+// From this theta on, the NB's lgamma(x + theta) - lgamma(theta) comes from
+// Stirling's series (negative_binomial_gamma_terms)
+constexpr double kStirlingTheta = 10;
 
 // Stirling's series, used for z >= kStirlingShift: lgamma(z) =
 // (z - 1/2) log z - z + log(2 pi) / 2 + lgamma_rest(z) and digamma(z) =
@@ -455,7 +464,7 @@ struct ShiftedGammaArgument {
     z = v + shifted * T(kStirlingShift);
   }
   PAF_MATH T lgamma() const {
-    return (z - T(0.5)) * vm::log(z) - z + T(0.91893853320467274) + lgamma_rest(z) - vm::log(prod);
+    return (z - T(0.5)) * vm::log(z) - z + T(kHalfLog2Pi) + lgamma_rest(z) - vm::log(prod);
   }
   PAF_MATH T digamma() const { return vm::log(z) - T(0.5) / z + digamma_rest(z) - d_prod / prod; }
 };
@@ -468,6 +477,65 @@ PAF_MATH T log_factorial(T x) {
     const T value = ShiftedGammaArgument<T>(v + T(1)).lgamma();
     return vm::if_less(vm::abs(v * (v - T(1))), T(1e-30f), T(0), value);
   });
+}
+
+// Counts of any size. Below kSaddleCount the log-pmfs are the sums of
+// their terms as written; from there those terms (x log m, lgamma(x + 1),
+// ...) are O(x log x) while the log-pmf is O(log x), so float32 would keep
+// none of its digits at bulk-RNA counts (x = 3e7: a rounding of the terms
+// is 32 nats). The saddle-point form (Loader, 2000) forms the same value
+// from terms of its own size: Stirling's errors, log-ratios and the
+// deviances below.
+constexpr double kSaddleCount = 32;
+
+// Stirling's error of lgamma(z + 1), lgamma(z + 1) - ((z + 1/2) log z - z +
+// log(2 pi) / 2): the series for z >= 10 (lgamma(z + 1) = lgamma(z) + log z),
+// else from lgamma(z) itself.
+template <typename T>
+PAF_MATH T stirling_error(T z) {
+  return vm::if_less_lazy(
+      z, T(kStirlingShift),
+      [&] { return ShiftedGammaArgument<T>(z).lgamma() - (z - T(0.5)) * vm::log(z) + z - T(kHalfLog2Pi); },
+      [&] { return lgamma_rest(z); });
+}
+
+// The deviance k log(k / M) + M - k >= 0 of a count k against a mean M (bd0
+// in Loader's paper), given r = k / M and v = r - 1, each formed by the
+// caller without cancellation: near r = 1 (|v| < 1/2) M ((1 + v) log1p(v) -
+// v) from the series, elsewhere k log r + M - k (k = 0: M; M = 0: inf).
+template <typename T>
+PAF_MATH T deviance(T M, T k, T r, T v) {
+  const T near = vm::abs(v);
+  return vm::if_less(near, T(kSeriesBelow), M * xlog1p_minus_self_series(vm::if_less(near, T(kSeriesBelow), v, T(0))),
+                     vm::mul_or_zero(k, vm::log(r)) + M - k);
+}
+
+// log Poisson(x; m) for x >= kSaddleCount: -stirling_error(x) - deviance(x
+// against m) - log(2 pi x) / 2.
+template <typename T>
+PAF_MATH T poisson_saddle_point(T x, T m) {
+  return T(0) - lgamma_rest(x) - deviance(m, x, x / m, (x - m) / m) - T(0.5) * vm::log(x) - T(kHalfLog2Pi);
+}
+
+// scvi's log NB(x) for x >= kSaddleCount (m = mu + eps): with n = x + theta,
+// NB(x) = theta / n Binomial(theta; n, theta / (theta + m)) and the binomial
+// in saddle-point form: log(theta / n) + log(n / (2 pi theta x)) / 2 +
+// stirling_error(n) - stirling_error(theta) - stirling_error(x) - deviance(theta
+// against n theta / (theta + m)) - deviance(x against n m / (theta + m)),
+// plus scvi's theta log((theta + eps) / theta). The deviances' ratios and
+// their distances from 1, (theta + m) / n - 1 = (m - x) / n and x (theta +
+// m) / (n m) - 1 = theta (x - m) / (n m), are formed directly.
+template <typename T>
+PAF_MATH T negative_binomial_saddle_point(T x, T m, T theta, T eps) {
+  const T n = x + theta, tm = theta + m;
+  const T prefactor = T(-0.5) * (vm::log1p(x / theta) + vm::log(x)) - T(kHalfLog2Pi);
+  const T stirling = vm::if_less_lazy(
+                         theta, T(kStirlingTheta), [&] { return lgamma_rest(n) - stirling_error(theta); },
+                         [&] { return lgamma_rest_difference(theta, x); }) -
+                     lgamma_rest(x);
+  const T theta_term = deviance(n * theta / tm, theta, tm / n, (m - x) / n);
+  const T x_term = deviance(n * m / tm, x, x * tm / (n * m), theta * (x - m) / (n * m));
+  return prefactor + stirling - theta_term - x_term + theta * vm::log1p(eps / theta);
 }
 
 // 0 where v >= 0 (or v > 0), NaN elsewhere: added to every output so that
@@ -512,6 +580,11 @@ PAF_MATH CountTerms<T> select_lanes(const M& mask, const CountTerms<T>& a, const
            vm::select_lanes(mask, a.grad.zi_logits, b.grad.zi_logits)}};
 }
 
+// 1 / theta below this: theta = +inf, the NB's Poisson limit (beyond 1e30
+// the two agree to double precision). Negative theta lands here too (its
+// domain term makes it NaN); NaN theta does not.
+constexpr float kPoissonLimit = 1e-30f;
+
 // scvi-tools' log_nb_positive at one element, with its eps: theta (log(theta
 // + eps) - log(theta + mu + eps)) + x (log(mu + eps) - log(theta + mu + eps))
 // + lgamma(x + theta) - lgamma(theta) - lgamma(x + 1).
@@ -523,16 +596,15 @@ struct NegativeBinomialAtZero {
   T value, mu = T(0), theta = T(0);
   PAF_MATH NegativeBinomialAtZero(T mu_, T theta_, T eps) {
     const T u = mu_ / (theta_ + eps);
-    value = T(0) - theta_ * vm::log1p(u);
+    const T poisson_limit = T(1) / theta_;  // < kPoissonLimit: theta = inf, where theta log1p(u) is inf * 0
+    value = vm::if_less(poisson_limit, T(kPoissonLimit), T(0) - mu_, T(0) - theta_ * vm::log1p(u));
     if constexpr (kGrad) {
-      mu = T(0) - theta_ / (theta_ + mu_ + eps);
+      mu = vm::if_less(poisson_limit, T(kPoissonLimit), T(-1), T(0) - theta_ / (theta_ + mu_ + eps));
       // theta / (theta + eps) u / (1 + u) - log1p(u), without its cancellation
       theta = ratio_minus_log1p(u) - eps / (theta_ + eps) * (u / (T(1) + u));
     }
   }
 };
-
-constexpr double kStirlingTheta = 10;
 
 // The rest of the log-pmf, x (log m - log(theta + m)) + lgamma(x + theta) -
 // lgamma(theta) (m = mu + eps), and its theta derivative:
@@ -571,14 +643,16 @@ PAF_MATH CountTerms<T> negative_binomial_gamma_terms(T x, T m, T theta) {
       });
 }
 
-// log NB(x) and its derivatives (x's with kGradX). `domain` (0 or NaN) is
-// added to every output.
+// log NB(x) at a finite theta and its derivatives (x's with kGradX).
 template <bool kGrad, bool kGradX, typename T>
-PAF_MATH CountTerms<T> negative_binomial(T x, T mu, T theta, T eps, T domain) {
+PAF_MATH CountTerms<T> negative_binomial_finite(T x, T mu, T theta, T eps, T domain) {
   const T m = mu + eps;
   const NegativeBinomialAtZero<T, kGrad> at_zero(mu, theta, eps);
   const CountTerms<T> gamma = negative_binomial_gamma_terms<T, kGrad>(x, m, theta);
-  CountTerms<T> r{at_zero.value + gamma.value - log_factorial(x) + domain, {T(0), T(0), T(0), T(0)}};
+  const T value = vm::if_less_lazy(
+      x, T(kSaddleCount), [&] { return at_zero.value + gamma.value - log_factorial(x); },
+      [&] { return negative_binomial_saddle_point(x, m, theta, eps); });
+  CountTerms<T> r{value + domain, {T(0), T(0), T(0), T(0)}};
   if constexpr (kGrad) {
     // x / m - (theta + x) / (theta + m), without its cancellation
     r.grad.mu = theta * (x - m) / (m * (theta + m)) + domain;
@@ -589,6 +663,34 @@ PAF_MATH CountTerms<T> negative_binomial(T x, T mu, T theta, T eps, T domain) {
                (ShiftedGammaArgument<T>(x + theta).digamma() - ShiftedGammaArgument<T>(x + T(1)).digamma()) + domain;
   }
   return r;
+}
+
+// log NB(x) at theta = +inf, its Poisson limit: x log m - mu - lgamma(x + 1)
+// (m = mu + eps), and the limits of its derivatives (theta's is 0).
+template <bool kGrad, bool kGradX, typename T>
+PAF_MATH CountTerms<T> negative_binomial_poisson_limit(T x, T mu, T eps, T domain) {
+  const T m = mu + eps, log_m = vm::log(m);
+  const T value = vm::if_less_lazy(
+      x, T(kSaddleCount), [&] { return vm::mul_or_zero(x, log_m) - mu - log_factorial(x); },
+      [&] { return poisson_saddle_point(x, m) + eps; });
+  CountTerms<T> r{value + domain, {T(0), T(0), T(0), T(0)}};
+  if constexpr (kGrad) {
+    r.grad.mu = vm::if_less(T(0), x, x / m, T(0)) - T(1) + domain;  // at x = 0: -1
+    r.grad.theta = domain;
+  }
+  if constexpr (kGradX) r.grad.x = log_m - ShiftedGammaArgument<T>(x + T(1)).digamma() + domain;
+  return r;
+}
+
+// log NB(x) and its derivatives (x's with kGradX). `domain` (0 or NaN) is
+// added to every output. The value is the sum of the terms below
+// kSaddleCount, the saddle-point form from there.
+template <bool kGrad, bool kGradX, typename T>
+PAF_MATH CountTerms<T> negative_binomial(T x, T mu, T theta, T eps, T domain) {
+  return vm::if_less_lazy(
+      T(1) / theta, T(kPoissonLimit),
+      [&] { return negative_binomial_poisson_limit<kGrad, kGradX>(x, mu, eps, domain); },
+      [&] { return negative_binomial_finite<kGrad, kGradX>(x, mu, theta, eps, domain); });
 }
 
 // One element's log-pmf and, with kGrad / kGradX, its partial derivatives
@@ -638,14 +740,18 @@ struct CountLogLikelihood<CountLikelihood::ZeroInflatedNegativeBinomial> {
   }
 };
 
-// torch's Poisson(rate).log_prob: xlogy(x, mu) - mu - lgamma(x + 1).
+// torch's Poisson(rate).log_prob: xlogy(x, mu) - mu - lgamma(x + 1) (from
+// kSaddleCount on in saddle-point form).
 template <>
 struct CountLogLikelihood<CountLikelihood::Poisson> {
   template <bool kGrad, bool kGradX, typename T>
   static PAF_MATH CountTerms<T> terms(T x, T mu, T /*theta*/, T /*zi_logits*/, T /*eps*/) {
     const T domain = nan_if_negative(x) + nan_if_negative(mu);
     const T log_mu = vm::log(mu);
-    CountTerms<T> r{vm::mul_or_zero(x, log_mu) - mu - log_factorial(x) + domain, {T(0), T(0), T(0), T(0)}};
+    const T value = vm::if_less_lazy(
+        x, T(kSaddleCount), [&] { return vm::mul_or_zero(x, log_mu) - mu - log_factorial(x); },
+        [&] { return poisson_saddle_point(x, mu); });
+    CountTerms<T> r{value + domain, {T(0), T(0), T(0), T(0)}};
     if constexpr (kGrad) r.grad.mu = vm::if_less(T(0), x, x / mu, T(0)) - T(1) + domain;  // at x = 0: -1
     if constexpr (kGradX) r.grad.x = log_mu - ShiftedGammaArgument<T>(x + T(1)).digamma() + domain;
     return r;

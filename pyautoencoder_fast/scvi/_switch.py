@@ -187,7 +187,10 @@ def _import_scvi(untested_version: str):
     try:
         scvi = importlib.import_module("scvi")
         distributions = importlib.import_module("scvi.distributions")
-        nb_module = importlib.import_module("scvi.distributions._negative_binomial")
+        # the submodule the package imported (sys.modules may have lost it)
+        nb_module = getattr(distributions, "_negative_binomial", None) or importlib.import_module(
+            "scvi.distributions._negative_binomial"
+        )
     except ImportError as error:
         raise ImportError(
             "enable_fused_likelihoods: scvi-tools is not importable "
@@ -218,12 +221,12 @@ def _import_scvi(untested_version: str):
     return distributions, nb_module
 
 
-def _modules_holding(function: object) -> list[tuple[object, str]]:
-    """Every loaded scvi module attribute that is this very function object."""
+def _modules_holding(function: object, also: tuple = ()) -> list[tuple[object, str]]:
+    """Every loaded scvi module attribute (and those of the modules ``also``)
+    that is this very function object."""
     found = []
-    for module_name, module in list(sys.modules.items()):
-        if module is None or not (module_name == "scvi" or module_name.startswith("scvi.")):
-            continue
+    modules = [m for name, m in list(sys.modules.items()) if name == "scvi" or name.startswith("scvi.")]
+    for module in {id(m): m for m in [*also, *modules] if m is not None}.values():
         namespace = getattr(module, "__dict__", {})
         for attribute, value in list(namespace.items()):
             if value is function:
@@ -271,7 +274,7 @@ def enable_fused_likelihoods(*, untested_version: str = "warn") -> None:
             for name, (drop_in, n_tensors) in _FUNCTION_REPLACEMENTS.items():
                 original = getattr(nb_module, name)
                 stand_in = _function(original, drop_in, n_tensors)
-                for module, attribute in _modules_holding(original):
+                for module, attribute in _modules_holding(original, also=(nb_module, distributions)):
                     replaced.append((module, attribute, original))
                     setattr(module, attribute, stand_in)
         except BaseException:
