@@ -119,6 +119,7 @@ def plan(preset: str, device: str, dtypes: Sequence[torch.dtype]) -> list[Spec]:
                 add(name, "", tiny, dtype, "fwd+bwd")
         for lik in W.COUNT_LIKELIHOODS:  # scvi's code keeps float32 (its masks): float32 only
             add("count_loss", lik, W.Size("tiny", 4, 1, (9,)), torch.float32, "fwd+bwd")
+        add("protein_loss", "", W.Size("tiny", 4, 1, (9,)), torch.float32, "fwd+bwd")
         for dtype in dtypes:
             add("vae_loss_learned_var", "gaussian", tiny, dtype, "fwd+bwd")
             for lik in W.IWAE_LIKELIHOODS:
@@ -134,6 +135,7 @@ def plan(preset: str, device: str, dtypes: Sequence[torch.dtype]) -> list[Spec]:
             for name in ("kl_diag_gaussian", "reparameterize", "adagvae_posterior"):
                 add(name, "", large, dtype, "fwd+bwd")
         add("count_loss", "zinb", W.COUNT_SIZES[0], torch.float32, "fwd+bwd")
+        add("protein_loss", "", W.PROTEIN_SIZES[0], torch.float32, "fwd+bwd")
         for dtype in dtypes:
             for size in (W.SIZES["small-b128"], W.SIZES["large"]):
                 add("vae_loss_learned_var", "gaussian", size, dtype, "fwd+bwd")
@@ -161,6 +163,9 @@ def plan(preset: str, device: str, dtypes: Sequence[torch.dtype]) -> list[Spec]:
         for size in W.COUNT_SIZES:
             for mode in W.MODES:
                 add("count_loss", lik, size, torch.float32, mode)
+    for size in W.PROTEIN_SIZES:  # float32, as count_loss
+        for mode in W.MODES:
+            add("protein_loss", "", size, torch.float32, mode)
     for dtype in dtypes:
         for size in sizes:
             for mode in W.MODES:

@@ -84,6 +84,8 @@ SWEEP_FEATURES = (256, 1024, 4096, 12288, 49152)
 # genes) and 20000 genes (a whole transcriptome), one dispersion per gene.
 COUNT_LIKELIHOODS = ("zinb", "nb", "poisson")
 COUNT_SIZES = (Size("cells128-genes2000", 128, 1, (2000,)), Size("cells128-genes20000", 128, 1, (20000,)))
+# totalVI's protein panels (CITE-seq: tens to hundreds of antibodies), and a wide one.
+PROTEIN_SIZES = (Size("cells128-proteins200", 128, 1, (200,)), Size("cells128-proteins2000", 128, 1, (2000,)))
 SMOKE_SIZE = Size("tiny", 4, 2, (3, 5))
 # The importance-weighted bound as IWAE trains it: 50 samples of 784 pixels.
 IWAE_SIZE = Size("b128-s50-784", 128, 50, (784,))
@@ -591,6 +593,72 @@ def count_loss(spec: Spec, generator: torch.Generator) -> Bench:
     )
 
 
+def scvi_log_mixture_nb(x, mu_1, mu_2, theta_1, pi_logits):
+    """scvi-tools 1.4.2's ``log_mixture_nb`` with a shared theta as its code
+    computes it (``scvi/distributions/_negative_binomial.py``), after the
+    support check ``NegativeBinomialMixture.log_prob`` makes on every call
+    (one read of the device)."""
+    if not bool(torch.distributions.constraints.nonnegative_integer.check(x).all()):
+        raise ValueError("x: outside the support")  # (scvi warns)
+    eps = 1e-8
+    theta = theta_1.view(1, theta_1.size(0)) if theta_1.ndimension() == 1 else theta_1
+    log_theta_mu_1_eps = torch.log(theta + mu_1 + eps)
+    log_theta_mu_2_eps = torch.log(theta + mu_2 + eps)
+    lgamma_x_theta = torch.lgamma(x + theta)
+    lgamma_theta = torch.lgamma(theta)
+    lgamma_x_plus_1 = torch.lgamma(x + 1)
+    log_nb_1 = (theta * (torch.log(theta + eps) - log_theta_mu_1_eps) + x * (torch.log(mu_1 + eps) - log_theta_mu_1_eps)
+                + lgamma_x_theta - lgamma_theta - lgamma_x_plus_1)
+    log_nb_2 = (theta * (torch.log(theta + eps) - log_theta_mu_2_eps) + x * (torch.log(mu_2 + eps) - log_theta_mu_2_eps)
+                + lgamma_x_theta - lgamma_theta - lgamma_x_plus_1)
+    logsumexp = torch.logsumexp(torch.stack((log_nb_1, log_nb_2 - pi_logits)), dim=0)
+    return logsumexp - F.softplus(-pi_logits)
+
+
+def protein_loss(spec: Spec, generator: torch.Generator) -> Bench:
+    """totalVI's protein reconstruction loss ``-log p(y).sum(-1)``, [B], for
+    protein counts y [B, P] under the mixture of a background NB (mu_1) and a
+    foreground NB (mu_2 = mu_1 (1 + alpha)) sharing one theta per protein
+    [P], with the background's logits pi [B, P].
+
+    Bytes:
+      fwd:     read y, mu_1, mu_2, pi (B*P each), theta (P), write the loss (B) -> e*(4*B*P + P + B)
+      fwd+bwd: + read grad_out (B), write the gradients of mu_1, mu_2, pi, theta -> e*(7*B*P + 2*P + 2*B)
+    """
+    s = spec.size
+    grad = spec.mode == "fwd+bwd"
+    B, P = s.batch, s.num_features
+    mu_1 = torch.exp(torch.randn((B, P), generator=generator) + 2)
+    mu_2 = mu_1 * (1 + torch.exp(torch.randn((B, P), generator=generator) + 1))
+    foreground = torch.rand((B, P), generator=generator) < 0.6
+    y = torch.poisson(torch.where(foreground, mu_2, mu_1), generator=generator)
+    inputs = {
+        "x": y.to(device=spec.device, dtype=spec.dtype),
+        "mu_1": mu_1.to(device=spec.device, dtype=spec.dtype).requires_grad_(grad),
+        "mu_2": mu_2.to(device=spec.device, dtype=spec.dtype).requires_grad_(grad),
+        "theta_1": _randn((P,), spec, generator).exp().detach().requires_grad_(grad),
+        "pi_logits": _randn((B, P), spec, generator, grad),
+    }
+    grad_outputs = (_randn((B,), spec, generator),) if grad else None
+
+    def eager(x, mu_1, mu_2, theta_1, pi_logits):
+        return -scvi_log_mixture_nb(x, mu_1, mu_2, theta_1, pi_logits).sum(-1)
+
+    def fast(x, mu_1, mu_2, theta_1, pi_logits):
+        return -functional.nb_mixture_log_likelihood(x, mu_1, mu_2, theta_1, None, pi_logits, reduce_sum=True)
+
+    collect = _tensor_collector("reconst", grad)
+    e = spec.dtype.itemsize
+    if grad:
+        nbytes, formula = e * (7 * B * P + 2 * P + 2 * B), "e*(7*B*P + 2*P + 2*B)"
+    else:
+        nbytes, formula = e * (4 * B * P + P + B), "e*(4*B*P + P + B)"
+    return _make_bench(
+        spec, eager, fast, inputs, collect, grad_outputs,
+        min_bytes=nbytes, bytes_formula=formula, ratio_name="mu_1", ratio_bytes=e * B * P,
+    )
+
+
 def eager_vae_loss_learned_var(x, x_hat, mu, log_var, x_log_var, beta) -> LossResult:
     """pyautoencoder's VAE.compute_loss with a decoder that also predicts a
     log-variance per element: the Gaussian -0.5 (lv + (x - x_hat)^2 exp(-lv))."""
@@ -703,6 +771,7 @@ WORKLOADS: dict[str, Callable[[Spec, torch.Generator], Bench]] = {
     "reparameterize": reparameterize,
     "adagvae_posterior": adagvae_posterior,
     "count_loss": count_loss,
+    "protein_loss": protein_loss,
     "vae_loss_learned_var": vae_loss_learned_var,
     "iwae_bound": iwae_bound,
 }

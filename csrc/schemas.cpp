@@ -80,6 +80,17 @@ TORCH_LIBRARY(pyautoencoder_fast, m) {
       "count_log_likelihood(Tensor x, Tensor mu, Tensor? theta, Tensor? zi_logits, str likelihood, "
       "float eps, bool reduce_sum, bool need_grad, bool need_grad_x) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 
+  // nb_mixture_log_likelihood: the log-pmf of counts x under a mixture of
+  // two negative binomials, sigmoid(pi_logits) NB(mu_1, theta_1) +
+  // sigmoid(-pi_logits) NB(mu_2, theta_2) (theta_2 None: theta_1 for both),
+  // per element or summed over the last dimension, and when need_grad
+  // (need_grad_x) d/d(mu_1, mu_2, theta_1, theta_2, pi_logits) (and d/dx)
+  // per element, in the accumulation dtype (d_theta_2 empty when shared).
+  m.def(
+      "nb_mixture_log_likelihood(Tensor x, Tensor mu_1, Tensor mu_2, Tensor theta_1, Tensor? theta_2, "
+      "Tensor pi_logits, float eps, bool reduce_sum, bool need_grad, bool need_grad_x) -> (Tensor, Tensor, "
+      "Tensor, Tensor, Tensor, Tensor, Tensor)");
+
   // adagvae_posterior: adapted (mu1, lv1, mu2, lv2) and the averaged mask.
   m.def(
       "adagvae_posterior(Tensor mu1, Tensor log_var1, Tensor mu2, "

@@ -143,7 +143,10 @@ def likelihood(value: object) -> str:
 
 
 def finite_number(name: str, value: object) -> float:
-    if type(value) in (float, int) and math.isfinite(value):  # the usual call
+    # (comparisons, not math.isfinite: under torch.compile(dynamic=True) a
+    # float default argument may arrive as a symbolic float, which dynamo
+    # compares but cannot pass to math.isfinite)
+    if type(value) in (float, int) and -math.inf < value < math.inf:  # the usual call
         return float(value)
     if isinstance(value, Tensor):
         if value.numel() != 1:

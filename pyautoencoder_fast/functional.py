@@ -31,6 +31,7 @@ __all__ = [
     "ElboTerms",
     "adagvae_posterior",
     "count_log_likelihood",
+    "nb_mixture_log_likelihood",
     "elbo",
     "elbo_stats",
     "iwae_bound",
@@ -585,13 +586,85 @@ def count_log_likelihood(
     return out.reshape(()) if scalar else out
 
 
+def nb_mixture_log_likelihood(
+    x: Tensor,
+    mu_1: Tensor,
+    mu_2: Tensor,
+    theta_1: Tensor,
+    theta_2: Tensor | None,
+    pi_logits: Tensor,
+    eps: float = 1e-8,
+    reduce_sum: bool = False,
+) -> Tensor:
+    """Log-likelihood of counts under a mixture of two negative binomials
+    that share ``x`` (scvi-tools' ``log_mixture_nb``, totalVI's protein
+    background and foreground), in one pass.
+
+    ``log(sigmoid(pi) NB(x; mu_1, theta_1) + sigmoid(-pi) NB(x; mu_2, theta_2))
+    = logsumexp(log NB_1, log NB_2 - pi) - softplus(-pi)``, each NB scvi's
+    ``log_nb_positive`` with ``eps`` and as accurate in float32 as
+    :func:`count_log_likelihood`'s (any count, any theta, ``theta = inf`` the
+    Poisson limit).
+
+    Args:
+        x: counts (float, integer or bool), broadcastable with the parameters.
+        mu_1, mu_2: the components' means, >= 0.
+        theta_1: component 1's inverse dispersions > 0 (e.g. one per protein, ``[G]``).
+        theta_2: component 2's, or ``None`` for ``theta_1`` in both.
+        pi_logits: logits of component 1's weight.
+        eps: scvi's stability constant inside the logs, for both components.
+        reduce_sum: sum over the last dimension.
+
+    Returns:
+        The broadcast shape, less the last dimension when ``reduce_sum``, in
+        the promoted dtype. Differentiable in every tensor argument; the
+        derivatives are computed in the forward pass. Values outside the
+        domain give NaN; on the CPU such an argument, or a NaN one, raises
+        ``ValueError`` naming it (checked only when the result holds a NaN).
+    """
+    eps = check.finite_number("eps", eps)
+    if eps < 0:
+        raise ValueError(f"eps: expected a number >= 0, got {eps}")
+    x = check.real("x", x)
+    mu_1, mu_2, theta_1, pi_logits = (
+        check.floating(name, t) for name, t in (("mu_1", mu_1), ("mu_2", mu_2), ("theta_1", theta_1), ("pi_logits", pi_logits))
+    )
+    if theta_2 is not None:
+        check.floating("theta_2", theta_2)
+    tensors = dict(x=x, mu_1=mu_1, mu_2=mu_2, theta_1=theta_1, theta_2=theta_2, pi_logits=pi_logits)
+    check.same_device(**tensors)
+    shape = check.broadcastable(**tensors)
+    if reduce_sum and len(shape) == 0:
+        raise check.ShapeError("mu_1: reduce_sum needs a last dimension (the genes), got 0-d arguments")
+    x, mu_1, mu_2, theta_1, theta_2, pi_logits = check.promote(x, mu_1, mu_2, theta_1, theta_2, pi_logits)
+    scalar = len(shape) == 0
+    if scalar:  # the kernels want a gene dimension
+        x, mu_1, mu_2, theta_1, theta_2, pi_logits = (
+            t.reshape(1) if t is not None else None for t in (x, mu_1, mu_2, theta_1, theta_2, pi_logits)
+        )
+    grad_enabled = torch.is_grad_enabled()
+    params = (mu_1, mu_2, theta_1, theta_2, pi_logits)
+    need_grad = grad_enabled and any(t is not None and t.requires_grad for t in params)
+    need_grad_x = grad_enabled and x.requires_grad
+    out = _impl(mu_1).nb_mixture_log_likelihood(
+        x, mu_1, mu_2, theta_1, theta_2, pi_logits, eps, reduce_sum, need_grad, need_grad_x
+    )[0]
+    _refuse_out_of_domain(out, _COUNT_DOMAINS, x=x, mu_1=mu_1, mu_2=mu_2, theta_1=theta_1, theta_2=theta_2,
+                          pi_logits=pi_logits)
+    return out.reshape(()) if scalar else out
+
+
 def _in_unit_interval(t: Tensor) -> Tensor:
     return (t >= 0) & (t <= 1)
 
 
 # argument name -> (what it must be, elementwise test); NaN fails every test.
-_COUNT_DOMAINS = {"x": ("counts >= 0", lambda t: t >= 0), "mu": ("means >= 0", lambda t: t >= 0),
-                  "theta": ("inverse dispersions > 0", lambda t: t > 0), "zi_logits": ("logits", lambda t: ~t.isnan())}
+_MEANS = ("means >= 0", lambda t: t >= 0)
+_INVERSE_DISPERSIONS = ("inverse dispersions > 0", lambda t: t > 0)
+_LOGITS = ("logits", lambda t: ~t.isnan())
+_COUNT_DOMAINS = {"x": ("counts >= 0", lambda t: t >= 0), "mu": _MEANS, "mu_1": _MEANS, "mu_2": _MEANS,
+                  "theta": _INVERSE_DISPERSIONS, "theta_1": _INVERSE_DISPERSIONS, "theta_2": _INVERSE_DISPERSIONS,
+                  "zi_logits": _LOGITS, "pi_logits": _LOGITS}
 _PROBABILITY_DOMAINS = {"x_hat": ("probabilities in [0, 1]", _in_unit_interval),
                         "x": ("targets in [0, 1]", _in_unit_interval)}
 

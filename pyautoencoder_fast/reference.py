@@ -238,6 +238,27 @@ def iwae_bound(
 COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")
 
 
+def _negative_binomial64(x64: Tensor, mu64: Tensor, theta64: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """scvi's log NB(x) in float64, its value at x = 0 and where (x, mu,
+    theta) are in the domain. theta = +inf: the Poisson limit, x log(mu +
+    eps) - mu - lgamma(x + 1) (the formula would be inf - inf there)."""
+    poisson_limit = torch.isposinf(theta64)
+    th = torch.where(poisson_limit, 1.0, theta64)
+    valid = (x64 >= 0) & (mu64 >= 0) & (th > 0)
+    log_theta_mu_eps = torch.log(th + mu64 + eps)
+    at_zero = torch.where(poisson_limit, -mu64, th * (torch.log(th + eps) - log_theta_mu_eps))
+    ll = torch.where(
+        poisson_limit,
+        torch.xlogy(x64, mu64 + eps) - mu64 - torch.lgamma(x64 + 1),
+        at_zero
+        + x64 * (torch.log(mu64 + eps) - log_theta_mu_eps)
+        + torch.lgamma(x64 + th)
+        - torch.lgamma(th)
+        - torch.lgamma(x64 + 1),
+    )
+    return ll, at_zero, valid
+
+
 def count_log_likelihood(
     x: Tensor,
     mu: Tensor,
@@ -260,26 +281,11 @@ def count_log_likelihood(
     if likelihood not in COUNT_LIKELIHOODS:
         raise ValueError(f"likelihood: expected one of {', '.join(map(repr, COUNT_LIKELIHOODS))}, got {likelihood!r}")
     x64, mu64 = x.double(), mu.double()
-    valid = (x64 >= 0) & (mu64 >= 0)
     if likelihood == "poisson":
+        valid = (x64 >= 0) & (mu64 >= 0)
         ll = torch.xlogy(x64, mu64) - mu64 - torch.lgamma(x64 + 1)
     else:
-        # theta = +inf: the Poisson limit, x log(mu + eps) - mu - lgamma(x + 1)
-        # (the formula below would be inf - inf there)
-        poisson_limit = torch.isposinf(theta.double())
-        th = torch.where(poisson_limit, 1.0, theta.double())
-        valid = valid & (th > 0)
-        log_theta_mu_eps = torch.log(th + mu64 + eps)
-        at_zero = torch.where(poisson_limit, -mu64, th * (torch.log(th + eps) - log_theta_mu_eps))
-        ll = torch.where(
-            poisson_limit,
-            torch.xlogy(x64, mu64 + eps) - mu64 - torch.lgamma(x64 + 1),
-            at_zero
-            + x64 * (torch.log(mu64 + eps) - log_theta_mu_eps)
-            + torch.lgamma(x64 + th)
-            - torch.lgamma(th)
-            - torch.lgamma(x64 + 1),
-        )
+        ll, at_zero, valid = _negative_binomial64(x64, mu64, theta.double(), eps)
         if likelihood == "zinb":
             pi = zi_logits.double()
             softplus_neg_pi = F.softplus(-pi)
@@ -289,6 +295,40 @@ def count_log_likelihood(
         ll = ll.sum(-1)
     empty = mu.new_empty(0)
     return ll.to(mu.dtype), empty, empty, empty, empty
+
+
+# ---------------------------------------------------- nb_mixture_log_likelihood
+def nb_mixture_log_likelihood(
+    x: Tensor,
+    mu_1: Tensor,
+    mu_2: Tensor,
+    theta_1: Tensor,
+    theta_2: Tensor | None,
+    pi_logits: Tensor,
+    eps: float,
+    reduce_sum: bool,
+    need_grad: bool = False,
+    need_grad_x: bool = False,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(log p(x), empty x6) for counts x under scvi-tools' ``log_mixture_nb``,
+    ``log(sigmoid(pi) NB(x; mu_1, theta_1) + sigmoid(-pi) NB(x; mu_2,
+    theta_2))``, both NBs with ``eps`` (theta_2 None: theta_1 for both), per
+    element or summed over the last dimension; NaN where x < 0, a mean < 0 or
+    a theta <= 0. In float64 whatever the dtype, returned in mu_1's."""
+    x64 = x.double()
+    theta_1_64 = theta_1.double()
+    theta_2_64 = theta_1_64 if theta_2 is None else theta_2.double()
+    ll_1, _, valid_1 = _negative_binomial64(x64, mu_1.double(), theta_1_64, eps)
+    ll_2, _, valid_2 = _negative_binomial64(x64, mu_2.double(), theta_2_64, eps)
+    pi = pi_logits.double()
+    # scvi's logsumexp(ll_1, ll_2 - pi) - softplus(-pi), written so that
+    # pi = -inf is component 2 alone (scvi's form is inf - inf there)
+    ll = torch.logaddexp(ll_1 - F.softplus(-pi), ll_2 - F.softplus(pi))
+    ll = torch.where(valid_1 & valid_2, ll, torch.full_like(ll, math.nan))
+    if reduce_sum:
+        ll = ll.sum(-1)
+    empty = mu_1.new_empty(0)
+    return (ll.to(mu_1.dtype),) + (empty,) * 6
 
 
 # ------------------------------------------------------------- adagvae_posterior

@@ -12,6 +12,7 @@
 #include "cuda/iwae_bound.cuh"
 #include "cuda/kl_diag_gaussian.cuh"
 #include "cuda/log_likelihood_sum.cuh"
+#include "cuda/nb_mixture_log_likelihood.cuh"
 #include "cuda/reparameterize.cuh"
 
 #include <torch/extension.h>
@@ -444,6 +445,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t> 
   return {reduce_sum ? totals.view(out.sizes()) : out, d_x, d_mu, d_theta, d_zi, width};
 }
 
+// --------------------------------------------- nb_mixture_log_likelihood
+// The op's outputs (the sum per row in double when summed) and the pack width.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t>
+nb_mixture_log_likelihood(const at::Tensor& x, const at::Tensor& mu_1, const at::Tensor& mu_2,
+                          const at::Tensor& theta_1, const std::optional<at::Tensor>& theta_2,
+                          const at::Tensor& pi_logits, double eps, bool reduce_sum, bool need_grad,
+                          bool need_grad_x) {
+  const NbMixtureProblem p =
+      make_nb_mixture_problem(x, mu_1, mu_2, theta_1, theta_2, pi_logits, eps, reduce_sum, need_grad, need_grad_x);
+  at::Tensor totals = row_totals(p.rows, mu_1);
+  int64_t width = 0;
+  PAF_DISPATCH_FLOATING(mu_1.scalar_type(), "nb_mixture_log_likelihood", [&] {
+    dispatch_count_grads(need_grad, need_grad_x, [&](auto grad, auto grad_x) {
+      const auto term = make_nb_mixture_term<scalar_t, decltype(grad)::value, decltype(grad_x)::value>(p, reduce_sum);
+      width = reduce_sum ? host_row_sums<scalar_t>(p.rows, p.cols, term, totals.data_ptr<double>())
+                         : host_for_each_element<scalar_t>(p.rows, p.cols, term);
+    });
+  });
+  auto [out, d_x, d_mu_1, d_mu_2, d_theta_1, d_theta_2, d_pi] = p.outputs();
+  return {reduce_sum ? totals.view(out.sizes()) : out, d_x, d_mu_1, d_mu_2, d_theta_1, d_theta_2, d_pi, width};
+}
+
 }  // namespace
 }  // namespace paf::cuda
 
@@ -455,6 +478,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("kl_diag_gaussian", &kl_diag_gaussian);
   m.def("kl_diag_gaussian_backward", &kl_diag_gaussian_backward);
   m.def("count_log_likelihood", &count_log_likelihood);
+  m.def("nb_mixture_log_likelihood", &nb_mixture_log_likelihood);
   m.def("elbo_rows", &elbo_rows);
   m.def("iwae_bound", &iwae_bound);
   m.def("iwae_bound_backward_latent", &iwae_bound_backward_latent);

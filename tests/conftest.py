@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 
+import mpmath
 import pytest
 import torch
 
@@ -254,3 +255,11 @@ def reparameterize_with_oracle(samples, seed, dtype):
         return mu.unsqueeze(1) + torch.exp(0.5 * log_var).unsqueeze(1) * eps.to(mu.dtype)
 
     return sample
+
+
+def nb_log_pmf_mpmath(x, mu, theta, eps=1e-8):
+    """scvi's NB log-pmf (its eps included) in mpmath (callers set 40+ digits)."""
+    x, mu, theta = mpmath.mpf(x), mpmath.mpf(mu), mpmath.mpf(theta)
+    log_theta_mu_eps = mpmath.log(theta + mu + eps)
+    return (theta * (mpmath.log(theta + eps) - log_theta_mu_eps) + x * (mpmath.log(mu + eps) - log_theta_mu_eps)
+            + mpmath.loggamma(x + theta) - mpmath.loggamma(theta) - mpmath.loggamma(x + 1))

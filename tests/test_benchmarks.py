@@ -192,6 +192,9 @@ def test_minimum_bytes_formulas():
     for lik, P, T in (("zinb", 2, 1), ("nb", 1, 1), ("poisson", 1, 0)):
         spec = W.Spec("count_loss", lik, W.COUNT_SIZES[0], torch.float32, "fwd+bwd", "cpu")
         assert W.build(spec).min_bytes == 4 * ((1 + 2 * P) * B * G + 2 * T * G + 2 * B)
+    B, P = 128, 200
+    spec = W.Spec("protein_loss", "", W.PROTEIN_SIZES[0], torch.float32, "fwd+bwd", "cpu")
+    assert W.build(spec).min_bytes == 4 * (7 * B * P + 2 * P + 2 * B)
     B, S, F, L = 128, 1, 784, 32
     spec = W.Spec("vae_loss_learned_var", "gaussian", W.SIZES["small-b128"], torch.float32, "fwd+bwd", "cpu")
     assert W.build(spec).min_bytes == 4 * (B * F + 4 * B * S * F + 4 * B * L)

@@ -282,3 +282,30 @@ def test_count_log_likelihood(host, layout, dtype, likelihood, reduce_sum):
                 compare_dtype = dtype if w.dtype == dtype else w.dtype
                 torch.testing.assert_close(g.to(compare_dtype), w, **TOL[dtype], equal_nan=True)
         expect_width(width, layout, dtype, writes_elements=need_grad or not reduce_sum)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("separate_theta", [False, True], ids=["shared_theta", "theta_2"])
+@pytest.mark.parametrize("reduce_sum", [False, True], ids=["elementwise", "sum"])
+def test_nb_mixture_log_likelihood(host, layout, dtype, separate_theta, reduce_sum):
+    """The NB mixture functor (per element, or as a row-sum term writing the
+    derivatives) against the CPU kernel, the thetas broadcast over the rows
+    in the "broadcast" layout."""
+    counts = lambda s: torch.poisson(torch.exp(torch.randn(s, dtype=torch.float64) * 1.5)).to(dtype)
+    positive = lambda scale: (lambda s: (torch.exp(torch.randn(s, dtype=torch.float64) * scale) * 2).to(dtype))
+    x = tensor(layout, counts)
+    mu_1, mu_2 = tensor(layout, positive(1.0)), tensor(layout, positive(1.5))
+    theta_1 = tensor(layout, positive(2.5))
+    theta_2 = tensor(layout, positive(2.5)) if separate_theta else None
+    pi = tensor(layout, normal(dtype))
+    for need_grad, need_grad_x in ((False, False), (True, False), (True, True)):
+        args = (x, mu_1, mu_2, theta_1, theta_2, pi, 1e-8, reduce_sum, need_grad, need_grad_x)
+        *got, width = host.nb_mixture_log_likelihood(*args)
+        want = OPS.nb_mixture_log_likelihood(*args)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            if w.numel():
+                compare_dtype = dtype if w.dtype == dtype else w.dtype
+                torch.testing.assert_close(g.to(compare_dtype), w, **TOL[dtype], equal_nan=True)
+        expect_width(width, layout, dtype, writes_elements=need_grad or not reduce_sum)

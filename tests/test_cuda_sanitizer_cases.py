@@ -122,6 +122,27 @@ def test_row_sum_count_log_likelihood(dtype):
         check_against_oracle(fn, _counts_case(likelihood, batch, genes, x_grad=x_grad), dtype, device="cuda")
 
 
+def _mixture_case(batch, genes, *, separate_theta, x_grad=False):
+    """(x, mu_1, mu_2, theta_1, theta_2, pi_logits) as float64 leaves."""
+    mu_1 = _leaf(torch.exp(torch.randn(batch, genes, dtype=torch.float64)) * 3)
+    mu_2 = _leaf(torch.exp(torch.randn(batch, genes, dtype=torch.float64)) * 9)
+    x = torch.poisson(mu_2.detach())
+    if x_grad:
+        x = _leaf(x + 0.25)
+    theta = lambda: _leaf(torch.exp(torch.randn(genes, dtype=torch.float64) * 2.5))
+    return [x, mu_1, mu_2, theta(), theta() if separate_theta else None, _leaf(torch.randn(batch, genes, dtype=torch.float64))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nb_mixture_log_likelihood(dtype):
+    cases = (((5, SHORT), False, False, False), ((3, LONG), True, False, False), ((9, SHORT), True, True, False),
+             ((2, LONG), False, True, False), ((3, SHORT), True, True, True))
+    for (batch, genes), separate_theta, reduce_sum, x_grad in cases:
+        fn = lambda *a: F.nb_mixture_log_likelihood(*a, reduce_sum=reduce_sum)
+        check_against_oracle(fn, _mixture_case(batch, genes, separate_theta=separate_theta, x_grad=x_grad), dtype,
+                             device="cuda")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_log_likelihood_learned_variance(dtype):
     x = random_inputs((5, 1, SHORT), "gaussian", torch.float64, target=True, requires_grad=True)

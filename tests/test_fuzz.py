@@ -230,6 +230,49 @@ def test_fuzz_count_log_likelihood(likelihood, dtype, rows, genes, theta_per, mu
         assert ok.all(), (summed[~ok], total[~ok])
 
 
+@given(
+    dtypes,
+    st.integers(0, 6),
+    st.integers(1, 70),
+    st.booleans(),  # a separate theta_2
+    st.sampled_from([0.5, 2.0, 6.0]),  # spread of log mu
+    st.sampled_from([0.5, 3.0, 8.0]),  # spread of log theta
+    st.booleans(),
+    st.integers(0, 2**31 - 1),
+)
+def test_fuzz_nb_mixture_log_likelihood(dtype, rows, genes, separate_theta, mu_spread, theta_spread, reduce_sum, seed):
+    """The NB mixture with means and dispersions over many orders of
+    magnitude and weights near 0 and 1, against the oracle: the value within
+    a few roundings of the size of its components' terms."""
+    g = torch.Generator().manual_seed(seed)
+    mu_1 = torch.exp(torch.randn(rows, genes, generator=g, dtype=torch.float64) * mu_spread)
+    mu_2 = mu_1 * torch.exp(torch.rand(rows, genes, generator=g, dtype=torch.float64) * 3)
+    x = torch.poisson(mu_2 * torch.rand(rows, genes, generator=g, dtype=torch.float64) * 2, generator=g)
+    theta = lambda: torch.exp(torch.randn(genes, generator=g, dtype=torch.float64) * theta_spread).clamp(
+        1e-3, torch.finfo(dtype).max / 4)
+    theta_1, theta_2 = theta(), theta() if separate_theta else None
+    pi = torch.randn(rows, genes, generator=g, dtype=torch.float64) * 4
+    args = [x, mu_1, mu_2, theta_1, theta_2, pi]
+    fn = lambda *a: F.nb_mixture_log_likelihood(*a, reduce_sum=reduce_sum)
+    if dtype == torch.float64 and mu_spread <= 2.0 and theta_spread <= 3.0:
+        check_against_oracle(fn, [t.requires_grad_() if t is not None else None for t in args], dtype)
+    rounded = [t.detach().to(dtype) if t is not None else None for t in args]
+    x64, mu1_64, mu2_64, t1_64, t2_64, pi64 = (t.double() if t is not None else None for t in rounded)
+    truth = reference.nb_mixture_log_likelihood(x64, mu1_64, mu2_64, t1_64, t2_64, pi64, 1e-8, False)[0]
+    terms = truth.abs() + torch.lgamma(x64 + 1) + x64 * (mu1_64.log().abs() + mu2_64.log().abs()) + mu2_64 + 1
+    for t in (t1_64, t2_64 if t2_64 is not None else t1_64):
+        terms = terms + torch.lgamma(t).abs() + torch.lgamma(x64 + t).abs()
+    ours = F.nb_mixture_log_likelihood(*rounded).double()
+    eps = torch.finfo(dtype).eps if dtype in (torch.float32, torch.float64) else 2 * torch.finfo(dtype).eps
+    ok = ((ours - truth).abs() <= 16 * eps * terms) | (ours.isnan() & truth.isnan()) | (ours == truth)
+    assert ok.all(), (ours[~ok], truth[~ok])
+    if reduce_sum:
+        summed = F.nb_mixture_log_likelihood(*rounded, reduce_sum=True).double()
+        total = truth.sum(-1)
+        ok = ((summed - total).abs() <= 16 * eps * terms.sum(-1) + 1e-6) | (summed.isnan() & total.isnan())
+        assert ok.all(), (summed[~ok], total[~ok])
+
+
 def _log_var_like(draw, x_hat, scale):
     """A Gaussian log-variance that broadcasts to x_hat [B, S, ...]: per
     element, shared by the samples, per feature, broadcast within the

@@ -73,6 +73,13 @@ def _sample_args(grad):
                                     _t(3, 5, grad=grad), "zinb", 1e-8, False, grad, False)),
         (ops.count_log_likelihood, (_counts(3, 5).requires_grad_(grad), _x(3, 5).add_(0.1).requires_grad_(grad), None, None,
                                     "poisson", 1e-8, True, grad, grad)),
+        (ops.nb_mixture_log_likelihood, (_counts(3, 5), _x(3, 5).add_(0.1).requires_grad_(grad),
+                                         _x(3, 5).add_(2.0).requires_grad_(grad), _x(5).add_(0.5).requires_grad_(grad),
+                                         None, _t(3, 5, grad=grad), 1e-8, False, grad, False)),
+        (ops.nb_mixture_log_likelihood, (_counts(3, 5).requires_grad_(grad), _x(3, 5).add_(0.1).requires_grad_(grad),
+                                         _x(1, 5).add_(2.0).requires_grad_(grad), _x(5).add_(0.5).requires_grad_(grad),
+                                         _x(3, 1).add_(20.0).requires_grad_(grad), _t(3, 5, grad=grad), 1e-8, True,
+                                         grad, grad)),
     ]
 
 
@@ -87,7 +94,7 @@ def test_opcheck(index, grad, device):
 def test_every_op_is_covered_by_opcheck():
     covered = {op._qualified_op_name for op, _ in _sample_args(False)}
     defined = {n for n in torch._C._dispatch_get_all_op_names() if n.startswith("pyautoencoder_fast::")}
-    assert len(defined) == 18 and defined <= covered, defined - covered
+    assert len(defined) == 19 and defined <= covered, defined - covered
 
 
 GRADCHECK_CASES = {

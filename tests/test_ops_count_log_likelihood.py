@@ -12,7 +12,7 @@ import torch
 import pyautoencoder_fast as paf
 from pyautoencoder_fast import functional as F
 from pyautoencoder_fast import reference
-from conftest import DTYPES, check_against_oracle, requires_extension
+from conftest import DTYPES, check_against_oracle, nb_log_pmf_mpmath, requires_extension
 
 pytestmark = requires_extension
 
@@ -46,6 +46,7 @@ CASES = [
     ((6, 40), (40,)),  # theta per gene
     ((5, 33), (5, 33)),  # theta per cell and gene
     ((4, 7), (1, 7)),
+    ((3, 3), (3, 1)),  # theta per cell, as many cells as genes (not per gene)
     ((3, 1), (1,)),
     ((2, 3, 17), (17,)),
     ((0, 9), (9,)),
@@ -110,8 +111,11 @@ def test_count_opcheck(likelihood, device):
             torch.library.opcheck(OP, (x, mu, theta, zi, likelihood, 1e-8, reduce_sum, need_grad, need_grad_x))
 
 
+@pytest.mark.parametrize("dynamic", [False, True])
 @pytest.mark.parametrize("likelihood", COUNT_LIKELIHOODS)
-def test_count_compiles_fullgraph(likelihood, device):
+def test_count_compiles_fullgraph(likelihood, dynamic, device):
+    """(dynamic=True once broke the graph: the default eps arrived as a
+    symbolic float, which math.isfinite refused.)"""
     torch._dynamo.reset()
     x = _counts((4, 24)).float().to(device)
     mu, theta, zi = (t.detach().float().to(device).requires_grad_() if t is not None else None
@@ -120,7 +124,7 @@ def test_count_compiles_fullgraph(likelihood, device):
     def loss(x, mu, theta, zi):
         return -F.count_log_likelihood(x, mu, theta, zi, likelihood=likelihood, reduce_sum=True).mean()
 
-    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(loss, fullgraph=True, dynamic=dynamic, backend="aot_eager")
     params = [t for t in (mu, theta, zi) if t is not None]
     eager_value = loss(x, mu, theta, zi)
     eager_grads = torch.autograd.grad(eager_value, params)
@@ -155,12 +159,6 @@ def test_count_scalar_arguments():
 
 
 # ------------------------------------------------------------ large theta
-def _nb_truth(x, mu, theta, eps=1e-8):
-    """scvi's NB log-pmf (its eps included) in mpmath (callers set 40+ digits)."""
-    x, mu, theta = mpmath.mpf(x), mpmath.mpf(mu), mpmath.mpf(theta)
-    log_theta_mu_eps = mpmath.log(theta + mu + eps)
-    return (theta * (mpmath.log(theta + eps) - log_theta_mu_eps) + x * (mpmath.log(mu + eps) - log_theta_mu_eps)
-            + mpmath.loggamma(x + theta) - mpmath.loggamma(theta) - mpmath.loggamma(x + 1))
 
 
 THETAS = [0.05, 1.0, 9.99, 10.0, 1e2, 1e4, 1e6, 1e8]
@@ -181,7 +179,7 @@ def test_nb_accurate_at_any_theta(dtype, device):
     for i, (xv, mv, tv) in enumerate(grid):
         xv, mv, tv = float(x[i]), float(mu[i]), float(theta[i])  # the rounded inputs
         with mpmath.workdps(40):
-            truth = float(_nb_truth(xv, mv, tv))
+            truth = float(nb_log_pmf_mpmath(xv, mv, tv))
         scale = abs(truth) + math.lgamma(xv + 1) + xv * abs(math.log(mv + 1e-8)) + 1
         if tv < 10:  # the kernels' lgamma(x + theta) - lgamma(theta), each shifted by 10: terms of ~10-20
             scale += abs(math.lgamma(tv)) + abs(math.lgamma(xv + tv))
@@ -202,7 +200,7 @@ def test_nb_gradients_accurate_at_any_theta(dtype, device):
         xv, mv, tv = float(x[i]), float(mu[i]), float(theta[i])
         for got, wrt in ((d_mu[i], 1), (d_theta[i], 2)):
             args = [xv, mv, tv]
-            f = lambda v: _nb_truth(*(args[:wrt] + [v] + args[wrt + 1:]))
+            f = lambda v: nb_log_pmf_mpmath(*(args[:wrt] + [v] + args[wrt + 1:]))
             with mpmath.workdps(50):
                 truth = float(mpmath.diff(f, mpmath.mpf(args[wrt])))
             # d/dmu = theta (x - m) / (m (theta + m)), m = mu + eps: x - m is as
@@ -264,7 +262,7 @@ def test_nb_accurate_at_any_count(dtype, likelihood):
     for i in range(len(grid)):
         xv, mv, tv = float(x[i]), float(mu[i]), float(theta[i])
         with mpmath.workdps(40):
-            truth = _nb_truth(xv, mv, tv)
+            truth = nb_log_pmf_mpmath(xv, mv, tv)
             if likelihood == "zinb":
                 truth -= mpmath.log1p(mpmath.exp(-1.5))  # - softplus(pi)
             truth = float(truth)

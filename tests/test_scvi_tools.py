@@ -220,6 +220,27 @@ def test_functions_match_scvi_tools(name):
     torch.testing.assert_close(fused, theirs, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("eps", [1e-8, 1e-3])
+def test_log_mixture_nb_with_theta_2_matches_scvi_tools(eps):
+    """A separate theta_2: scvi-tools' components then use log_nb_positive's
+    default eps (1e-8) whatever eps is passed, and so does the switched
+    function (the fused op, with values and gradients as scvi-tools')."""
+    x, mu, mu2, theta, logits = _counts(dtype=torch.float64, requires_grad=True)
+    theta_2 = (theta.detach() * 3 + 0.5).requires_grad_()
+    params = [mu, mu2, theta, theta_2, logits]
+
+    def run():
+        value = nb_module.log_mixture_nb(x, mu, mu2, theta, theta_2, logits, eps=eps)
+        return value.detach(), torch.autograd.grad(value.sum(), params)
+
+    theirs, own = run(), nb_module.log_mixture_nb
+    with ours.fused_likelihoods():
+        assert nb_module.log_mixture_nb is not own
+        fused = run()
+    for a, b in zip((fused[0], *fused[1]), (theirs[0], *theirs[1])):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
 def test_nondefault_lgamma_and_other_inputs_run_scvi_tools_code():
     """A non-default lgamma_fn (scvi's MPS path) and integer parameters run
     the original function: its lgamma_fn is called, its result returned."""

@@ -38,6 +38,23 @@ inline at::Tensor sum_to(const at::Tensor& grad, const at::Tensor& input) {
   return grad.defined() ? at::sum_to(grad, input.sym_sizes()) : grad;
 }
 
+// An input's gradient from a forward's per-element derivative d (the
+// count ops): d times the incoming gradient (per element, or per row of an
+// output summed over the last dimension), summed down to the input's shape
+// in d's accumulation dtype, then cast to the input's. d is not modified.
+inline at::Tensor chain_per_element(const at::Tensor& d, const at::Tensor& grad, bool reduce_sum,
+                                    const at::Tensor& input) {
+  if (reduce_sum && d.dim() >= 2 && input.dim() >= 1 && input.sym_size(-1) == d.sym_size(-1) &&
+      input.sym_numel() == d.sym_size(-1)) {
+    // One value per column (a per-gene theta) under a summed output: the
+    // rows' derivatives weighted by their gradients, one matrix-vector
+    // product instead of a [rows, G] product and its sum.
+    const at::Tensor columns = at::mv(d.flatten(0, -2).t(), grad.flatten().to(d.scalar_type()));
+    return columns.reshape_symint(input.sym_sizes()).to(input.scalar_type());
+  }
+  return sum_to(d.mul(reduce_sum ? grad.unsqueeze(-1) : grad), input).to(input.scalar_type());
+}
+
 // Whether the backward should run in float32: float16/bfloat16 inputs of
 // which one is broadcast (its gradient is then a sum over the broadcast
 // dimensions). The kernels compute in float32 anyway; running them on

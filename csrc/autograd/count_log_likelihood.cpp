@@ -63,11 +63,8 @@ class CountLogLikelihood : public torch::autograd::Function<CountLogLikelihood> 
                              ctx->saved_data["eps"].toDouble(), reduce_sum, true, want_x);
       d = {std::get<1>(rerun), std::get<2>(rerun), std::get<3>(rerun), std::get<4>(rerun)};
     }
-    // grad per row [rows...] -> [rows..., 1] against the per-element buffers.
-    const at::Tensor g = reduce_sum ? grad.unsqueeze(-1) : grad;
     for (int i = 0; i < 4; ++i) {
-      if (!wanted[i]) continue;
-      result[i] = sum_to(d[i].mul(g), *inputs[i]).to(inputs[i]->scalar_type());
+      if (wanted[i]) result[i] = chain_per_element(d[i], grad, reduce_sum, *inputs[i]);
     }
     return first_order_only(std::move(result), saved, grads, "count_log_likelihood");
   }

@@ -104,6 +104,34 @@ C10_ALWAYS_INLINE at::vec::Vectorized<T> if_less(const at::vec::Vectorized<T>& x
                                                  const at::vec::Vectorized<T>& b) {
   return at::vec::Vectorized<T>::blendv(b, a, x < y);
 }
+// v is an integer in [0, limit] ? a : b (false for NaN): a count small
+// enough for a product of that many factors.
+template <typename T>
+C10_ALWAYS_INLINE T if_count_at_most(T v, T limit, T a, T b) {
+  return (v >= T(0) && v <= limit && v == std::floor(v)) ? a : b;
+}
+template <typename T>
+C10_ALWAYS_INLINE at::vec::Vectorized<T> if_count_at_most(const at::vec::Vectorized<T>& v,
+                                                          const at::vec::Vectorized<T>& limit,
+                                                          const at::vec::Vectorized<T>& a,
+                                                          const at::vec::Vectorized<T>& b) {
+  using Vec = at::vec::Vectorized<T>;
+  return Vec::blendv(b, a, (v >= Vec(0)) & (v <= limit) & (v == v.floor()));
+}
+// The largest lane of v, a count in [0, 2^31), as an int: the bound of a
+// loop over the factors of a product (the value itself for a scalar).
+template <typename T>
+C10_ALWAYS_INLINE int max_lane_count(T v) {
+  return static_cast<int>(v);
+}
+template <typename T>
+C10_ALWAYS_INLINE int max_lane_count(const at::vec::Vectorized<T>& v) {
+  T lanes[at::vec::Vectorized<T>::size()];
+  v.store(lanes);
+  T top = lanes[0];
+  for (int i = 1; i < at::vec::Vectorized<T>::size(); ++i) top = std::max(top, lanes[i]);
+  return static_cast<int>(top);
+}
 // 0 for v in [0, 1], NaN otherwise (NaN included): adds "undefined" to a
 // value whose argument must be a probability.
 template <typename T>

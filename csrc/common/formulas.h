@@ -16,6 +16,7 @@
 
 #include <c10/macros/Macros.h>
 
+#include <cmath>
 #include <type_traits>
 
 // Every formula: inlined, callable from host and device code.
@@ -446,6 +447,15 @@ PAF_MATH T digamma_rest_difference(T theta, T x) {
   return q2_minus_1 * d.total;
 }
 
+template <typename T>
+PAF_MATH T stirling_lgamma(T z) {
+  return (z - T(0.5)) * vm::log(z) - z + T(kHalfLog2Pi) + lgamma_rest(z);
+}
+template <typename T>
+PAF_MATH T stirling_digamma(T z) {
+  return vm::log(z) - T(0.5) / z + digamma_rest(z);
+}
+
 // z > 0 moved up to z + 10 >= 10 where below 10 (branch-free, so vectors
 // of mixed z work): lgamma(z) = lgamma(z + 10) - log(prod), digamma(z) =
 // digamma(z + 10) - d prod / prod, prod = z (z + 1) ... (z + 9) (< 4e11).
@@ -463,11 +473,61 @@ struct ShiftedGammaArgument {
     }
     z = v + shifted * T(kStirlingShift);
   }
-  PAF_MATH T lgamma() const {
-    return (z - T(0.5)) * vm::log(z) - z + T(kHalfLog2Pi) + lgamma_rest(z) - vm::log(prod);
-  }
-  PAF_MATH T digamma() const { return vm::log(z) - T(0.5) / z + digamma_rest(z) - d_prod / prod; }
+  PAF_MATH T lgamma() const { return stirling_lgamma(z) - vm::log(prod); }
+  PAF_MATH T digamma() const { return stirling_digamma(z) - d_prod / prod; }
 };
+
+// lgamma(theta + x) - lgamma(theta) and digamma(theta + x) - digamma(theta)
+// for x >= 0 and theta < 10 (the NB's plain-difference branch). For the
+// commonest counts, integers x <= kProductCounts, the log of the product
+// theta (theta + 1) ... (theta + x - 1) and its logarithmic derivative: no
+// lgamma, and no cancellation of digamma(theta) ~ -1/theta at small theta;
+// exactly 0 at x = 0. Any other x: the product to kProductCounts, which
+// moves theta up to where Stirling's series holds, and lgamma(theta + x) -
+// lgamma(theta + kProductCounts), computed only where a lane needs it.
+constexpr int kProductCounts = 16;
+template <typename T>
+struct GammaDifference {
+  T lgamma, digamma;
+};
+template <typename M, typename T>
+PAF_MATH GammaDifference<T> select_lanes(const M& mask, const GammaDifference<T>& a, const GammaDifference<T>& b) {
+  return {vm::select_lanes(mask, a.lgamma, b.lgamma), vm::select_lanes(mask, a.digamma, b.digamma)};
+}
+template <typename T>
+PAF_MATH GammaDifference<T> gamma_difference_small_theta(T x, T theta) {
+  const T factors = vm::if_count_at_most(x, T(kProductCounts), x, T(kProductCounts));
+  T prod(1), d_prod(0), k(0);
+  // (to the largest lane's count: the rest would multiply by 1)
+  const int n = vm::max_lane_count(factors);
+  for (int i = 0; i < n; ++i) {
+    const T inside = vm::if_less(k, factors, T(1), T(0));
+    const T factor = vm::if_less(k, factors, theta + k, T(1));
+    d_prod = vm::mul_add(d_prod, factor, prod * inside);
+    prod = prod * factor;
+    k = k + T(1);
+  }
+  const GammaDifference<T> product{vm::log(prod), d_prod / prod};
+  return vm::if_less_lazy(
+      T(0), vm::abs(x - factors),
+      [&] {
+        // + lgamma(theta + x) - lgamma(z), z = theta + kProductCounts >= 10.
+        // theta + x is >= 10 too but for a non-integer x below
+        // kProductCounts (a relaxed count), which alone needs shifting; a
+        // lane of the product stands in for it with z.
+        const T z = theta + T(kProductCounts), z_x = vm::if_less(T(0), vm::abs(x - factors), x + theta, z);
+        const GammaDifference<T> rest = vm::if_less_lazy(
+            z_x, T(kStirlingShift),
+            [&] {
+              const ShiftedGammaArgument<T> g(z_x);
+              return GammaDifference<T>{g.lgamma(), g.digamma()};
+            },
+            [&] { return GammaDifference<T>{stirling_lgamma(z_x), stirling_digamma(z_x)}; });
+        return GammaDifference<T>{product.lgamma + (rest.lgamma - stirling_lgamma(z)),
+                                  product.digamma + (rest.digamma - stirling_digamma(z))};
+      },
+      [&] { return product; });
+}
 
 // lgamma(x + 1), exactly 0 at x = 0 and x = 1 (the commonest counts); the
 // CPU reads small counts from a table (vm::log_factorial_or).
@@ -550,14 +610,24 @@ PAF_MATH T nan_unless_positive(T v) {
   return vm::nan_outside_unit(vm::if_less(T(0), v, T(0), T(2)));
 }
 
+// sigmoid(v), sigmoid(-v), softplus(v) and softplus(-v) from one e =
+// exp(-|v|) (the fast exp and log1p of the Bernoulli likelihood), each
+// accurate where it is small (1 - sigmoid(v) would lose sigmoid(-v)'s
+// digits); +-inf give the limits, NaN stays NaN.
 template <typename T>
-PAF_MATH T softplus(T v) {
-  return vm::max(v, T(0)) + vm::log1p(vm::exp(T(0) - vm::abs(v)));
-}
-template <typename T>
-PAF_MATH T sigmoid(T v) {
-  return T(1) / (T(1) + vm::exp(T(0) - v));
-}
+struct Logistic {
+  T v, e, r;  // r = 1 / (1 + e)
+  PAF_MATH explicit Logistic(T v_) : v(v_), e(vm::exp_nonpositive(T(0) - vm::abs(v_))), r(T(1) / (T(1) + e)) {}
+  PAF_MATH T sigmoid() const { return vm::propagate_nan(vm::if_nonneg(v, r, e * r), v); }
+  PAF_MATH T sigmoid_of_minus() const { return vm::propagate_nan(vm::if_nonneg(v, e * r, r), v); }
+  PAF_MATH T softplus() const { return vm::max(v, T(0)) + vm::log1p_unit(e); }
+  PAF_MATH T softplus_of_minus() const { return vm::max(T(0) - v, T(0)) + vm::log1p_unit(e); }
+  // log(exp(a) + exp(b)) given v = a - b: max(a, b) + log1p(e); a = b = +-inf
+  // (v NaN) gives that infinity, a NaN argument NaN.
+  PAF_MATH T logaddexp(T a, T b) const {
+    return vm::max(a, b) + vm::if_less(vm::abs(v), T(INFINITY), vm::log1p_unit(e), T(0));
+  }
+};
 
 // The partial derivatives of one element's log-pmf, and the log-pmf with
 // them (what a branch of if_less_lazy returns).
@@ -608,8 +678,7 @@ struct NegativeBinomialAtZero {
 
 // The rest of the log-pmf, x (log m - log(theta + m)) + lgamma(x + theta) -
 // lgamma(theta) (m = mu + eps), and its theta derivative:
-// - theta < 10: the plain differences (exactly 0 at x = 0: the two
-//   evaluations, inlined apart, need not round alike);
+// - theta < 10: the plain differences (gamma_difference_small_theta);
 // - theta >= 10: both lgammas from Stirling's series, the difference formed
 //   analytically with x log(theta) cancelled: x (log m - log1p(m / theta))
 //   + theta ((1 + t) log1p(t) - t) - log1p(t) / 2 + rest difference, t =
@@ -621,13 +690,9 @@ PAF_MATH CountTerms<T> negative_binomial_gamma_terms(T x, T m, T theta) {
   return vm::if_less_lazy(
       theta, T(kStirlingTheta),
       [&] {
-        const ShiftedGammaArgument<T> g_theta(theta), g_x_theta(x + theta);
-        CountTerms<T> r{x * (log_m - vm::log(theta + m)) +
-                            vm::if_less(T(0), x, g_x_theta.lgamma() - g_theta.lgamma(), T(0)),
-                        {T(0), T(0), T(0), T(0)}};
-        if constexpr (kGrad) {
-          r.grad.theta = vm::if_less(T(0), x, g_x_theta.digamma() - g_theta.digamma(), T(0)) - x / (theta + m);
-        }
+        const GammaDifference<T> g = gamma_difference_small_theta(x, theta);
+        CountTerms<T> r{x * (log_m - vm::log(theta + m)) + g.lgamma, {T(0), T(0), T(0), T(0)}};
+        if constexpr (kGrad) r.grad.theta = g.digamma - x / (theta + m);
         return r;
       },
       [&] {
@@ -721,20 +786,21 @@ struct CountLogLikelihood<CountLikelihood::ZeroInflatedNegativeBinomial> {
         x, eps,
         [&] {
           const NegativeBinomialAtZero<T, kGrad> at_zero(mu, theta, eps);
-          const T a = at_zero.value - pi;
-          CountTerms<T> r{softplus(a) - softplus(T(0) - pi) + domain, {domain, T(0), T(0), T(0)}};
+          const Logistic<T> a(at_zero.value - pi), p(pi);
+          CountTerms<T> r{a.softplus() - p.softplus_of_minus() + domain, {domain, T(0), T(0), T(0)}};
           if constexpr (kGrad) {
-            const T w = sigmoid(a);  // the NB's share of the probability of a zero
+            const T w = a.sigmoid();  // the NB's share of the probability of a zero
             r.grad.mu = w * at_zero.mu + domain;
             r.grad.theta = w * at_zero.theta + domain;
-            r.grad.zi_logits = sigmoid(T(0) - pi) - w + domain;
+            r.grad.zi_logits = p.sigmoid_of_minus() - w + domain;
           }
           return r;
         },
         [&] {
           CountTerms<T> r = negative_binomial<kGrad, kGradX>(x, mu, theta, eps, domain);
-          r.value = r.value - softplus(pi);
-          if constexpr (kGrad) r.grad.zi_logits = T(0) - sigmoid(pi) + domain;
+          const Logistic<T> p(pi);
+          r.value = r.value - p.softplus();
+          if constexpr (kGrad) r.grad.zi_logits = T(0) - p.sigmoid() + domain;
           return r;
         });
   }
@@ -757,6 +823,53 @@ struct CountLogLikelihood<CountLikelihood::Poisson> {
     return r;
   }
 };
+
+// scvi-tools' log_mixture_nb at one element: the log-pmf of a mixture of
+// two NBs that share x, component 1 weighted sigmoid(pi), component 2
+// sigmoid(-pi): logaddexp(l1 - softplus(-pi), l2 - softplus(pi)) (scvi:
+// logaddexp(l1, l2 - pi) - softplus(-pi), the same but NaN at pi = -inf),
+// each l the NB above (float32-accurate at any count and theta). With w =
+// sigmoid(l1 - l2 + pi),
+// component 1's share of the probability, every derivative is the
+// components' weighted by w and 1 - w, and d/dpi = w - sigmoid(pi). A
+// shared theta (kSharedTheta; theta_2 is then theta_1) gets the sum of both
+// components' theta derivatives in theta_1.
+template <typename T>
+struct NbMixtureGrads {
+  T x, mu_1, mu_2, theta_1, theta_2, pi_logits;
+};
+template <typename T>
+struct NbMixtureTerms {
+  T value;
+  NbMixtureGrads<T> grad;
+};
+
+template <bool kGrad, bool kGradX, typename T>
+PAF_MATH NbMixtureTerms<T> nb_mixture(T x, T mu_1, T mu_2, T theta_1, T theta_2, T pi, T eps, bool shared_theta) {
+  const T domain = nan_if_negative(x) + nan_if_negative(mu_1) + nan_if_negative(mu_2) +
+                   nan_unless_positive(theta_1) + nan_unless_positive(theta_2);
+  const CountTerms<T> nb_1 = negative_binomial<kGrad, kGradX>(x, mu_1, theta_1, eps, domain);
+  const CountTerms<T> nb_2 = negative_binomial<kGrad, kGradX>(x, mu_2, theta_2, eps, domain);
+  // the weighted components' logs, log sigmoid(+-pi) = -softplus(-+pi):
+  // finite also at pi = +-inf, where the mixture is one component
+  const Logistic<T> p(pi);
+  const T a = nb_1.value - p.softplus_of_minus(), b = nb_2.value - p.softplus();
+  const Logistic<T> d(a - b);
+  NbMixtureTerms<T> r{d.logaddexp(a, b), {T(0), T(0), T(0), T(0), T(0), T(0)}};
+  if constexpr (kGrad || kGradX) {
+    const T w = d.sigmoid(), w_2 = d.sigmoid_of_minus();
+    if constexpr (kGradX) r.grad.x = w * nb_1.grad.x + w_2 * nb_2.grad.x;
+    if constexpr (kGrad) {
+      r.grad.mu_1 = w * nb_1.grad.mu;
+      r.grad.mu_2 = w_2 * nb_2.grad.mu;
+      r.grad.theta_1 = w * nb_1.grad.theta;
+      r.grad.theta_2 = w_2 * nb_2.grad.theta;
+      if (shared_theta) r.grad.theta_1 = r.grad.theta_1 + r.grad.theta_2;
+      r.grad.pi_logits = w - p.sigmoid() + domain;
+    }
+  }
+  return r;
+}
 
 // ---------------------------------------------------------- Box-Muller
 // Two standard normals from two uniforms in (0, 1) (common/philox_normal.h

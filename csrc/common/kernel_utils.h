@@ -147,4 +147,31 @@ C10_ALWAYS_INLINE double row_sum(int64_t n, VecTerm&& vec_term, ScalarTerm&& sca
   return total.value();
 }
 
+// ------------------------------------------------- rows of element values
+// The rows of an elementwise [rows, cols] op with one value per element:
+// stored to out [rows, cols], or summed per row to out [rows] (kSum).
+// element(tag, r, j) gives the value of element (r, j) (tag: an opmath_t)
+// or of the W elements from j (tag: a Vec) and stores any per-element
+// outputs of its own; it is called once per element, in increasing j.
+template <typename scalar_t, bool kSum, typename Element>
+void for_each_row_value(int64_t rows, int64_t cols, scalar_t* out, Element&& element) {
+  using IO = VecIO<scalar_t>;
+  using opmath_t = typename IO::opmath_t;
+  using Vec = typename IO::Vec;
+  at::parallel_for(0, rows, row_grain(cols), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      auto vec_value = [&](int64_t j) C10_ALWAYS_INLINE_ATTRIBUTE { return element(Vec(0), r, j); };
+      auto scalar_value = [&](int64_t j) { return element(opmath_t(0), r, j); };
+      if constexpr (kSum) {
+        out[r] = static_cast<scalar_t>(row_sum<IO>(cols, vec_value, scalar_value));
+      } else {
+        scalar_t* out_row = out + r * cols;
+        for_each_column<IO::kWidth>(
+            cols, [&](int64_t j) C10_ALWAYS_INLINE_ATTRIBUTE { store_at(out_row, j, vec_value(j)); },
+            [&](int64_t j) { store_at(out_row, j, scalar_value(j)); });
+      }
+    }
+  });
+}
+
 }  // namespace paf

@@ -470,13 +470,37 @@ inline IwaeLatentGradProblem make_iwae_latent_grad_problem(const at::Tensor& gra
 }
 
 // -------------------------------------------------- count_log_likelihood
+// The count ops' arguments broadcast to one [rows, G] shape (G: the last
+// dimension, the genes) and read as row views (a parameter broadcast over
+// rows, e.g. theta [G], costs no copy); their outputs: the log-pmf per
+// element or summed over G, and the partial derivatives per element in the
+// accumulation dtype (so that the sum over a broadcast parameter's rows adds
+// unrounded terms), empty when not asked.
+struct CountRows {
+  std::vector<int64_t> shape;
+  int64_t rows = 0, cols = 0;
+  CountRows(const std::vector<const at::Tensor*>& args, const char* first_name) {
+    shape = args[0]->sizes().vec();
+    for (const auto* t : args) shape = at::infer_size(shape, t->sizes());
+    PAF_CHECK(!shape.empty(), first_name, ": expected at least 1 dimension (the genes), got 0-d arguments");
+    cols = shape.back();
+    rows = c10::multiply_integers(at::IntArrayRef(shape).slice(0, shape.size() - 1));
+  }
+  at::Tensor of(const at::Tensor& t) const { return as_rows(t.expand(shape), rows, cols); }
+  at::Tensor output(const at::Tensor& like, bool reduce_sum) const {
+    std::vector<int64_t> out_shape = shape;
+    if (reduce_sum) out_shape.pop_back();
+    return at::empty(out_shape, like.options());
+  }
+  at::Tensor grad_buffer(const at::Tensor& like, bool wanted) const {
+    const auto options = like.options().dtype(at::toOpMathType(like.scalar_type()));
+    return wanted ? at::empty(shape, options) : at::empty({0}, options);
+  }
+};
+
 // Counts x against the parameters mu, theta (nb, zinb) and zi_logits
-// (zinb), all broadcast to one [rows, G] shape as row views (a parameter
-// broadcast over rows, e.g. theta [G], costs no copy), and the outputs: the
-// log-pmf (per element, or summed over G) and, when asked, its partial
-// derivatives per element in the accumulation dtype (so that the sum over
-// a broadcast parameter's rows adds unrounded terms); empty when not asked.
-// x's derivative (need_grad_x) comes with the parameters' (need_grad).
+// (zinb) as CountRows. x's derivative (need_grad_x) comes with the
+// parameters' (need_grad).
 struct CountProblem {
   CountLikelihood likelihood;
   double eps;
@@ -504,37 +528,77 @@ inline CountProblem make_count_problem(const at::Tensor& x, const at::Tensor& mu
                   " by likelihood '", std::string(likelihood), "'");
   PAF_CHECK_VALUE(std::isfinite(eps) && eps >= 0, "eps: expected a finite number >= 0, got ", eps);
   p.eps = eps;
-  std::vector<at::Tensor> all = {x, mu};
+  std::vector<const at::Tensor*> all = {&x, &mu};
   if (theta) {
     check_same_dtype_device(mu, "mu", *theta, "theta");
-    all.push_back(*theta);
+    all.push_back(&*theta);
   }
   if (zi_logits) {
     check_same_dtype_device(mu, "mu", *zi_logits, "zi_logits");
-    all.push_back(*zi_logits);
+    all.push_back(&*zi_logits);
   }
-  p.shape = x.sizes().vec();
-  for (const auto& t : all) p.shape = at::infer_size(p.shape, t.sizes());
-  PAF_CHECK(!p.shape.empty(), "mu: expected at least 1 dimension (the genes), got 0-d arguments");
-  p.cols = p.shape.back();
-  p.rows = c10::multiply_integers(at::IntArrayRef(p.shape).slice(0, p.shape.size() - 1));
-  auto rows_of = [&](const at::Tensor& t) { return as_rows(t.expand(p.shape), p.rows, p.cols); };
-  p.x = rows_of(x);
-  p.mu = rows_of(mu);
-  if (theta) p.theta = rows_of(*theta);
-  if (zi_logits) p.zi_logits = rows_of(*zi_logits);
-  std::vector<int64_t> out_shape = p.shape;
-  if (reduce_sum) out_shape.pop_back();
-  p.out = at::empty(out_shape, mu.options());
-  const auto grad_options = mu.options().dtype(at::toOpMathType(mu.scalar_type()));
-  auto grad_buffer = [&](bool wanted) {
-    return wanted ? at::empty(p.shape, grad_options) : at::empty({0}, grad_options);
-  };
+  const CountRows rows(all, "mu");
+  p.shape = rows.shape, p.rows = rows.rows, p.cols = rows.cols;
+  p.x = rows.of(x);
+  p.mu = rows.of(mu);
+  if (theta) p.theta = rows.of(*theta);
+  if (zi_logits) p.zi_logits = rows.of(*zi_logits);
+  p.out = rows.output(mu, reduce_sum);
   need_grad = need_grad || need_grad_x;
-  p.d_x = grad_buffer(need_grad_x);
-  p.d_mu = grad_buffer(need_grad);
-  p.d_theta = grad_buffer(need_grad && wants_theta);
-  p.d_zi_logits = grad_buffer(need_grad && wants_zi);
+  p.d_x = rows.grad_buffer(mu, need_grad_x);
+  p.d_mu = rows.grad_buffer(mu, need_grad);
+  p.d_theta = rows.grad_buffer(mu, need_grad && wants_theta);
+  p.d_zi_logits = rows.grad_buffer(mu, need_grad && wants_zi);
+  return p;
+}
+
+// --------------------------------------------- nb_mixture_log_likelihood
+// Counts x against a mixture of two NBs (mu_1, theta_1), (mu_2, theta_2)
+// with the logits pi_logits of component 1's weight, as CountRows. Without
+// theta_2 both components share theta_1: theta_2 is then theta_1's rows and
+// d_theta_2 is empty (theta_1's derivative holds both components').
+struct NbMixtureProblem {
+  double eps;
+  bool shared_theta;
+  int64_t rows = 0, cols = 0;
+  at::Tensor x, mu_1, mu_2, theta_1, theta_2, pi_logits;  // [rows, G]
+  at::Tensor out, d_x, d_mu_1, d_mu_2, d_theta_1, d_theta_2, d_pi_logits;
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> outputs() const {
+    return {out, d_x, d_mu_1, d_mu_2, d_theta_1, d_theta_2, d_pi_logits};
+  }
+};
+
+inline NbMixtureProblem make_nb_mixture_problem(const at::Tensor& x, const at::Tensor& mu_1, const at::Tensor& mu_2,
+                                                const at::Tensor& theta_1, const std::optional<at::Tensor>& theta_2,
+                                                const at::Tensor& pi_logits, double eps, bool reduce_sum,
+                                                bool need_grad, bool need_grad_x) {
+  NbMixtureProblem p;
+  check_floating(mu_1, "mu_1");
+  std::vector<const at::Tensor*> all = {&x, &mu_1, &mu_2, &theta_1, &pi_logits};
+  const std::array<const char*, 5> names = {"x", "mu_1", "mu_2", "theta_1", "pi_logits"};
+  if (theta_2) all.push_back(&*theta_2);
+  for (size_t i = 0; i < all.size(); ++i) {
+    check_same_dtype_device(mu_1, "mu_1", *all[i], i < names.size() ? names[i] : "theta_2");
+  }
+  PAF_CHECK_VALUE(std::isfinite(eps) && eps >= 0, "eps: expected a finite number >= 0, got ", eps);
+  p.eps = eps;
+  p.shared_theta = !theta_2.has_value();
+  const CountRows rows(all, "mu_1");
+  p.rows = rows.rows, p.cols = rows.cols;
+  p.x = rows.of(x);
+  p.mu_1 = rows.of(mu_1);
+  p.mu_2 = rows.of(mu_2);
+  p.theta_1 = rows.of(theta_1);
+  p.theta_2 = theta_2 ? rows.of(*theta_2) : p.theta_1;
+  p.pi_logits = rows.of(pi_logits);
+  p.out = rows.output(mu_1, reduce_sum);
+  need_grad = need_grad || need_grad_x;
+  p.d_x = rows.grad_buffer(mu_1, need_grad_x);
+  p.d_mu_1 = rows.grad_buffer(mu_1, need_grad);
+  p.d_mu_2 = rows.grad_buffer(mu_1, need_grad);
+  p.d_theta_1 = rows.grad_buffer(mu_1, need_grad);
+  p.d_theta_2 = rows.grad_buffer(mu_1, need_grad && !p.shared_theta);
+  p.d_pi_logits = rows.grad_buffer(mu_1, need_grad);
   return p;
 }
 

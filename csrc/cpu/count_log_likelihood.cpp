@@ -21,66 +21,26 @@ struct CountOutputs {
 
 template <CountLikelihood L, bool kGrad, bool kGradX, bool kSum, typename scalar_t>
 void count_rows(const CountProblem& p, const CountOutputs<scalar_t>& o) {
-  using IO = VecIO<scalar_t>;
-  using opmath_t = typename IO::opmath_t;
-  using Vec = typename IO::Vec;
-  using Term = CountLogLikelihood<L>;
-  constexpr int64_t W = IO::kWidth;
+  using opmath_t = at::opmath_type<scalar_t>;
   const auto xm = const_row_matrix<scalar_t>(p.x), mm = const_row_matrix<scalar_t>(p.mu);
   const auto tm = has_theta(L) ? const_row_matrix<scalar_t>(p.theta) : mm;  // (mm: never read)
   const auto zm = has_zi_logits(L) ? const_row_matrix<scalar_t>(p.zi_logits) : mm;
   const int64_t G = p.cols;
   const opmath_t eps = static_cast<opmath_t>(p.eps);
-  at::parallel_for(0, p.rows, row_grain(G), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const scalar_t *xr = xm.row(r), *mr = mm.row(r), *tr = tm.row(r), *zr = zm.row(r);
-      const int64_t base = r * G;
-      // One element (scalar) or W of them (Vec) at column j: the value,
-      // with the derivatives stored as it goes.
-      auto element = [&](auto tag, int64_t j) C10_ALWAYS_INLINE_ATTRIBUTE {
-        using T = decltype(tag);
-        constexpr bool kVec = !std::is_same_v<T, opmath_t>;
-        auto load = [&](const scalar_t* row) {
-          if constexpr (kVec) {
-            return IO::load(row + j);
-          } else {
-            return static_cast<opmath_t>(row[j]);
-          }
-        };
-        auto store_grad = [&](opmath_t* d, const T& v) {
-          if constexpr (kVec) {
-            v.store(d + base + j);
-          } else {
-            d[base + j] = v;
-          }
-        };
-        const T theta = has_theta(L) ? load(tr) : T(1);
-        const T zi = has_zi_logits(L) ? load(zr) : T(0);
-        const CountTerms<T> t = Term::template terms<kGrad, kGradX>(load(xr), load(mr), theta, zi, T(eps));
-        const T& v = t.value;
-        if constexpr (kGradX) store_grad(o.d_x, t.grad.x);
-        if constexpr (kGrad) {
-          store_grad(o.d_mu, t.grad.mu);
-          if constexpr (has_theta(L)) store_grad(o.d_theta, t.grad.theta);
-          if constexpr (has_zi_logits(L)) store_grad(o.d_zi_logits, t.grad.zi_logits);
-        }
-        if constexpr (!kSum) {
-          if constexpr (kVec) {
-            IO::store(o.out + base + j, v);
-          } else {
-            o.out[base + j] = static_cast<scalar_t>(v);
-          }
-        }
-        return v;
-      };
-      auto vec_element = [&](int64_t j) C10_ALWAYS_INLINE_ATTRIBUTE { return element(Vec(0), j); };
-      auto scalar_element = [&](int64_t j) { return element(opmath_t(0), j); };
-      if constexpr (kSum) {
-        o.out[r] = static_cast<scalar_t>(row_sum<IO>(G, vec_element, scalar_element));
-      } else {
-        for_each_column<W>(G, vec_element, scalar_element);
-      }
+  for_each_row_value<scalar_t, kSum>(p.rows, G, o.out, [&](auto tag, int64_t r, int64_t j) C10_ALWAYS_INLINE_ATTRIBUTE {
+    using T = decltype(tag);
+    const auto load = [&](const auto& m) { return load_at<scalar_t, T>(m.row(r), j); };
+    const auto store_grad = [&](opmath_t* d, const T& v) { store_at(d + r * G, j, v); };
+    const T theta = has_theta(L) ? load(tm) : T(1);
+    const T zi = has_zi_logits(L) ? load(zm) : T(0);
+    const CountTerms<T> t = CountLogLikelihood<L>::template terms<kGrad, kGradX>(load(xm), load(mm), theta, zi, T(eps));
+    if constexpr (kGradX) store_grad(o.d_x, t.grad.x);
+    if constexpr (kGrad) {
+      store_grad(o.d_mu, t.grad.mu);
+      if constexpr (has_theta(L)) store_grad(o.d_theta, t.grad.theta);
+      if constexpr (has_zi_logits(L)) store_grad(o.d_zi_logits, t.grad.zi_logits);
     }
+    return t.value;
   });
 }
 

@@ -48,26 +48,17 @@ struct CountTerm {
   // As a row-sum term (summed over the genes).
   template <int N>
   C10_HOST_DEVICE C10_ALWAYS_INLINE void add(int64_t r, int64_t j, T& acc) const {
-    T v[N];
-    values<N>(r, j, v);
-#pragma unroll
-    for (int k = 0; k < N; ++k) acc += v[k];
+    add_values<N>(*this, r, j, acc);
   }
   // Per element.
   template <int N>
   C10_HOST_DEVICE void elements(int64_t r, int64_t j) const {
-    T v[N];
-    values<N>(r, j, v);
-    store_pack<N>(out + r * cols + j, v);
+    store_values<N>(*this, r, j, out, cols);
   }
   template <int N>
   bool aligned() const {
-    const auto dense_aligned = [&](const auto* p) {
-      return p == nullptr || rows_aligned<N>(dense_rows(p, x.rows, cols));
-    };
     return rows_aligned<N>(x) && rows_aligned<N>(mu) && rows_aligned<N>(theta) && rows_aligned<N>(zi_logits) &&
-           dense_aligned(out) && dense_aligned(d_x) && dense_aligned(d_mu) && dense_aligned(d_theta) &&
-           dense_aligned(d_zi_logits);
+           dense_rows_aligned<N>(x.rows, cols, out, d_x, d_mu, d_theta, d_zi_logits);
   }
 };
 

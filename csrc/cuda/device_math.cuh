@@ -25,6 +25,7 @@ PAF_VM_UNARY(log1p, log1pf, log1p)
 PAF_VM_UNARY(sqrt, sqrtf, sqrt)
 PAF_VM_UNARY(cos, cosf, cos)
 PAF_VM_UNARY(sin, sinf, sin)
+PAF_VM_UNARY(floor, floorf, floor)
 #undef PAF_VM_UNARY
 
 template <typename T>
@@ -57,6 +58,12 @@ PAF_VM T if_nonneg(T cond, T a, T b) { return cond >= T(0) ? a : b; }
 // x < y ? a : b (false for NaN)
 template <typename T>
 PAF_VM T if_less(T x, T y, T a, T b) { return x < y ? a : b; }
+// v is an integer in [0, limit] ? a : b (false for NaN).
+template <typename T>
+PAF_VM T if_count_at_most(T v, T limit, T a, T b) { return (v >= T(0) && v <= limit && v == floor(v)) ? a : b; }
+// v, a count in [0, 2^31), as an int (the CPU's largest vector lane).
+template <typename T>
+PAF_VM int max_lane_count(T v) { return static_cast<int>(v); }
 // 0 for v in [0, 1], NaN otherwise (NaN included).
 template <typename T>
 PAF_VM T nan_outside_unit(T v) { return (v >= T(0) && v <= T(1)) ? T(0) : std::numeric_limits<T>::quiet_NaN(); }

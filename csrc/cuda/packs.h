@@ -83,6 +83,12 @@ template <typename T>
 RowMatrix<T> dense_rows(T* data, int64_t rows, int64_t cols) {
   return {data, rows, cols, cols};
 }
+// Whether every row of the dense [rows, cols] outputs at the given pointers
+// (null: an output not written) starts on an N-element boundary.
+template <int N, typename... Ts>
+bool dense_rows_aligned(int64_t rows, int64_t cols, const Ts*... outputs) {
+  return ((outputs == nullptr || rows_aligned<N>(dense_rows(outputs, rows, cols))) && ...);
+}
 
 // Calls launch(std::integral_constant<int, N>) with N = kVecWidth when
 // aligned, else N = 1.
@@ -123,6 +129,25 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void add_row_slice(const Term& term, int64_t r
   if constexpr (N > 1) {
     for (int64_t j = body_end + first; j < end; j += step) term.template add<1>(r, j, acc);
   }
+}
+
+// ------------------------------------------- functors of element values
+// The row-sum term and the elementwise body of a functor whose
+// `values<N>(r, j, v)` gives the N values of columns j .. j + N - 1 of row r
+// (storing its other per-element outputs): add_values adds them to acc,
+// store_values stores them to the dense [rows, cols] out.
+template <int N, typename Fn, typename T>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void add_values(const Fn& fn, int64_t r, int64_t j, T& acc) {
+  T v[N];
+  fn.template values<N>(r, j, v);
+#pragma unroll
+  for (int k = 0; k < N; ++k) acc += v[k];
+}
+template <int N, typename Fn, typename scalar_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE void store_values(const Fn& fn, int64_t r, int64_t j, scalar_t* out, int64_t cols) {
+  opmath_t<scalar_t> v[N];
+  fn.template values<N>(r, j, v);
+  store_pack<N>(out + r * cols + j, v);
 }
 
 }  // namespace paf::cuda

@@ -16,6 +16,7 @@ from . import (
     kl_diag_gaussian,
     log_likelihood,
     log_likelihood_sum,
+    nb_mixture_log_likelihood,
     reparameterize,
 )
 
@@ -27,6 +28,7 @@ _MODULES = (
     elbo,
     iwae_bound,
     count_log_likelihood,
+    nb_mixture_log_likelihood,
     adagvae_posterior,
 )
 _registered = False

@@ -329,20 +329,18 @@ def log_mixture_nb(
     ``log(sigmoid(pi) NB(x; mu_1, theta_1) + sigmoid(-pi) NB(x; mu_2, theta_2))
     = logsumexp(log NB_1, log NB_2 - pi) - softplus(-pi)``.
 
-    Each component's log-pmf runs the fused NB op (float32-accurate at any
-    theta); the two are combined by ``logaddexp``. A non-default ``log_fn``
-    or ``lgamma_fn`` runs the formula with those functions. ``eps`` is used
-    by both components also when ``theta_2`` is given (scvi-tools then uses
-    its default, 1e-8, whatever ``eps`` is passed).
+    One fused op (:func:`~pyautoencoder_fast.functional.nb_mixture_log_likelihood`,
+    float32-accurate at any count and theta). A non-default ``log_fn`` or
+    ``lgamma_fn`` runs the formula with those functions. ``eps`` is used by
+    both components also when ``theta_2`` is given (scvi-tools then uses its
+    default, 1e-8, whatever ``eps`` is passed).
     """
+    if _is_default(log_fn, lgamma_fn):
+        return functional.nb_mixture_log_likelihood(x, mu_1, mu_2, theta_1, theta_2, pi_logits, eps=eps)
     if theta_2 is None:
         theta_1 = theta_1.view(1, theta_1.size(0)) if theta_1.dim() == 1 else theta_1
         theta_2 = theta_1
-    if not _is_default(log_fn, lgamma_fn):
-        log_nb_1, log_nb_2 = _mixture_formula(x, mu_1, mu_2, theta_1, theta_2, pi_logits, eps, log_fn, lgamma_fn)
-    else:
-        log_nb_1 = functional.count_log_likelihood(x, mu_1, theta_1, likelihood="nb", eps=eps)
-        log_nb_2 = functional.count_log_likelihood(x, mu_2, theta_2, likelihood="nb", eps=eps)
+    log_nb_1, log_nb_2 = _mixture_formula(x, mu_1, mu_2, theta_1, theta_2, pi_logits, eps, log_fn, lgamma_fn)
     return torch.logaddexp(log_nb_1, log_nb_2 - pi_logits) - F.softplus(-pi_logits)
 
 

@@ -16,8 +16,7 @@ replaces exactly those and keeps the originals to put back:
 Each replacement runs scvi-tools' original code where the fused op would
 not compute what scvi-tools computes: a non-default ``log_fn`` /
 ``lgamma_fn`` (scvi's MPS path), a device other than CPU or CUDA, JAX arrays
-or non-tensors, integer or mixed-dtype parameters, and
-``NegativeBinomialMixture`` with a separate ``theta2``.
+or non-tensors, and integer or mixed-dtype parameters.
 """
 
 from __future__ import annotations
@@ -110,15 +109,13 @@ def _zero_inflated_log_prob(original: Callable) -> Callable:
 def _mixture_log_prob(original: Callable) -> Callable:
     @functools.wraps(original)
     def log_prob(self, value: Tensor) -> Tensor:
-        if (
-            self.on_mps
-            or self.theta2 is not None
-            or not _fusable(value, self.mu1, self.mu2, self.theta1, self.mixture_logits)
-        ):
+        if self.on_mps or not _fusable(value, self.mu1, self.mu2, self.theta1, self.theta2, self.mixture_logits):
             return original(self, value)
         if self._validate_args:  # scvi-tools validates on every call
             _warn_outside_support(self, value)
-        return fused.log_mixture_nb(value, self.mu1, self.mu2, self.theta1, None, self.mixture_logits, eps=1e-8)
+        return functional.nb_mixture_log_likelihood(
+            value, self.mu1, self.mu2, self.theta1, self.theta2, self.mixture_logits, eps=1e-8
+        )
 
     return log_prob
 
@@ -133,6 +130,13 @@ def _poisson_log_prob(original: Callable) -> Callable:
         return functional.count_log_likelihood(value, self.rate, likelihood="poisson")
 
     return log_prob
+
+
+def _scvi_log_mixture_nb(x, mu_1, mu_2, theta_1, theta_2, pi_logits, eps=1e-8, log_fn=torch.log, lgamma_fn=torch.lgamma):
+    """scvi-tools' log_mixture_nb as it computes: with a separate theta_2 its
+    components are log_nb_positive at that function's default eps, 1e-8."""
+    eps = 1e-8 if theta_2 is not None else eps
+    return fused.log_mixture_nb(x, mu_1, mu_2, theta_1, theta_2, pi_logits, eps, log_fn, lgamma_fn)
 
 
 def _function(original: Callable, drop_in: Callable, n_tensors: int) -> Callable:
@@ -176,7 +180,7 @@ _CLASS_REPLACEMENTS = {
 _FUNCTION_REPLACEMENTS = {
     "log_nb_positive": (fused.log_nb_positive, 3),
     "log_zinb_positive": (fused.log_zinb_positive, 4),
-    "log_mixture_nb": (fused.log_mixture_nb, 6),
+    "log_mixture_nb": (_scvi_log_mixture_nb, 6),
 }
 
 
