@@ -601,7 +601,10 @@ def nb_mixture_log_likelihood(
     background and foreground), in one pass.
 
     ``log(sigmoid(pi) NB(x; mu_1, theta_1) + sigmoid(-pi) NB(x; mu_2, theta_2))
-    = logsumexp(log NB_1, log NB_2 - pi) - softplus(-pi)``, each NB scvi's
+    = logsumexp(log NB_1, log NB_2 - pi) - softplus(-pi)`` (computed as
+    ``logaddexp(log NB_1 - softplus(-pi), log NB_2 - softplus(pi))``, which
+    at ``pi_logits = -inf``, where scvi-tools' form is ``inf - inf``, is
+    component 2's log-pmf), each NB scvi's
     ``log_nb_positive`` with ``eps`` and as accurate in float32 as
     :func:`count_log_likelihood`'s (any count, any theta, ``theta = inf`` the
     Poisson limit).
