@@ -135,6 +135,8 @@ def plan(preset: str, device: str, dtypes: Sequence[torch.dtype]) -> list[Spec]:
             for name in ("kl_diag_gaussian", "reparameterize", "adagvae_posterior"):
                 add(name, "", large, dtype, "fwd+bwd")
         add("count_loss", "zinb", W.COUNT_SIZES[0], torch.float32, "fwd+bwd")
+        if device.startswith("cuda"):
+            add("count_loss", "zinb", W.COUNT_LARGER, torch.float32, "fwd+bwd")
         add("protein_loss", "", W.PROTEIN_SIZES[0], torch.float32, "fwd+bwd")
         for dtype in dtypes:
             for size in (W.SIZES["small-b128"], W.SIZES["large"]):
@@ -160,7 +162,7 @@ def plan(preset: str, device: str, dtypes: Sequence[torch.dtype]) -> list[Spec]:
                 for mode in W.MODES:
                     add(name, "", size, dtype, mode)
     for lik in W.COUNT_LIKELIHOODS:  # scvi's code keeps float32 (its masks): float32 only
-        for size in W.COUNT_SIZES:
+        for size in W.count_sizes_for(device):
             for mode in W.MODES:
                 add("count_loss", lik, size, torch.float32, mode)
     for size in W.PROTEIN_SIZES:  # float32, as count_loss

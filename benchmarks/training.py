@@ -12,11 +12,12 @@ data), interleaved step by step:
   sums, means, one ``.item()`` per diagnostic);
 * ``fast``: this library's ``VAE``/``AE`` (fused sampling op, fused loss op,
   one transfer for the diagnostics);
-* ``fast+graph`` (CUDA, VAE cases): this library with the whole step captured
-  in one CUDA graph and replayed: the model's forward, the fused loss through
-  ``functional.elbo_stats`` (its diagnostics stay on the device, a [4]
-  tensor read whenever the user wants), backward and ``Adam(capturable=True)``.
-  The eager code cannot be captured: its ``.item()`` calls read the device.
+* ``fast+graph`` (CUDA, VAE and scVI cases): this library with the whole
+  step captured in one CUDA graph and replayed: the model's forward, the
+  fused loss (VAE: through ``functional.elbo_stats``, whose diagnostics stay
+  on the device, a [4] tensor read whenever the user wants; scVI:
+  ``scvi.scvi_loss``), backward and ``Adam(capturable=True)``. The eager
+  code cannot be captured: its ``.item()`` calls read the device.
 
 Reported per case and provider: median [p20, p80] ms per step, the speed-up,
 and the loss's share of the step: the median time of the loss alone
@@ -294,8 +295,14 @@ class GraphTrainer(Trainer):
         self.stats: torch.Tensor | None = None
 
     def body(self) -> torch.Tensor:
-        """One step without reading the device; returns elbo_stats' [4] tensor."""
+        """One step without reading the device; returns elbo_stats' [4] tensor
+        (scVI: the objective alone, as a [1] tensor)."""
         c = self.case
+        if c.kind == "scvi":
+            objective, _ = self.loss(*self.forward())
+            objective.backward()
+            self.optimizer.step()
+            return objective.detach().reshape(1)
         x_hat, mu, log_var = self.forward()
         stats = paf.functional.elbo_stats(self.x, x_hat, mu, log_var, c.beta, c.likelihood)
         stats[0].backward()
@@ -374,7 +381,7 @@ def run_case(case: Case, device: str, preset: str) -> list[Result]:
     p = PRESETS[preset]
     eager_model, fast_model = build_pair(case, device)
     x = make_data(case, device)
-    graph_model = copy.deepcopy(fast_model) if device.startswith("cuda") and case.kind == "vae" else None
+    graph_model = copy.deepcopy(fast_model) if device.startswith("cuda") and case.kind in ("vae", "scvi") else None
     trainers = {"eager": Trainer("eager", eager_model, case, x), "fast": Trainer("fast", fast_model, case, x)}
     check_same_numbers(trainers["eager"], trainers["fast"])
     failed: dict[str, str] = {}

@@ -84,6 +84,13 @@ SWEEP_FEATURES = (256, 1024, 4096, 12288, 49152)
 # genes) and 20000 genes (a whole transcriptome), one dispersion per gene.
 COUNT_LIKELIHOODS = ("zinb", "nb", "poisson")
 COUNT_SIZES = (Size("cells128-genes2000", 128, 1, (2000,)), Size("cells128-genes20000", 128, 1, (20000,)))
+# 1024 cells of a whole transcriptome (82 MB of means in float32): CUDA only, as LARGER.
+COUNT_LARGER = Size("cells1024-genes20000", 1024, 1, (20000,))
+
+
+def count_sizes_for(device: str) -> list[Size]:
+    """The count-loss sizes benchmarked on a device."""
+    return list(COUNT_SIZES) + ([COUNT_LARGER] if device.startswith("cuda") else [])
 # totalVI's protein panels (CITE-seq: tens to hundreds of antibodies), and a wide one.
 PROTEIN_SIZES = (Size("cells128-proteins200", 128, 1, (200,)), Size("cells128-proteins2000", 128, 1, (2000,)))
 SMOKE_SIZE = Size("tiny", 4, 2, (3, 5))

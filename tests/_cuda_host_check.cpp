@@ -26,13 +26,16 @@ namespace paf::cuda {
 namespace {
 
 // launch_row_sums on the host: every thread's partial in acc_t, a row's
-// partials added in order in double. Returns the pack width used.
+// partials added in order in double. Returns the pack width used (times
+// the packs loaded ahead). `variant`: as launch_row_sums<scalar_t, true>
+// takes it from PAF_CUDA_ROW_SUM, for the long rows of a LoadsAhead term.
 template <typename scalar_t, typename Term>
-int64_t host_row_sums(int64_t rows, int64_t cols, const Term& term, double* out) {
+int64_t host_row_sums(int64_t rows, int64_t cols, const Term& term, double* out,
+                      RowSumVariant variant = RowSumVariant::kPacks) {
   int64_t width = 1;
-  with_pack_width<scalar_t>(term.template aligned<kVecWidth<scalar_t>>(), [&](auto pack) {
-    constexpr int N = decltype(pack)::value;
-    width = N;
+  const auto run = [&](auto pack, auto ahead) {
+    constexpr int N = decltype(pack)::value, kAhead = decltype(ahead)::value;
+    width = N * kAhead;
     const bool warps = summed_by_warps(cols);
     const int64_t span = warps ? std::max<int64_t>(cols, 1) : kChunkCols, threads = warps ? kWarp : kThreads;
     for (int64_t r = 0; r < rows; ++r) {
@@ -41,13 +44,19 @@ int64_t host_row_sums(int64_t rows, int64_t cols, const Term& term, double* out)
         const int64_t end = std::min(cols, begin + span);
         for (int64_t t = 0; t < threads; ++t) {
           opmath_t<scalar_t> partial(0);
-          add_row_slice<N>(term, r, begin, end, t, threads, partial);
+          add_row_slice<N, opmath_t<scalar_t>, Term, kAhead>(term, r, begin, end, t, threads, partial);
           total += static_cast<double>(partial);
         }
       }
       out[r] = total;
     }
-  });
+  };
+  if (summed_by_warps(cols) || variant == RowSumVariant::kPacks) {
+    with_pack_width<scalar_t>(term.template aligned<kVecWidth<scalar_t>>(),
+                              [&](auto pack) { run(pack, std::integral_constant<int, 1>{}); });
+  } else {
+    with_row_sum_variant<scalar_t>(term, variant, run);
+  }
   return width;
 }
 
@@ -331,14 +340,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t> kl_diag_gaus
 // rows [B], d objective / d (x_hat, mu, log_var), the two pack widths).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, int64_t, int64_t> elbo_rows(
     const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& mu, const at::Tensor& log_var, double beta,
-    const std::string& likelihood, bool need_grad, const std::optional<at::Tensor>& x_log_var) {
+    const std::string& likelihood, bool need_grad, const std::optional<at::Tensor>& x_log_var,
+    const std::string& row_sum_variant) {
   const ElboProblem p = make_elbo_problem(x, x_hat, mu, log_var, x_log_var, likelihood, need_grad);
   at::Tensor ll_rows = row_totals(p.B * p.S, x), kl_rows = row_totals(p.B, x);
   int64_t ll_width = 0, kl_width = 0;
+  const RowSumVariant variant = row_sum_variant == "wide"    ? RowSumVariant::kWide
+                                : row_sum_variant == "ahead" ? RowSumVariant::kAhead
+                                                             : RowSumVariant::kPacks;
   PAF_DISPATCH_FLOATING(x.scalar_type(), "elbo_rows", [&] {
     dispatch_likelihood(p.likelihood, [&](auto tag) {
       const auto term = elbo_log_likelihood_term<scalar_t, decltype(tag)::value>(p);
-      ll_width = host_row_sums<scalar_t>(p.B * p.S, p.F, term, ll_rows.data_ptr<double>());
+      ll_width = host_row_sums<scalar_t>(p.B * p.S, p.F, term, ll_rows.data_ptr<double>(), variant);
     });
     kl_width = host_row_sums<scalar_t>(p.B, p.D, elbo_kl_term<scalar_t>(p, beta), kl_rows.data_ptr<double>());
   });

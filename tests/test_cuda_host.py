@@ -35,8 +35,12 @@ TOL = {
     torch.float16: dict(rtol=4e-3, atol=4e-3),
     torch.bfloat16: dict(rtol=3e-2, atol=3e-2),
 }
-# (rows, cols) of each layout; "long" takes the block-per-chunk path (two chunks).
-LAYOUTS = {"aligned": (5, 24), "padded": (4, 13), "broadcast": (3, 24), "offset": (4, 24), "long": (2, 5000)}
+# (rows, cols) of each layout; "long" and "long16" take the block-per-chunk path
+# (two chunks; long16's rows are a whole number of 16-term packs, elbo's "wide").
+LAYOUTS = {"aligned": (5, 24), "padded": (4, 13), "broadcast": (3, 24), "offset": (4, 24), "long": (2, 5000),
+           "long16": (2, 4144)}
+# The long-row variants of elbo's log-likelihood sum (PAF_CUDA_ROW_SUM; csrc/cuda/packs.h).
+ROW_SUM_VARIANTS = ("packs", "wide", "ahead")
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +83,21 @@ def expect_width(width, layout, dtype, *, writes_elements):
         assert width == 1
     else:
         assert width == pack
+
+
+def expect_row_sum_width(width, layout, dtype, variant):
+    """expect_width, and for the long rows of a variant: "wide" takes packs of
+    16 terms where rows are a whole number of them (double: one 16-byte
+    pack), "ahead" 16-byte packs, as many loaded ahead as make 16 terms (the
+    width reported is the two multiplied)."""
+    pack = 16 // torch.empty((), dtype=dtype).element_size()
+    wide = pack if dtype == torch.float64 else 16
+    if variant == "packs" or not layout.startswith("long"):
+        expect_width(width, layout, dtype, writes_elements=True)
+    elif variant == "wide":
+        assert width == (wide if layout == "long16" else pack)
+    else:
+        assert width == wide
 
 
 def close(actual, expected, dtype):
@@ -137,12 +156,15 @@ def test_log_likelihood_sum_with_log_var(host, layout, dtype, kind):
     for wrt in ("x_hat", "x", "x_log_var"):
         g, _ = host.log_likelihood_sum_backward(grad, x, x_hat, "gaussian", wrt, x_log_var)
         close(g, OPS.log_likelihood_sum_backward(grad, x, x_hat, "gaussian", wrt, x_log_var).to(dtype), dtype)
-    ll_rows, _, d_x_hat, _, _, d_x_log_var, _, _ = host.elbo_rows(x, x_hat, x[:, :3], x[:, :3], 1.0, "gaussian", True,
-                                                                x_log_var)
-    close(ll_rows.view(out.shape), out.to(dtype), dtype)
     _, want_x_hat, _, _, want_x_log_var = OPS.elbo(x, x_hat, x[:, :3], x[:, :3], 1.0, "gaussian", True, x_log_var)
-    close(d_x_hat, want_x_hat, dtype)
-    close(d_x_log_var, want_x_log_var.to(dtype), dtype)
+    for variant in ROW_SUM_VARIANTS:
+        ll_rows, _, d_x_hat, _, _, d_x_log_var, width, _ = host.elbo_rows(x, x_hat, x[:, :3], x[:, :3], 1.0,
+                                                                        "gaussian", True, x_log_var, variant)
+        close(ll_rows.view(out.shape), out.to(dtype), dtype)
+        close(d_x_hat, want_x_hat, dtype)
+        close(d_x_log_var, want_x_log_var.to(dtype), dtype)
+        if kind == "element":  # (the other kinds broadcast x_log_var: packs where its rows allow)
+            expect_row_sum_width(width, layout, dtype, variant)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -175,22 +197,25 @@ def test_kl_diag_gaussian(host, layout, dtype, prior, clamp):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("likelihood", LIKELIHOODS)
-def test_elbo(host, layout, dtype, likelihood):
+@pytest.mark.parametrize("variant", ROW_SUM_VARIANTS)
+def test_elbo(host, layout, dtype, likelihood, variant):
     beta = 0.7
     x = tensor(layout, lambda s: random_inputs(s, likelihood, dtype, target=True))
     rows = x.shape[0]
     x_hat = tensor(layout, lambda s: random_inputs(s, likelihood, dtype), lead=(rows, 2))
     mu, lv = tensor(layout, normal(dtype)), tensor(layout, normal(dtype))
     ll_rows, kl_rows, d_x_hat, d_mu, d_lv, _, ll_width, kl_width = host.elbo_rows(x, x_hat, mu, lv, beta, likelihood,
-                                                                                  True, None)
+                                                                                  True, None, variant)
     close(ll_rows.view(rows, 2), OPS.log_likelihood_sum(x, x_hat, likelihood), dtype)
     close(kl_rows, OPS.kl_diag_gaussian(mu, lv, None, None, True, None, None), dtype)
     _, want_x_hat, want_mu, want_lv, _ = OPS.elbo(x, x_hat, mu, lv, beta, likelihood, True)
     close(d_x_hat, want_x_hat, dtype)
     close(d_mu, want_mu, dtype)
     close(d_lv, want_lv, dtype)
-    expect_width(ll_width, layout, dtype, writes_elements=True)
+    expect_row_sum_width(ll_width, layout, dtype, variant)
     expect_width(kl_width, layout, dtype, writes_elements=True)
+    if variant != "packs":
+        return  # (the variants are the forward's log-likelihood rows)
     # the backward: d (stats . grad_stats), with the weights of elbo.cuh
     grad_stats = torch.tensor([1.5, -0.25, 0.5, 2.0], dtype=torch.float64).to(dtype)
     scaled, width = host.elbo_backward_x_hat(grad_stats, want_x_hat, False)
@@ -250,13 +275,13 @@ def test_reparameterize(host, layout, dtype, samples):
     close(z, want_z, dtype)
     close(noise, want_noise, want_noise.dtype)
     # packed: a latent width that is a multiple of 4, rows aligned
-    assert packed == (layout in ("aligned", "long", "broadcast"))
+    assert packed == (layout in ("aligned", "long", "long16", "broadcast"))
     grad_z = normal(dtype)(z.shape)
     for saved in (noise, None):
         g_mu, g_lv, packed = host.reparameterize_backward(grad_z, mu, lv, seed, saved)
         for got, want in zip((g_mu, g_lv), OPS.reparameterize_backward(grad_z, mu, lv, seed, saved)):
             close(got, want, dtype)
-        assert packed == (layout in ("aligned", "long", "broadcast"))
+        assert packed == (layout in ("aligned", "long", "long16", "broadcast"))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

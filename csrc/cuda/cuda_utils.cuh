@@ -86,7 +86,7 @@ __global__ void PAF_LAUNCH_BOUNDS warp_row_sums_kernel(int64_t rows, int64_t col
 // chunk per row the block finishes the row; otherwise it writes its
 // partial sum, and combine_chunks_kernel adds a row's partials in order.
 
-template <int N, typename acc_t, typename Term, typename Finish>
+template <int N, int kAhead, typename acc_t, typename Term, typename Finish>
 __global__ void PAF_LAUNCH_BOUNDS block_row_sums_kernel(int64_t rows, int64_t cols, int64_t chunks,
                                                         Term term, Finish finish, double* partials) {
   const int64_t work = rows * chunks;
@@ -94,7 +94,7 @@ __global__ void PAF_LAUNCH_BOUNDS block_row_sums_kernel(int64_t rows, int64_t co
     const int64_t r = w / chunks, begin = (w % chunks) * kChunkCols;
     const int64_t end = std::min(cols, begin + kChunkCols);
     acc_t v(0);
-    add_row_slice<N>(term, r, begin, end, threadIdx.x, kThreads, v);
+    add_row_slice<N, acc_t, Term, kAhead>(term, r, begin, end, threadIdx.x, kThreads, v);
     v = block_sum(v);
     if (threadIdx.x == 0) {
       if (chunks == 1) {
@@ -118,8 +118,10 @@ __global__ void PAF_LAUNCH_BOUNDS combine_chunks_kernel(int64_t rows, int64_t ch
 
 // finish(r, sum_j term(r, j)) for every row r of a [rows, cols] problem of
 // scalar_t inputs, on the current stream, in packs when the term is
-// aligned. `device` is where the partial sums are kept.
-template <typename scalar_t, typename Term, typename Finish>
+// aligned. `device` is where the partial sums are kept. kVariants: long
+// rows take the variant PAF_CUDA_ROW_SUM names (packs.h), for a GPU run to
+// measure; otherwise, and for short rows, `packs`.
+template <typename scalar_t, bool kVariants = false, typename Term, typename Finish>
 void launch_row_sums(int64_t rows, int64_t cols, const Term& term, const Finish& finish, const at::Device& device) {
   using acc_t = opmath_t<scalar_t>;
   if (rows == 0) return;
@@ -137,10 +139,16 @@ void launch_row_sums(int64_t rows, int64_t cols, const Term& term, const Finish&
   at::Tensor partials;
   if (chunks > 1) partials = at::empty({rows * chunks}, at::TensorOptions().dtype(at::kDouble).device(device));
   double* partial_data = chunks > 1 ? partials.data_ptr<double>() : nullptr;
-  with_pack_width<scalar_t>(aligned, [&](auto width) {
-    block_row_sums_kernel<decltype(width)::value, acc_t>
+  const RowSumVariant variant = kVariants ? row_sum_variant() : RowSumVariant::kPacks;
+  const auto launch = [&](auto width, auto ahead) {
+    block_row_sums_kernel<decltype(width)::value, decltype(ahead)::value, acc_t>
         <<<grid_for(rows * chunks, 1), kThreads, 0, stream>>>(rows, cols, chunks, term, finish, partial_data);
-  });
+  };
+  if constexpr (kVariants) {
+    with_row_sum_variant<scalar_t>(term, variant, launch);
+  } else {
+    with_pack_width<scalar_t>(aligned, [&](auto width) { launch(width, std::integral_constant<int, 1>{}); });
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (chunks > 1) {
     combine_chunks_kernel<<<grid_for(rows), kThreads, 0, stream>>>(rows, chunks, partial_data, finish);

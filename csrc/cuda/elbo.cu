@@ -58,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cuda
   PAF_DISPATCH_FLOATING(x.scalar_type(), "elbo_cuda", [&] {
     dispatch_likelihood(p.likelihood, [&](auto tag) {
       const auto term = elbo_log_likelihood_term<scalar_t, decltype(tag)::value>(p);
-      if (F > 0) launch_row_sums<scalar_t>(B * S, F, term, StoreRowSum{ll_rows}, x.device());
+      if (F > 0) launch_row_sums<scalar_t, true>(B * S, F, term, StoreRowSum{ll_rows}, x.device());
     });
     if (D > 0) launch_row_sums<scalar_t>(B, D, elbo_kl_term<scalar_t>(p, beta), StoreRowSum{kl_rows}, x.device());
     elbo_stats_kernel<scalar_t><<<1, kThreads, 0, current_stream()>>>(ll_rows, B * S, kl_rows, B, beta,

@@ -67,11 +67,27 @@ struct LogLikelihoodTerm {
   RowMatrix<scalar_t> grad{nullptr, 0, 0, 0};
   RowMatrix<T> grad_log_var{nullptr, 0, 0, 0};
   T grad_scale = 0;
+  // (LoadsAhead: packs.h)
+  template <int N>
+  struct Operands {
+    T xv[N], hv[N], lv[N];
+  };
+  template <int N>
+  C10_HOST_DEVICE C10_ALWAYS_INLINE void load(int64_t r, int64_t j, Operands<N>& o) const {
+    in.template load<N>(r, j, o.xv, o.hv, o.lv);
+  }
   template <int N>
   C10_HOST_DEVICE C10_ALWAYS_INLINE void add(int64_t r, int64_t j, T& acc) const {
+    Operands<N> o;
+    load<N>(r, j, o);
+    add_loaded<N>(r, j, o, acc);
+  }
+  template <int N>
+  C10_HOST_DEVICE C10_ALWAYS_INLINE void add_loaded(int64_t r, int64_t j, Operands<N>& o, T& acc) const {
     using Term = LikelihoodTerm<L>;
-    T xv[N], hv[N], lv[N];
-    in.template load<N>(r, j, xv, hv, lv);
+    T(&xv)[N] = o.xv;
+    T(&hv)[N] = o.hv;
+    T(&lv)[N] = o.lv;
     if (grad.data == nullptr) {
 #pragma unroll
       for (int k = 0; k < N; ++k) acc += Term::value(xv[k], hv[k], lv[k]);

@@ -23,6 +23,8 @@
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 namespace paf::cuda {
@@ -101,6 +103,55 @@ void with_pack_width(bool aligned, const Launch& launch) {
   }
 }
 
+// --------------------------------------------- row-sum kernel variants
+// How the long-row kernel of a launch that offers variants (elbo's
+// log-likelihood rows) has each thread take its share of a 4096-column
+// chunk, 16 terms: PAF_CUDA_ROW_SUM, read at each launch, so that one GPU
+// run can measure them side by side (benchmarks.row_sum_variants):
+//   packs (default): one 16-byte pack at a time: load, add, store, then the
+//          next load (the stores may alias the next loads, for all the
+//          compiler knows, so it keeps that order);
+//   wide:  one pack of all 16 terms, contiguous (4 float vectors, 2 half;
+//          double stays at one: its terms spill registers at two);
+//   ahead: packs of 16 bytes as `packs`, round-robin, the thread's packs
+//          all loaded before the first is added (kAhead; a LoadsAhead Term).
+enum class RowSumVariant { kPacks, kWide, kAhead };
+
+inline RowSumVariant row_sum_variant() {
+  const char* value = std::getenv("PAF_CUDA_ROW_SUM");
+  const std::string v = value == nullptr ? "" : value;
+  return v == "wide" ? RowSumVariant::kWide : v == "ahead" ? RowSumVariant::kAhead : RowSumVariant::kPacks;
+}
+
+// A Term that can load ahead: `template <int N> struct Operands` (N
+// columns' loaded inputs), `load<N>(r, j, Operands<N>&)` and
+// `add_loaded<N>(r, j, Operands<N>&, acc)`; its add<N> is the two in turn.
+template <typename Term>
+concept LoadsAhead = requires { typename Term::template Operands<1>; };
+
+// Calls launch(integral_constant<int, N>, integral_constant<int, kAhead>)
+// for `variant` (kPacks when Term cannot load ahead or is not aligned for
+// the wide pack; N = 1, one element at a time, when not aligned at all).
+template <typename scalar_t, typename Term, typename Launch>
+void with_row_sum_variant(const Term& term, RowSumVariant variant, const Launch& launch) {
+  constexpr int kVec = kVecWidth<scalar_t>;
+  constexpr int kWide = sizeof(scalar_t) == 8 ? kVec : 16;
+  using One = std::integral_constant<int, 1>;
+  if (!term.template aligned<kVec>()) {
+    launch(One{}, One{});
+  } else if (variant == RowSumVariant::kWide && term.template aligned<kWide>()) {
+    launch(std::integral_constant<int, kWide>{}, One{});
+  } else if constexpr (LoadsAhead<Term>) {
+    if (variant == RowSumVariant::kAhead) {
+      launch(std::integral_constant<int, kVec>{}, std::integral_constant<int, kWide / kVec>{});
+    } else {
+      launch(std::integral_constant<int, kVec>{}, One{});
+    }
+  } else {
+    launch(std::integral_constant<int, kVec>{}, One{});
+  }
+}
+
 // ------------------------------------------------- a thread's share
 // fn.elements<N>(r, j) for the packs, and fn.elements<1>(r, j) for the
 // tail columns, that fall to thread `first` of a grid of `step` threads.
@@ -116,16 +167,29 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void for_each_pack(int64_t rows, int64_t cols,
 
 // acc += the terms of row r in columns [begin, end) (begin a multiple of N)
 // that fall to thread `first` of `step` threads summing the row: packs of
-// N, spread round-robin, then the tail columns.
-template <int N, typename acc_t, typename Term>
+// N, spread round-robin, then the tail columns. kAhead > 1 (a Term with
+// Operands, load and add_loaded: LoadsAhead) loads kAhead packs before it
+// adds the first of them, in the same order of addition: the results are
+// the same bit for bit, with more bytes in flight per thread.
+template <int N, typename acc_t, typename Term, int kAhead = 1>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void add_row_slice(const Term& term, int64_t r, int64_t begin, int64_t end,
                                                      int64_t first, int64_t step, acc_t& acc) {
   const int64_t body_end = begin + (end - begin) / N * N;
+  int64_t j = begin + first * N;
+  if constexpr (kAhead > 1) {
+    typename Term::template Operands<N> operands[kAhead];
+    for (; j + (kAhead - 1) * step * N < body_end; j += kAhead * step * N) {
+#pragma unroll
+      for (int k = 0; k < kAhead; ++k) term.template load<N>(r, j + k * step * N, operands[k]);
+#pragma unroll
+      for (int k = 0; k < kAhead; ++k) term.template add_loaded<N>(r, j + k * step * N, operands[k], acc);
+    }
+  }
   // A thread's body is at most 16 terms, 4 packs of float or 2 of half:
   // unrolled in full. Double packs are added one at a time: unrolled, the
   // double likelihood and KL terms spill registers.
 #pragma unroll(sizeof(acc_t) == 8 ? 1 : 4)
-  for (int64_t j = begin + first * N; j < body_end; j += step * N) term.template add<N>(r, j, acc);
+  for (; j < body_end; j += step * N) term.template add<N>(r, j, acc);
   if constexpr (N > 1) {
     for (int64_t j = body_end + first; j < end; j += step) term.template add<1>(r, j, acc);
   }
