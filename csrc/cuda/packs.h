@@ -126,8 +126,12 @@ inline RowSumVariant row_sum_variant() {
 // A Term that can load ahead: `template <int N> struct Operands` (N
 // columns' loaded inputs), `load<N>(r, j, Operands<N>&)` and
 // `add_loaded<N>(r, j, Operands<N>&, acc)`; its add<N> is the two in turn.
+template <typename Term, typename = void>
+struct LoadsAheadTrait : std::false_type {};
 template <typename Term>
-concept LoadsAhead = requires { typename Term::template Operands<1>; };
+struct LoadsAheadTrait<Term, std::void_t<typename Term::template Operands<1>>> : std::true_type {};
+template <typename Term>
+constexpr bool LoadsAhead = LoadsAheadTrait<Term>::value;
 
 // Calls launch(integral_constant<int, N>, integral_constant<int, kAhead>)
 // for `variant` (kPacks when Term cannot load ahead or is not aligned for
