@@ -6,12 +6,12 @@ The fused VAE loss (forward + backward, float32) at B=64, 784 features and
 at B=128, S=4 and B=256, S=8 of 3x64x64, gaussian and bernoulli, once per
 value of ``PAF_CUDA_ROW_SUM`` (how each thread of the long-row kernel that
 sums the log-likelihood and writes d objective / d x_hat takes its share:
-``packs``, ``wide``, ``ahead``; csrc/cuda/packs.h), in one process: its device time per call
+``ahead``, the default, and ``packs``; csrc/cuda/packs.h), in one process: its device time per call
 (torch.profiler's kernel and copy durations), that time against a 256 MiB
 device copy timed alike (the minimum bytes: x and x_hat read once, the
 gradient written once), the same against ``torch.compile`` of the eager loss,
 and the longest kernel's share. Every variant's objective and gradients are
-checked against ``packs``' before it is timed. Writes
+checked against the first's before it is timed. Writes
 ``results/row-sum-variants-<device>.md``.
 """
 
@@ -35,7 +35,7 @@ from . import workloads as W
 from .launches import kernel_breakdown
 
 VARIABLE = "PAF_CUDA_ROW_SUM"
-VARIANTS = ("packs", "wide", "ahead")
+VARIANTS = ("ahead", "packs")
 SIZES = (W.SIZES["small"], W.SIZES["large"], W.LARGER)
 LIKELIHOODS = ("gaussian", "bernoulli")
 
@@ -60,7 +60,7 @@ def _set_variant(value: str | None) -> None:
 
 def _check_same(reference: dict, results: dict, label: str) -> None:
     """The variant computes the same loss: objective and gradients within
-    float32 rounding of packs' (only the summation order may differ)."""
+    float32 rounding of the first variant's."""
     for key, expected in reference.items():
         got = results[key]
         if isinstance(expected, torch.Tensor):

@@ -345,9 +345,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const ElboProblem p = make_elbo_problem(x, x_hat, mu, log_var, x_log_var, likelihood, need_grad);
   at::Tensor ll_rows = row_totals(p.B * p.S, x), kl_rows = row_totals(p.B, x);
   int64_t ll_width = 0, kl_width = 0;
-  const RowSumVariant variant = row_sum_variant == "wide"    ? RowSumVariant::kWide
-                                : row_sum_variant == "ahead" ? RowSumVariant::kAhead
-                                                             : RowSumVariant::kPacks;
+  const RowSumVariant variant = row_sum_variant == "ahead" ? RowSumVariant::kAhead : RowSumVariant::kPacks;
   PAF_DISPATCH_FLOATING(x.scalar_type(), "elbo_rows", [&] {
     dispatch_likelihood(p.likelihood, [&](auto tag) {
       const auto term = elbo_log_likelihood_term<scalar_t, decltype(tag)::value>(p);

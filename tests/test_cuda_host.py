@@ -36,11 +36,11 @@ TOL = {
     torch.bfloat16: dict(rtol=3e-2, atol=3e-2),
 }
 # (rows, cols) of each layout; "long" and "long16" take the block-per-chunk path
-# (two chunks; long16's rows are a whole number of 16-term packs, elbo's "wide").
+# (two chunks; long16's rows a whole number of 16-term packs).
 LAYOUTS = {"aligned": (5, 24), "padded": (4, 13), "broadcast": (3, 24), "offset": (4, 24), "long": (2, 5000),
            "long16": (2, 4144)}
 # The long-row variants of elbo's log-likelihood sum (PAF_CUDA_ROW_SUM; csrc/cuda/packs.h).
-ROW_SUM_VARIANTS = ("packs", "wide", "ahead")
+ROW_SUM_VARIANTS = ("ahead", "packs")
 
 
 @pytest.fixture(scope="module")
@@ -86,18 +86,14 @@ def expect_width(width, layout, dtype, *, writes_elements):
 
 
 def expect_row_sum_width(width, layout, dtype, variant):
-    """expect_width, and for the long rows of a variant: "wide" takes packs of
-    16 terms where rows are a whole number of them (double: one 16-byte
-    pack), "ahead" 16-byte packs, as many loaded ahead as make 16 terms (the
-    width reported is the two multiplied)."""
+    """expect_width, and for the long rows of "ahead": 16-byte packs, as many
+    loaded ahead as make 16 terms (the width reported is the two multiplied;
+    double: one pack at a time)."""
     pack = 16 // torch.empty((), dtype=dtype).element_size()
-    wide = pack if dtype == torch.float64 else 16
-    if variant == "packs" or not layout.startswith("long"):
+    if variant == "packs" or not layout.startswith("long") or dtype == torch.float64:
         expect_width(width, layout, dtype, writes_elements=True)
-    elif variant == "wide":
-        assert width == (wide if layout == "long16" else pack)
     else:
-        assert width == wide
+        assert width == 16
 
 
 def close(actual, expected, dtype):

@@ -180,12 +180,22 @@ __global__ void PAF_LAUNCH_BOUNDS for_each_element_kernel(int64_t rows, int64_t 
                    static_cast<int64_t>(blockDim.x) * gridDim.x, fn);
 }
 
+// Blocks of kThreads threads that the GPU holds at once: one wave.
+inline int64_t resident_blocks() {
+  const cudaDeviceProp* device = at::cuda::getCurrentDeviceProperties();
+  return static_cast<int64_t>(device->multiProcessorCount) * (device->maxThreadsPerMultiProcessor / kThreads);
+}
+
+// max_blocks: at most that many blocks (a grid-stride loop covers the
+// rest); one wave (resident_blocks) for a functor whose threads may all
+// return at once, which then costs one wave of block launches, not a
+// block per 1024 elements (33 us over 100 MB on an H200).
 template <typename scalar_t, typename Fn>
-void launch_for_each_element(int64_t rows, int64_t cols, const Fn& fn) {
+void launch_for_each_element(int64_t rows, int64_t cols, const Fn& fn, int64_t max_blocks = kMaxBlocks) {
   if (rows == 0 || cols == 0) return;
   with_pack_width<scalar_t>(fn.template aligned<kVecWidth<scalar_t>>(), [&](auto width) {
-    for_each_element_kernel<decltype(width)::value>
-        <<<grid_for(ceil_div(rows * cols, decltype(width)::value)), kThreads, 0, current_stream()>>>(rows, cols, fn);
+    const dim3 grid = grid_for(std::min(ceil_div(rows * cols, decltype(width)::value), max_blocks * kThreads));
+    for_each_element_kernel<decltype(width)::value><<<grid, kThreads, 0, current_stream()>>>(rows, cols, fn);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

@@ -78,7 +78,8 @@ void scale_x_hat_grad(const at::Tensor& grad_stats, const at::Tensor& in, const 
         1, n,
         ScaleBy<scalar_t>{RowMatrix<const scalar_t>{in.const_data_ptr<scalar_t>(), 1, n, n},
                           grad_stats_coefficient<scalar_t>(g, kXHatGradWeights, 1.0),
-                          dense_rows(out.data_ptr<scalar_t>(), 1, n), skip_when_one});
+                          dense_rows(out.data_ptr<scalar_t>(), 1, n), skip_when_one},
+        skip_when_one ? resident_blocks() : kMaxBlocks);
   });
 }
 

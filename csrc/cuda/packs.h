@@ -106,21 +106,23 @@ void with_pack_width(bool aligned, const Launch& launch) {
 // --------------------------------------------- row-sum kernel variants
 // How the long-row kernel of a launch that offers variants (elbo's
 // log-likelihood rows) has each thread take its share of a 4096-column
-// chunk, 16 terms: PAF_CUDA_ROW_SUM, read at each launch, so that one GPU
-// run can measure them side by side (benchmarks.row_sum_variants):
-//   packs (default): one 16-byte pack at a time: load, add, store, then the
-//          next load (the stores may alias the next loads, for all the
-//          compiler knows, so it keeps that order);
-//   wide:  one pack of all 16 terms, contiguous (4 float vectors, 2 half;
-//          double stays at one: its terms spill registers at two);
-//   ahead: packs of 16 bytes as `packs`, round-robin, the thread's packs
-//          all loaded before the first is added (kAhead; a LoadsAhead Term).
-enum class RowSumVariant { kPacks, kWide, kAhead };
+// chunk: PAF_CUDA_ROW_SUM, read at each launch, so that one GPU run can
+// measure them side by side (benchmarks.row_sum_variants):
+//   ahead (default): 16-byte packs, round-robin, a thread's packs (16 terms)
+//          all loaded before the first is added (kAhead; a LoadsAhead Term);
+//   packs: one pack at a time: load, add, store, then the next load (the
+//          stores may alias the next loads, for all the compiler knows, so
+//          it keeps that order).
+// The same order of addition: the same results, bit for bit. On an H200
+// (2026-12-04, float32 VAE loss forward + backward, device time): ahead
+// 0.86-0.95x packs' time where the rows are long, the same on short rows.
+// A third, one pack of 16 contiguous terms per thread, was 1.02-1.13x
+// slower than packs there and was removed.
+enum class RowSumVariant { kPacks, kAhead };
 
 inline RowSumVariant row_sum_variant() {
   const char* value = std::getenv("PAF_CUDA_ROW_SUM");
-  const std::string v = value == nullptr ? "" : value;
-  return v == "wide" ? RowSumVariant::kWide : v == "ahead" ? RowSumVariant::kAhead : RowSumVariant::kPacks;
+  return value != nullptr && std::string(value) == "packs" ? RowSumVariant::kPacks : RowSumVariant::kAhead;
 }
 
 // A Term that can load ahead: `template <int N> struct Operands` (N
@@ -134,26 +136,24 @@ template <typename Term>
 constexpr bool LoadsAhead = LoadsAheadTrait<Term>::value;
 
 // Calls launch(integral_constant<int, N>, integral_constant<int, kAhead>)
-// for `variant` (kPacks when Term cannot load ahead or is not aligned for
-// the wide pack; N = 1, one element at a time, when not aligned at all).
+// for `variant`: N = 1, one element at a time, when the term is not
+// aligned; kAhead = the packs of 16 terms (1 for double, whose terms spill
+// registers at two) for kAhead on a LoadsAhead Term.
 template <typename scalar_t, typename Term, typename Launch>
 void with_row_sum_variant(const Term& term, RowSumVariant variant, const Launch& launch) {
   constexpr int kVec = kVecWidth<scalar_t>;
-  constexpr int kWide = sizeof(scalar_t) == 8 ? kVec : 16;
   using One = std::integral_constant<int, 1>;
   if (!term.template aligned<kVec>()) {
     launch(One{}, One{});
-  } else if (variant == RowSumVariant::kWide && term.template aligned<kWide>()) {
-    launch(std::integral_constant<int, kWide>{}, One{});
-  } else if constexpr (LoadsAhead<Term>) {
-    if (variant == RowSumVariant::kAhead) {
-      launch(std::integral_constant<int, kVec>{}, std::integral_constant<int, kWide / kVec>{});
-    } else {
-      launch(std::integral_constant<int, kVec>{}, One{});
-    }
-  } else {
-    launch(std::integral_constant<int, kVec>{}, One{});
+    return;
   }
+  if constexpr (LoadsAhead<Term> && sizeof(scalar_t) < 8) {
+    if (variant == RowSumVariant::kAhead) {
+      launch(std::integral_constant<int, kVec>{}, std::integral_constant<int, 16 / kVec>{});
+      return;
+    }
+  }
+  launch(std::integral_constant<int, kVec>{}, One{});
 }
 
 // ------------------------------------------------- a thread's share
