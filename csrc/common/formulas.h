@@ -584,18 +584,27 @@ PAF_MATH T poisson_saddle_point(T x, T m) {
 // against n theta / (theta + m)) - deviance(x against n m / (theta + m)),
 // plus scvi's theta log((theta + eps) / theta). The deviances' ratios and
 // their distances from 1, (theta + m) / n - 1 = (m - x) / n and x (theta +
-// m) / (n m) - 1 = theta (x - m) / (n m), are formed directly.
+// m) / (n m) - 1 = theta (x - m) / (n m), are formed directly. In two
+// parts, log NB(x) = shared - deviances: the terms of x and theta alone
+// (the prefactor, the Stirling errors, scvi's eps term), computed once for
+// means that share x and theta ...
 template <typename T>
-PAF_MATH T negative_binomial_saddle_point(T x, T m, T theta, T eps) {
-  const T n = x + theta, tm = theta + m;
+PAF_MATH T negative_binomial_saddle_point_shared(T x, T theta, T eps) {
+  const T n = x + theta;
   const T prefactor = T(-0.5) * (vm::log1p(x / theta) + vm::log(x)) - T(kHalfLog2Pi);
   const T stirling = vm::if_less_lazy(
                          theta, T(kStirlingTheta), [&] { return lgamma_rest(n) - stirling_error(theta); },
                          [&] { return lgamma_rest_difference(theta, x); }) -
                      lgamma_rest(x);
+  return prefactor + stirling + theta * vm::log1p(eps / theta);
+}
+// ... and the two deviances, which depend on m.
+template <typename T>
+PAF_MATH T negative_binomial_saddle_point_deviances(T x, T m, T theta) {
+  const T n = x + theta, tm = theta + m;
   const T theta_term = deviance(n * theta / tm, theta, tm / n, (m - x) / n);
   const T x_term = deviance(n * m / tm, x, x * tm / (n * m), theta * (x - m) / (n * m));
-  return prefactor + stirling - theta_term - x_term + theta * vm::log1p(eps / theta);
+  return theta_term + x_term;
 }
 
 // 0 where v >= 0 (or v > 0), NaN elsewhere: added to every output so that
@@ -640,7 +649,18 @@ struct CountTerms {
   T value;
   CountGrads<T> grad;
 };
-// The lane-by-lane blend if_less_lazy uses for vectors of these (found by
+// K values, and the terms of K negative binomials that share x and theta
+// (a mixture's two components when they share theta: their terms of x and
+// theta alone are computed once).
+template <typename T, int K>
+struct ValuesOf {
+  T v[K];
+};
+template <typename T, int K>
+struct CountTermsOf {
+  CountTerms<T> k[K];
+};
+// The lane-by-lane blends if_less_lazy uses for vectors of these (found by
 // argument-dependent lookup).
 template <typename M, typename T>
 PAF_MATH CountTerms<T> select_lanes(const M& mask, const CountTerms<T>& a, const CountTerms<T>& b) {
@@ -648,6 +668,18 @@ PAF_MATH CountTerms<T> select_lanes(const M& mask, const CountTerms<T>& a, const
           {vm::select_lanes(mask, a.grad.x, b.grad.x), vm::select_lanes(mask, a.grad.mu, b.grad.mu),
            vm::select_lanes(mask, a.grad.theta, b.grad.theta),
            vm::select_lanes(mask, a.grad.zi_logits, b.grad.zi_logits)}};
+}
+template <typename M, typename T, int K>
+PAF_MATH ValuesOf<T, K> select_lanes(const M& mask, const ValuesOf<T, K>& a, const ValuesOf<T, K>& b) {
+  ValuesOf<T, K> r;
+  for (int i = 0; i < K; ++i) r.v[i] = vm::select_lanes(mask, a.v[i], b.v[i]);
+  return r;
+}
+template <typename M, typename T, int K>
+PAF_MATH CountTermsOf<T, K> select_lanes(const M& mask, const CountTermsOf<T, K>& a, const CountTermsOf<T, K>& b) {
+  CountTermsOf<T, K> r;
+  for (int i = 0; i < K; ++i) r.k[i] = select_lanes(mask, a.k[i], b.k[i]);
+  return r;
 }
 
 // 1 / theta below this: theta = +inf, the NB's Poisson limit (beyond 1e30
@@ -664,6 +696,7 @@ constexpr float kPoissonLimit = 1e-30f;
 template <typename T, bool kGrad>
 struct NegativeBinomialAtZero {
   T value, mu = T(0), theta = T(0);
+  NegativeBinomialAtZero() = default;
   PAF_MATH NegativeBinomialAtZero(T mu_, T theta_, T eps) {
     const T u = mu_ / (theta_ + eps);
     const T poisson_limit = T(1) / theta_;  // < kPoissonLimit: theta = inf, where theta log1p(u) is inf * 0
@@ -677,55 +710,82 @@ struct NegativeBinomialAtZero {
 };
 
 // The rest of the log-pmf, x (log m - log(theta + m)) + lgamma(x + theta) -
-// lgamma(theta) (m = mu + eps), and its theta derivative:
+// lgamma(theta) (m = mu + eps), and its theta derivative, at each of K means
+// (the terms of x and theta alone once):
 // - theta < 10: the plain differences (gamma_difference_small_theta);
 // - theta >= 10: both lgammas from Stirling's series, the difference formed
 //   analytically with x log(theta) cancelled: x (log m - log1p(m / theta))
 //   + theta ((1 + t) log1p(t) - t) - log1p(t) / 2 + rest difference, t =
 //   x / theta.
 // Only the branch a scalar takes is evaluated.
-template <typename T, bool kGrad>
-PAF_MATH CountTerms<T> negative_binomial_gamma_terms(T x, T m, T theta) {
-  const T log_m = vm::log(m);
+template <typename T, bool kGrad, int K>
+PAF_MATH CountTermsOf<T, K> negative_binomial_gamma_terms(T x, const T (&m)[K], T theta) {
   return vm::if_less_lazy(
       theta, T(kStirlingTheta),
       [&] {
         const GammaDifference<T> g = gamma_difference_small_theta(x, theta);
-        CountTerms<T> r{x * (log_m - vm::log(theta + m)) + g.lgamma, {T(0), T(0), T(0), T(0)}};
-        if constexpr (kGrad) r.grad.theta = g.digamma - x / (theta + m);
+        CountTermsOf<T, K> r;
+        for (int i = 0; i < K; ++i) {
+          r.k[i] = {x * (vm::log(m[i]) - vm::log(theta + m[i])) + g.lgamma, {T(0), T(0), T(0), T(0)}};
+          if constexpr (kGrad) r.k[i].grad.theta = g.digamma - x / (theta + m[i]);
+        }
         return r;
       },
       [&] {
         const T t = x / theta;
-        CountTerms<T> r{x * (log_m - vm::log1p(m / theta)) + theta * xlog1p_minus_self(t) -
-                            T(0.5) * vm::log1p(t) + lgamma_rest_difference(theta, x),
-                        {T(0), T(0), T(0), T(0)}};
+        const T shared = theta * xlog1p_minus_self(t) - T(0.5) * vm::log1p(t) + lgamma_rest_difference(theta, x);
+        T shared_theta_grad(0);
         if constexpr (kGrad) {
-          r.grad.theta = x * m / (theta * (theta + m)) + log1p_minus_self(t) + x / (T(2) * theta * (theta + x)) +
-                         digamma_rest_difference(theta, x);
+          shared_theta_grad =
+              log1p_minus_self(t) + x / (T(2) * theta * (theta + x)) + digamma_rest_difference(theta, x);
+        }
+        CountTermsOf<T, K> r;
+        for (int i = 0; i < K; ++i) {
+          r.k[i] = {x * (vm::log(m[i]) - vm::log1p(m[i] / theta)) + shared, {T(0), T(0), T(0), T(0)}};
+          if constexpr (kGrad) r.k[i].grad.theta = x * m[i] / (theta * (theta + m[i])) + shared_theta_grad;
         }
         return r;
       });
 }
 
-// log NB(x) at a finite theta and its derivatives (x's with kGradX).
-template <bool kGrad, bool kGradX, typename T>
-PAF_MATH CountTerms<T> negative_binomial_finite(T x, T mu, T theta, T eps, T domain) {
-  const T m = mu + eps;
-  const NegativeBinomialAtZero<T, kGrad> at_zero(mu, theta, eps);
-  const CountTerms<T> gamma = negative_binomial_gamma_terms<T, kGrad>(x, m, theta);
-  const T value = vm::if_less_lazy(
-      x, T(kSaddleCount), [&] { return at_zero.value + gamma.value - log_factorial(x); },
-      [&] { return negative_binomial_saddle_point(x, m, theta, eps); });
-  CountTerms<T> r{value + domain, {T(0), T(0), T(0), T(0)}};
-  if constexpr (kGrad) {
-    // x / m - (theta + x) / (theta + m), without its cancellation
-    r.grad.mu = theta * (x - m) / (m * (theta + m)) + domain;
-    r.grad.theta = at_zero.theta + gamma.grad.theta + domain;
+// log NB(x) at a finite theta and its derivatives (x's with kGradX), at
+// each of K means.
+template <bool kGrad, bool kGradX, typename T, int K>
+PAF_MATH CountTermsOf<T, K> negative_binomials_finite(T x, const T (&mu)[K], T theta, T eps, T domain) {
+  T m[K];
+  NegativeBinomialAtZero<T, kGrad> at_zero[K];
+  for (int i = 0; i < K; ++i) {
+    m[i] = mu[i] + eps;
+    at_zero[i] = NegativeBinomialAtZero<T, kGrad>(mu[i], theta, eps);
   }
+  const CountTermsOf<T, K> gamma = negative_binomial_gamma_terms<T, kGrad>(x, m, theta);
+  const ValuesOf<T, K> value = vm::if_less_lazy(
+      x, T(kSaddleCount),
+      [&] {
+        const T log_factorial_x = log_factorial(x);
+        ValuesOf<T, K> v;
+        for (int i = 0; i < K; ++i) v.v[i] = at_zero[i].value + gamma.k[i].value - log_factorial_x;
+        return v;
+      },
+      [&] {
+        const T shared = negative_binomial_saddle_point_shared(x, theta, eps);
+        ValuesOf<T, K> v;
+        for (int i = 0; i < K; ++i) v.v[i] = shared - negative_binomial_saddle_point_deviances(x, m[i], theta);
+        return v;
+      });
+  T digamma_difference(0);
   if constexpr (kGradX) {
-    r.grad.x = vm::log(m) - vm::log(theta + m) +
-               (ShiftedGammaArgument<T>(x + theta).digamma() - ShiftedGammaArgument<T>(x + T(1)).digamma()) + domain;
+    digamma_difference = ShiftedGammaArgument<T>(x + theta).digamma() - ShiftedGammaArgument<T>(x + T(1)).digamma();
+  }
+  CountTermsOf<T, K> r;
+  for (int i = 0; i < K; ++i) {
+    r.k[i] = {value.v[i] + domain, {T(0), T(0), T(0), T(0)}};
+    if constexpr (kGrad) {
+      // x / m - (theta + x) / (theta + m), without its cancellation
+      r.k[i].grad.mu = theta * (x - m[i]) / (m[i] * (theta + m[i])) + domain;
+      r.k[i].grad.theta = at_zero[i].theta + gamma.k[i].grad.theta + domain;
+    }
+    if constexpr (kGradX) r.k[i].grad.x = vm::log(m[i]) - vm::log(theta + m[i]) + digamma_difference + domain;
   }
   return r;
 }
@@ -747,15 +807,26 @@ PAF_MATH CountTerms<T> negative_binomial_poisson_limit(T x, T mu, T eps, T domai
   return r;
 }
 
-// log NB(x) and its derivatives (x's with kGradX). `domain` (0 or NaN) is
-// added to every output. The value is the sum of the terms below
-// kSaddleCount, the saddle-point form from there.
-template <bool kGrad, bool kGradX, typename T>
-PAF_MATH CountTerms<T> negative_binomial(T x, T mu, T theta, T eps, T domain) {
+// log NB(x) and its derivatives (x's with kGradX) at each of K means that
+// share x and theta. `domain` (0 or NaN) is added to every output. The
+// value is the sum of the terms below kSaddleCount, the saddle-point form
+// from there.
+template <bool kGrad, bool kGradX, typename T, int K>
+PAF_MATH CountTermsOf<T, K> negative_binomials(T x, const T (&mu)[K], T theta, T eps, T domain) {
   return vm::if_less_lazy(
       T(1) / theta, T(kPoissonLimit),
-      [&] { return negative_binomial_poisson_limit<kGrad, kGradX>(x, mu, eps, domain); },
-      [&] { return negative_binomial_finite<kGrad, kGradX>(x, mu, theta, eps, domain); });
+      [&] {
+        CountTermsOf<T, K> r;
+        for (int i = 0; i < K; ++i) r.k[i] = negative_binomial_poisson_limit<kGrad, kGradX>(x, mu[i], eps, domain);
+        return r;
+      },
+      [&] { return negative_binomials_finite<kGrad, kGradX>(x, mu, theta, eps, domain); });
+}
+// ... at one mean.
+template <bool kGrad, bool kGradX, typename T>
+PAF_MATH CountTerms<T> negative_binomial(T x, T mu, T theta, T eps, T domain) {
+  const T means[1] = {mu};
+  return negative_binomials<kGrad, kGradX>(x, means, theta, eps, domain).k[0];
 }
 
 // One element's log-pmf and, with kGrad / kGradX, its partial derivatives
@@ -848,8 +919,16 @@ template <bool kGrad, bool kGradX, typename T>
 PAF_MATH NbMixtureTerms<T> nb_mixture(T x, T mu_1, T mu_2, T theta_1, T theta_2, T pi, T eps, bool shared_theta) {
   const T domain = nan_if_negative(x) + nan_if_negative(mu_1) + nan_if_negative(mu_2) +
                    nan_unless_positive(theta_1) + nan_unless_positive(theta_2);
-  const CountTerms<T> nb_1 = negative_binomial<kGrad, kGradX>(x, mu_1, theta_1, eps, domain);
-  const CountTerms<T> nb_2 = negative_binomial<kGrad, kGradX>(x, mu_2, theta_2, eps, domain);
+  CountTerms<T> nb_1, nb_2;
+  if (shared_theta) {  // the terms of x and theta alone once
+    const T means[2] = {mu_1, mu_2};
+    const CountTermsOf<T, 2> nb = negative_binomials<kGrad, kGradX>(x, means, theta_1, eps, domain);
+    nb_1 = nb.k[0];
+    nb_2 = nb.k[1];
+  } else {
+    nb_1 = negative_binomial<kGrad, kGradX>(x, mu_1, theta_1, eps, domain);
+    nb_2 = negative_binomial<kGrad, kGradX>(x, mu_2, theta_2, eps, domain);
+  }
   // the weighted components' logs, log sigmoid(+-pi) = -softplus(-+pi):
   // finite also at pi = +-inf, where the mixture is one component
   const Logistic<T> p(pi);
