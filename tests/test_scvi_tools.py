@@ -376,7 +376,7 @@ def _train(build, switched: bool, epochs: int = 5, calls: list | None = None):
 
     def counting(*args, **kwargs):
         if calls is not None:
-            calls.append(kwargs.get("likelihood", "nb"))
+            calls.append((kwargs.get("likelihood", "nb"), kwargs.get("reduce_sum", False)))
         return count_op(*args, **kwargs)
 
     with ours.fused_likelihoods() if switched else contextlib.nullcontext(), warnings.catch_warnings(), \
@@ -408,6 +408,32 @@ def _histories(model) -> dict[str, np.ndarray]:
     return {name: frame.to_numpy(dtype=np.float64).ravel() for name, frame in model.history.items()}
 
 
+@pytest.mark.parametrize("name", ["NegativeBinomial", "ZeroInflatedNegativeBinomial", "Poisson"])
+def test_vae_loss_sums_in_the_fused_op_and_falls_back_for_the_rest(name):
+    """Inside scvi-tools' VAE.loss the switch hands it px wrapped:
+    px.log_prob(x).sum(-1) is the fused op's summed form (the same as the
+    per-element log-pmf summed, gradients too); any other use of
+    px.log_prob(x), or of px, is px's own."""
+    x, mu, mu2, theta, logits = _counts(requires_grad=True)
+    params = {"NegativeBinomial": [mu, theta], "ZeroInflatedNegativeBinomial": [mu, theta, logits], "Poisson": [mu]}[name]
+    grad_out = torch.rand(x.shape[0], generator=torch.Generator().manual_seed(3)) + 0.5
+    with ours.fused_likelihoods():
+        px = _distributions(mu, mu2, theta, logits)[name]()
+        wrapped = ours._switch._SummedInLoss(px, x)
+        summed = wrapped.log_prob(x).sum(-1)
+        per_element = px.log_prob(x)
+        torch.testing.assert_close(summed, per_element.sum(-1), rtol=1e-5, atol=1e-4)
+        for a, b in zip(torch.autograd.grad(summed, params, grad_out),
+                        torch.autograd.grad(per_element.sum(-1), params, grad_out)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(wrapped.log_prob(x).sum(0), per_element.sum(0))
+        assert wrapped.log_prob(x).shape == x.shape
+        torch.testing.assert_close(-wrapped.log_prob(x), -per_element)
+        torch.testing.assert_close(wrapped.log_prob(x.clone()), per_element)  # other counts: px's own
+        assert wrapped.mean is px.mean or torch.equal(wrapped.mean, px.mean)
+    assert type(px).log_prob is _originals()[0][name]  # off again
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_training_histories_match_scvi_tools(name):
     """The same seed, five epochs, with and without the switch: every logged
@@ -417,6 +443,8 @@ def test_training_histories_match_scvi_tools(name):
     theirs = _train(MODELS[name], switched=False, calls=calls_off)
     fused = _train(MODELS[name], switched=True, calls=calls_on)
     assert not calls_off and calls_on, "the switch should route the training's likelihoods to the fused op"
+    if name.startswith("SCVI") or name == "LinearSCVI":  # VAE.loss: the summed form
+        assert any(summed for _, summed in calls_on), calls_on[:3]
     h_theirs, h_fused = _histories(theirs), _histories(fused)
     assert h_theirs.keys() == h_fused.keys()
     assert any("elbo" in key or "reconstruction" in key for key in h_theirs), sorted(h_theirs)

@@ -77,31 +77,44 @@ def _warn_outside_support(distribution, value: Tensor) -> None:
         warnings.warn("The value argument must be within the support of the distribution", UserWarning, stacklevel=3)
 
 
+def _fused_count_log_prob(distribution, value: Tensor, reduce_sum: bool) -> Tensor | None:
+    """log_prob(value) of one of scvi-tools' NB, ZINB or Poisson on the fused
+    op (summed over the last dimension with reduce_sum), or None where
+    scvi-tools' own code must run."""
+    d = _scvi_distributions
+    if isinstance(distribution, d.ZeroInflatedNegativeBinomial):  # (a NegativeBinomial too)
+        if distribution.on_mps or not _fusable(value, distribution.mu, distribution.theta, distribution.zi_logits):
+            return None
+        if distribution._validate_args:  # scvi-tools validates on every call
+            _warn_outside_support(distribution, value)
+        return functional.count_log_likelihood(value, distribution.mu, distribution.theta, distribution.zi_logits,
+                                               likelihood="zinb", eps=1e-8, reduce_sum=reduce_sum)
+    if isinstance(distribution, d.NegativeBinomial):
+        if distribution.on_mps or not _fusable(value, distribution.mu, distribution.theta):
+            return None
+        if distribution._validate_args:
+            _warn_outside_support(distribution, value)
+        return functional.count_log_likelihood(value, distribution.mu, distribution.theta, likelihood="nb",
+                                               eps=distribution._eps, reduce_sum=reduce_sum)
+    if isinstance(distribution, d.Poisson):
+        if not _fusable(value, distribution.rate):
+            return None
+        if distribution._validate_args:  # torch's rule (its default is on): a ValueError
+            distribution._validate_sample(value)
+        return functional.count_log_likelihood(value, distribution.rate, likelihood="poisson", reduce_sum=reduce_sum)
+    return None
+
+
 # ------------------------------------------------------- the replacements
 # Each takes scvi-tools' original and returns the method or function that
 # stands in for it (functools.wraps keeps its name, signature and docs).
-def _negative_binomial_log_prob(original: Callable) -> Callable:
+def _count_log_prob(original: Callable) -> Callable:
+    """log_prob of NegativeBinomial, ZeroInflatedNegativeBinomial and Poisson."""
+
     @functools.wraps(original)
     def log_prob(self, value: Tensor) -> Tensor:
-        if self.on_mps or not _fusable(value, self.mu, self.theta):
-            return original(self, value)
-        if self._validate_args:
-            _warn_outside_support(self, value)
-        return functional.count_log_likelihood(value, self.mu, self.theta, likelihood="nb", eps=self._eps)
-
-    return log_prob
-
-
-def _zero_inflated_log_prob(original: Callable) -> Callable:
-    @functools.wraps(original)
-    def log_prob(self, value: Tensor) -> Tensor:
-        if self.on_mps or not _fusable(value, self.mu, self.theta, self.zi_logits):
-            return original(self, value)
-        if self._validate_args:  # scvi-tools validates on every call
-            _warn_outside_support(self, value)
-        return functional.count_log_likelihood(
-            value, self.mu, self.theta, self.zi_logits, likelihood="zinb", eps=1e-8
-        )
+        out = _fused_count_log_prob(self, value, reduce_sum=False)
+        return original(self, value) if out is None else out
 
     return log_prob
 
@@ -120,16 +133,71 @@ def _mixture_log_prob(original: Callable) -> Callable:
     return log_prob
 
 
-def _poisson_log_prob(original: Callable) -> Callable:
-    @functools.wraps(original)
-    def log_prob(self, value: Tensor) -> Tensor:
-        if not _fusable(value, self.rate):
-            return original(self, value)
-        if self._validate_args:  # torch's rule (its default is on): a ValueError
-            self._validate_sample(value)
-        return functional.count_log_likelihood(value, self.rate, likelihood="poisson")
+class _LogProbRows:
+    """What px.log_prob(x) gives inside scvi-tools' VAE.loss under the
+    switch: nothing computed yet. Its ``.sum(-1)`` (what VAE.loss does with
+    it) is the fused op's summed form, whose derivatives are written in the
+    forward pass and which writes no per-element tensor; anything else asks
+    for the per-element log-pmf and works on that."""
 
-    return log_prob
+    def __init__(self, px, value: Tensor):
+        self._px, self._value, self._per_element = px, value, None
+
+    def _tensor(self) -> Tensor:
+        if self._per_element is None:
+            self._per_element = self._px.log_prob(self._value)
+        return self._per_element
+
+    def sum(self, *args, **kwargs):
+        if (args == (-1,) and not kwargs) or (not args and kwargs == {"dim": -1}):
+            out = _fused_count_log_prob(self._px, self._value, reduce_sum=True)
+            if out is not None:
+                return out
+        return self._tensor().sum(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tensor(), name)
+
+    def __neg__(self):
+        return -self._tensor()
+
+
+class _SummedInLoss:
+    """px as scvi-tools' VAE.loss sees it under the switch: log_prob of the
+    loss's own counts gives _LogProbRows; everything else is px's own."""
+
+    def __init__(self, px, x: Tensor):
+        self._px, self._x = px, x
+
+    def log_prob(self, value):
+        return _LogProbRows(self._px, value) if value is self._x else self._px.log_prob(value)
+
+    def __getattr__(self, name):
+        return getattr(self._px, name)
+
+
+def _vae_loss(original: Callable) -> Callable:
+    """scvi-tools' VAE.loss (SCVI's, LinearSCVI's) with its reconstruction
+    term ``-px.log_prob(x).sum(-1)`` in the fused summed form: scvi-tools'
+    own loss code, LossOutput and metrics, px wrapped for the call. Under
+    torch.compile, and for any px but the NB, ZINB and Poisson, the
+    per-element form as before."""
+
+    @functools.wraps(original)
+    def loss(self, tensors, inference_outputs, generative_outputs, *args, **kwargs):
+        px = generative_outputs.get(_PX_KEY) if isinstance(generative_outputs, dict) else None
+        x = tensors.get(_X_KEY) if isinstance(tensors, dict) else None
+        d = _scvi_distributions
+        if (
+            px is not None
+            and isinstance(x, Tensor)
+            and isinstance(px, (d.NegativeBinomial, d.Poisson))
+            and not torch.compiler.is_compiling()
+        ):
+            generative_outputs = {**generative_outputs, _PX_KEY: _SummedInLoss(px, x)}
+        return original(self, tensors, inference_outputs, generative_outputs, *args, **kwargs)
+
+    return loss
 
 
 def _scvi_log_mixture_nb(x, mu_1, mu_2, theta_1, theta_2, pi_logits, eps=1e-8, log_fn=torch.log, lgamma_fn=torch.lgamma):
@@ -171,11 +239,14 @@ def _signature(function: Callable):
 
 
 _CLASS_REPLACEMENTS = {
-    "NegativeBinomial": _negative_binomial_log_prob,
-    "ZeroInflatedNegativeBinomial": _zero_inflated_log_prob,
+    "NegativeBinomial": _count_log_prob,
+    "ZeroInflatedNegativeBinomial": _count_log_prob,
     "NegativeBinomialMixture": _mixture_log_prob,
-    "Poisson": _poisson_log_prob,
+    "Poisson": _count_log_prob,
 }
+# scvi-tools' distributions module and VAE's keys, set by enable_fused_likelihoods.
+_scvi_distributions = None
+_X_KEY, _PX_KEY = "X", "px"
 # name -> (drop-in, how many leading arguments are tensors to check)
 _FUNCTION_REPLACEMENTS = {
     "log_nb_positive": (fused.log_nb_positive, 3),
@@ -268,8 +339,18 @@ def enable_fused_likelihoods(*, untested_version: str = "warn") -> None:
         if _replaced is not None:
             return
         distributions, nb_module = _import_scvi(untested_version)
+        global _scvi_distributions, _X_KEY, _PX_KEY
+        _scvi_distributions = distributions
         replaced: list[tuple[object, str, object]] = []
         try:
+            vae = getattr(importlib.import_module("scvi.module"), "VAE", None)
+            if vae is not None and "loss" in vae.__dict__:
+                from scvi import REGISTRY_KEYS
+                from scvi.module._constants import MODULE_KEYS
+
+                _X_KEY, _PX_KEY = REGISTRY_KEYS.X_KEY, MODULE_KEYS.PX_KEY
+                replaced.append((vae, "loss", vae.__dict__["loss"]))
+                vae.loss = _vae_loss(vae.__dict__["loss"])
             for name, make in _CLASS_REPLACEMENTS.items():
                 cls = getattr(distributions, name)
                 original = cls.__dict__.get("log_prob", cls.log_prob)
