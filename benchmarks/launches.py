@@ -36,7 +36,7 @@ import torch
 import pyautoencoder_fast as paf
 
 from . import harness as H
-from .workloads import eager_vae_loss, fast_vae_loss
+from .workloads import COUNT_LIKELIHOODS, Size, Spec, build, eager_vae_loss, fast_vae_loss
 
 BLOCKING_RUNTIME_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 
@@ -93,6 +93,17 @@ def kernel_breakdown(fn, calls: int) -> list[tuple[str, float, float]]:
     return sorted(rows, key=lambda r: -r[2])
 
 
+def breakdown_table(heading: str, rows: list[tuple[str, float, float]]) -> str:
+    """A kernel_breakdown as a markdown section: its total, then a row per kernel."""
+    total = sum(us for _, _, us in rows)
+    lines = [f"\n### {heading}: {total:.1f} us of device time per forward+backward\n",
+             "| kernel | launches | us | share |", "|---|---:|---:|---:|"]
+    for name, n, us in rows:
+        short = name if len(name) <= 90 else name[:87] + "..."
+        lines.append(f"| `{short}` | {n:g} | {us:.1f} | {100 * us / total:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
 def breakdown_markdown(batch: int, samples: int, feature_shape: tuple[int, ...], latent: int, calls: int,
                        device: str) -> str:
     g = torch.Generator().manual_seed(0)
@@ -105,35 +116,20 @@ def breakdown_markdown(batch: int, samples: int, feature_shape: tuple[int, ...],
     def step():
         torch.autograd.grad(fast_vae_loss(x, x_hat, mu, log_var, 1.0, "gaussian").objective, leaves)
 
-    rows = kernel_breakdown(step, calls)
-    total = sum(us for _, _, us in rows)
     x_hat_mb = x_hat.numel() * x_hat.element_size() / 1e6
-    lines = [f"\n### fast, gaussian, B={batch}, S={samples}, features {feature_shape} "
-             f"(x_hat {x_hat_mb:.1f} MB): {total:.1f} us of device time per forward+backward\n",
-             "| kernel | launches | us | share |", "|---|---:|---:|---:|"]
-    for name, n, us in rows:
-        short = name if len(name) <= 90 else name[:87] + "..."
-        lines.append(f"| `{short}` | {n:g} | {us:.1f} | {100 * us / total:.0f}% |")
-    return "\n".join(lines) + "\n"
+    return breakdown_table(f"fast, gaussian, B={batch}, S={samples}, features {feature_shape} (x_hat {x_hat_mb:.1f} MB)",
+                           kernel_breakdown(step, calls))
 
 
 def count_breakdown_markdown(cells: int, genes: int, likelihood: str, calls: int, device: str) -> str:
     """Where this library's count loss (scvi-tools' gene likelihood summed
     per cell, forward + backward) spends its device time."""
-    from .workloads import COUNT_LIKELIHOODS, Size, Spec, build
-
     if likelihood not in COUNT_LIKELIHOODS:
         raise ValueError(f"likelihood: expected one of {COUNT_LIKELIHOODS}, got {likelihood!r}")
     bench = build(Spec("count_loss", likelihood, Size(f"cells{cells}-genes{genes}", cells, 1, (genes,)),
                        torch.float32, "fwd+bwd", device))
-    rows = kernel_breakdown(bench.providers["fast"], calls)
-    total = sum(us for _, _, us in rows)
-    lines = [f"\n### fast, count loss {likelihood}, [{cells}, {genes}]: {total:.1f} us of device time per "
-             "forward+backward\n", "| kernel | launches | us | share |", "|---|---:|---:|---:|"]
-    for name, n, us in rows:
-        short = name if len(name) <= 90 else name[:87] + "..."
-        lines.append(f"| `{short}` | {n:g} | {us:.1f} | {100 * us / total:.0f}% |")
-    return "\n".join(lines) + "\n"
+    return breakdown_table(f"fast, count loss {likelihood}, [{cells}, {genes}]",
+                           kernel_breakdown(bench.providers["fast"], calls))
 
 
 @dataclass

@@ -51,7 +51,7 @@ int64_t host_row_sums(int64_t rows, int64_t cols, const Term& term, double* out,
       out[r] = total;
     }
   };
-  if (summed_by_warps(cols) || variant == RowSumVariant::kPacks) {
+  if (summed_by_warps(cols)) {  // (launch_row_sums: the variants are the long rows')
     with_pack_width<scalar_t>(term.template aligned<kVecWidth<scalar_t>>(),
                               [&](auto pack) { run(pack, std::integral_constant<int, 1>{}); });
   } else {

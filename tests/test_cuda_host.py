@@ -89,7 +89,6 @@ def expect_row_sum_width(width, layout, dtype, variant):
     """expect_width, and for the long rows of "ahead": 16-byte packs, as many
     loaded ahead as make 16 terms (the width reported is the two multiplied;
     double: one pack at a time)."""
-    pack = 16 // torch.empty((), dtype=dtype).element_size()
     if variant == "packs" or not layout.startswith("long") or dtype == torch.float64:
         expect_width(width, layout, dtype, writes_elements=True)
     else:
