@@ -10,7 +10,8 @@ Method (per case, all providers on the same inputs, one process):
    (on CUDA with ``torch.cuda.synchronize()`` before and after, so the time
    is the wall time of a call including launches and host syncs). The
    providers are interleaved in rounds, so slow drifts of a shared machine
-   hit them alike. Reported: median, p20, p80.
+   hit them alike. Reported: median, p20, p80, and the minimum and maximum
+   (how far single calls swing, e.g. when freed buffers go back to the OS).
 4. Achieved GB/s = the workload's minimum bytes (see workloads.py) / median
    time, also as a percentage of the copy bandwidth measured in the same run
    (median of ``dst.copy_(src)`` on a 256 MiB float32 tensor, 2*size bytes).
@@ -495,6 +496,8 @@ class Row:
     median_ms: float
     p20_ms: float
     p80_ms: float
+    min_ms: float  # the fastest and the slowest timed call: the run-to-run swing
+    max_ms: float
     GBps: float
     pct_copy: float
     peak_bytes: int
@@ -593,6 +596,7 @@ def run_case(spec: Spec, cfg: Config, copy_gbps: float, copy_device_gbps: float 
             sweep=spec.sweep, B=s.batch, S=s.samples, F=s.num_features, L=s.latent,
             dtype=W.dtype_name(spec.dtype), mode=spec.mode, provider=name, reps=len(t),
             median_ms=med * 1e3, p20_ms=percentile(t, 20) * 1e3, p80_ms=percentile(t, 80) * 1e3,
+            min_ms=min(t) * 1e3, max_ms=max(t) * 1e3,
             GBps=gbps, pct_copy=100.0 * gbps / copy_gbps,
             peak_bytes=peak, peak_ratio=peak / bench.ratio_bytes, ratio_ref=bench.ratio_name,
             fast_speedup=med / medians["fast"] if "fast" in medians else math.nan,
@@ -674,6 +678,8 @@ COLUMNS = [
     ("median ms", "median_ms", "{:.4f}"),
     ("p20 ms", "p20_ms", "{:.4f}"),
     ("p80 ms", "p80_ms", "{:.4f}"),
+    ("min ms", "min_ms", "{:.4f}"),
+    ("max ms", "max_ms", "{:.4f}"),
     ("GB/s", "GBps", "{:.2f}"),
     ("% copy", "pct_copy", "{:.1f}"),
     ("peak", "peak_bytes", "bytes"),
@@ -683,6 +689,8 @@ COLUMNS = [
     ("device ms", "device_ms", "{:.4f}"),
     ("device % copy", "device_pct_copy", "{:.1f}"),
 ]
+
+_TEXT_COLUMNS = {i for i, (_, key, _) in enumerate(COLUMNS) if key in ("case", "provider", "ratio_ref")}  # left-aligned
 
 
 def human_bytes(n: float) -> str:
@@ -725,7 +733,7 @@ def render_text(report: DeviceReport) -> str:
     rows = _table_rows(report)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     def line(cells):
-        return "  ".join(c.ljust(w) if i < 2 or i == 9 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(c.ljust(w) if i in _TEXT_COLUMNS else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     buf = io.StringIO()
     buf.write("\n".join(_header_lines(report)) + "\n\n")
     buf.write(line(headers) + "\n" + "  ".join("-" * w for w in widths) + "\n")
@@ -765,10 +773,10 @@ def render_markdown(report: DeviceReport) -> str:
     buf.write("\n## All results\n\n")
     headers = [h for h, _, _ in COLUMNS]
     buf.write("| " + " | ".join(headers) + " |\n")
-    buf.write("|" + "|".join("---" if i < 2 or i == 9 else "---:" for i in range(len(headers))) + "|\n")
+    buf.write("|" + "|".join("---" if i in _TEXT_COLUMNS else "---:" for i in range(len(headers))) + "|\n")
     for cells in _table_rows(report):
         buf.write("| " + " | ".join(cells) + " |\n")
-    buf.write("\nTimes: median [p20, p80] of individually timed calls after warm-up. GB/s from the minimum "
+    buf.write("\nTimes: median [p20, p80] (and min, max) of individually timed calls after warm-up. GB/s from the minimum "
               "bytes of each workload (formula column in the CSV; see benchmarks/workloads.py). "
               "fast speed-up = provider median / fast median. Peak: allocation high-water mark beyond "
               "the inputs, including outputs; ratio against the 'ref' tensor "

@@ -3,6 +3,12 @@
 // fake kernels and autograd are registered from pyautoencoder_fast/_ops/<op>.py.
 #include <torch/library.h>
 
+// The ops are functional: every output is a new tensor that nothing changes
+// afterwards, and the only mutations are those a schema declares (Tensor(a!)).
+// The need_grad flags of the fused losses return their derivative buffers
+// to the caller; when autograd records a gradient it has the op write
+// buffers of its own, which only its node holds (csrc/autograd/autograd_common.h,
+// Buffers).
 TORCH_LIBRARY(pyautoencoder_fast, m) {
   // log_likelihood: elementwise ll(x, x_hat), broadcast shape. With
   // x_log_var (likelihood "gaussian" only) the Gaussian of that

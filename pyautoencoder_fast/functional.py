@@ -282,7 +282,14 @@ def draw_seed(device: torch.device, generator: torch.Generator | None = None) ->
         got = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
         raise TypeError(f"generator: expected a torch.Generator or None, got {got}")
     seed_device = device if device.type == "cuda" else torch.device("cpu")
-    return torch.empty((), dtype=torch.int64, device=seed_device).random_(generator=generator)
+    # Out of place (torch.randint, not Tensor.random_): torch.compile traces
+    # it into the graph (fullgraph=True holds through sampling) and a CUDA
+    # graph captures it as any RNG op. Under inductor the draw comes from
+    # inductor's RNG unless torch._inductor.config.fallback_random is set.
+    return torch.randint(_SEED_BOUND, (), dtype=torch.int64, device=seed_device, generator=generator)
+
+
+_SEED_BOUND = 2**63 - 1  # seeds in [0, 2**63 - 1): the kernels' 63 bits
 
 
 def reparameterize(
@@ -365,11 +372,9 @@ def elbo_stats(
         and x_hat.shape[2:] == x.shape[1:]
     ):  # anything but the usual call: the detailed checks (and promotion, broadcasting)
         x, x_hat, mu, log_var = _elbo_arguments(x, x_hat, mu, log_var)
-    need_grad = torch.is_grad_enabled() and (
-        x_hat.requires_grad or mu.requires_grad or log_var.requires_grad
-        or (x_log_var is not None and x_log_var.requires_grad)
-    )
-    stats = _impl(x).elbo(x, x_hat, mu, log_var, beta, likelihood, need_grad, x_log_var)[0]
+    # need_grad=False: the derivative buffers stay autograd's (it has the op
+    # write them when a gradient is recorded; README, "Custom ops")
+    stats = _impl(x).elbo(x, x_hat, mu, log_var, beta, likelihood, False, x_log_var)[0]
     if likelihood == "bernoulli_probs":
         _refuse_out_of_domain(stats, _PROBABILITY_DOMAINS, x_hat=x_hat_given, x=x_given)
     return stats
@@ -499,10 +504,8 @@ def iwae_bound(
         )
     if x_hat.shape[1] < 1:
         raise check.ShapeError(f"x_hat: expected S >= 1 samples, got shape {tuple(x_hat_given.shape)}")
-    need_grad = torch.is_grad_enabled() and (
-        x_hat.requires_grad or (x_log_var is not None and x_log_var.requires_grad)
-    )
-    bound = _impl(x).iwae_bound(x, x_hat, z, mu, log_var, likelihood, need_grad, x_log_var)[0]
+    # (need_grad=False: the derivative buffers stay autograd's, as in elbo_stats)
+    bound = _impl(x).iwae_bound(x, x_hat, z, mu, log_var, likelihood, False, x_log_var)[0]
     if likelihood == "bernoulli_probs":
         _refuse_out_of_domain(bound, _PROBABILITY_DOMAINS, x_hat=x_hat, x=x)
     return bound
@@ -578,10 +581,8 @@ def count_log_likelihood(
     scalar = len(shape) == 0
     if scalar:  # the kernels want a gene dimension
         x, mu, theta, zi_logits = (t.reshape(1) if t is not None else None for t in (x, mu, theta, zi_logits))
-    grad_enabled = torch.is_grad_enabled()
-    need_grad = grad_enabled and any(t is not None and t.requires_grad for t in (mu, theta, zi_logits))
-    need_grad_x = grad_enabled and x.requires_grad
-    out = _impl(mu).count_log_likelihood(x, mu, theta, zi_logits, likelihood, eps, reduce_sum, need_grad, need_grad_x)[0]
+    # (need_grad(_x)=False: the derivative buffers stay autograd's, as in elbo_stats)
+    out = _impl(mu).count_log_likelihood(x, mu, theta, zi_logits, likelihood, eps, reduce_sum, False, False)[0]
     _refuse_out_of_domain(out, _COUNT_DOMAINS, x=x, mu=mu, theta=theta, zi_logits=zi_logits)
     return out.reshape(()) if scalar else out
 
@@ -645,13 +646,9 @@ def nb_mixture_log_likelihood(
         x, mu_1, mu_2, theta_1, theta_2, pi_logits = (
             t.reshape(1) if t is not None else None for t in (x, mu_1, mu_2, theta_1, theta_2, pi_logits)
         )
-    grad_enabled = torch.is_grad_enabled()
-    params = (mu_1, mu_2, theta_1, theta_2, pi_logits)
-    need_grad = grad_enabled and any(t is not None and t.requires_grad for t in params)
-    need_grad_x = grad_enabled and x.requires_grad
-    out = _impl(mu_1).nb_mixture_log_likelihood(
-        x, mu_1, mu_2, theta_1, theta_2, pi_logits, eps, reduce_sum, need_grad, need_grad_x
-    )[0]
+    # (need_grad(_x)=False: the derivative buffers stay autograd's, as in elbo_stats)
+    out = _impl(mu_1).nb_mixture_log_likelihood(x, mu_1, mu_2, theta_1, theta_2, pi_logits, eps, reduce_sum, False,
+                                                False)[0]
     _refuse_out_of_domain(out, _COUNT_DOMAINS, x=x, mu_1=mu_1, mu_2=mu_2, theta_1=theta_1, theta_2=theta_2,
                           pi_logits=pi_logits)
     return out.reshape(()) if scalar else out

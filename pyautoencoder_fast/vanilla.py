@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from . import functional
 from . import _validation as check
 from .base import BaseAutoencoder, ModelOutput
+from ._loss_result import read_diagnostics
 from .loss import LikelihoodType, LossResult
 
 __all__ = ["AE", "AEDecodeOutput", "AEEncodeOutput", "AEOutput"]
@@ -96,7 +97,8 @@ class AE(BaseAutoencoder):
             )
         ll = functional.log_likelihood_sum(x, x_hat, likelihood)  # [B, 1]
         objective = -ll.mean()
-        return LossResult(objective=objective, diagnostics={"log_likelihood": -objective.item()})
+        (log_likelihood,) = read_diagnostics(-objective.reshape(1))
+        return LossResult(objective=objective, diagnostics={"log_likelihood": log_likelihood})
 
 
 def model_output(name: str, value: object, alias: object) -> object:

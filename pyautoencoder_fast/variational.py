@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from . import functional
 from . import _validation as check
 from .base import BaseAutoencoder, ModelOutput, require_built
+from ._loss_result import read_diagnostics
 from .loss import LikelihoodType, LossResult
 from .vanilla import _module, model_output
 
@@ -63,6 +64,16 @@ def _sampling(sample: object, S: int, training: bool) -> bool:
             "the posterior mean, so S must be 1; pass sample=True to draw S samples."
         )
     return sample
+
+
+def _is_posterior_mean(z: Tensor, mu: Tensor) -> bool:
+    """Whether z is mu itself (the forward's z without sampling, a view of
+    mu) rather than samples. Read from the storage, so not under
+    torch.compile, where it is taken to be samples."""
+    if torch.compiler.is_compiling() or not isinstance(z, Tensor) or not isinstance(mu, Tensor):
+        return False
+    return (mu.numel() > 0 and z.device == mu.device
+            and z.untyped_storage().data_ptr() == mu.untyped_storage().data_ptr())
 
 
 def _estimator(estimator: object) -> str:
@@ -250,7 +261,9 @@ class VAE(BaseAutoencoder):
             estimator: keyword only: ``"elbo"`` (the default) or ``"iwae"``,
                 the importance-weighted bound of the output's S samples
                 (:func:`functional.iwae_bound`; ``z`` must be samples of
-                ``q``, as in training mode; ``beta`` must be 1).
+                ``q``, as in training mode or with ``sample=True``: the
+                mean that eval mode gives instead raises ``ValueError``
+                (checked in eager mode); ``beta`` must be 1).
 
         Returns:
             ``LossResult(objective=-elbo, diagnostics={"elbo", "log_likelihood",
@@ -266,7 +279,7 @@ class VAE(BaseAutoencoder):
         if _estimator(estimator) == "iwae":
             return self._iwae_loss(x, out, beta, likelihood, x_log_var)
         stats = functional.elbo_stats(x, out.x_hat, out.mu, out.log_var, beta, likelihood, x_log_var)
-        _, elbo, log_likelihood, kl = stats.tolist()  # one transfer for the three diagnostics
+        _, elbo, log_likelihood, kl = read_diagnostics(stats)  # one transfer for the three diagnostics
         return LossResult(
             objective=stats[0],
             diagnostics={"elbo": elbo, "log_likelihood": log_likelihood, "kl_divergence": kl},
@@ -278,10 +291,17 @@ class VAE(BaseAutoencoder):
         beta = check.finite_number("beta", beta)
         if beta != 1:
             raise ValueError(f"beta: estimator='iwae' has no KL term to weight (beta must be 1), got {beta}")
+        if _is_posterior_mean(out.z, out.mu):
+            raise ValueError(
+                "estimator='iwae': vae_output.z is the posterior mean (a model in eval mode draws no samples), "
+                "and the bound needs samples of q(z|x); run the forward in training mode or with sample=True, "
+                "or use log_likelihood_estimate() to evaluate"
+            )
         bound = functional.iwae_bound(x, out.x_hat, out.z, out.mu, out.log_var, likelihood, x_log_var)
         objective = -bound.mean()
         samples = out.x_hat.shape[1] if out.x_hat.dim() == x.dim() + 1 else 1
-        return LossResult(objective=objective, diagnostics={"iwae_bound": -objective.item(), "num_samples": float(samples)})
+        (bound_mean,) = read_diagnostics(-objective.reshape(1))
+        return LossResult(objective=objective, diagnostics={"iwae_bound": bound_mean, "num_samples": float(samples)})
 
     @torch.no_grad()
     def log_likelihood_estimate(
@@ -439,7 +459,7 @@ class AdaGVAE(nn.Module):
         o1, o2 = out.output1, out.output2
         stats1 = functional.elbo_stats(x1, o1.x_hat, o1.mu, o1.log_var, beta, likelihood)
         stats2 = functional.elbo_stats(x2, o2.x_hat, o2.mu, o2.log_var, beta, likelihood)
-        (_, elbo1, ll1, kl1), (_, elbo2, ll2, kl2) = torch.stack([stats1.detach(), stats2.detach()]).tolist()
+        _, elbo1, ll1, kl1, _, elbo2, ll2, kl2 = read_diagnostics(torch.cat([stats1, stats2]))
         return LossResult(
             objective=stats1[0] + stats2[0],
             diagnostics={

@@ -282,3 +282,24 @@ def test_scvi_loss_bad_likelihood():
     with pytest.raises(ValueError, match="gene_likelihood"):
         ours.scvi_loss(torch.ones(2, 3), torch.ones(2, 3), torch.ones(3), None, torch.zeros(2, 4), torch.ones(2, 4),
                        gene_likelihood="gaussian")
+
+
+def test_scvi_loss_likelihood_names_in_any_case():
+    # One rule for names across the library: case-insensitive, as
+    # count_log_likelihood(likelihood="NB") is.
+    args = (torch.ones(2, 3), torch.ones(2, 3), torch.ones(3), torch.zeros(2, 3), torch.zeros(2, 4), torch.ones(2, 4))
+    for name in ("zinb", "nb", "poisson"):
+        lower = ours.scvi_loss(*args, gene_likelihood=name)
+        upper = ours.scvi_loss(*args, gene_likelihood=name.upper())
+        torch.testing.assert_close(upper.loss, lower.loss)
+    with pytest.raises(ValueError, match="gene_likelihood: expected one of"):
+        ours.scvi_loss(*args, gene_likelihood=None)
+
+
+def test_scvi_loss_refuses_a_variance_that_is_a_log_variance():
+    # A log-variance passed as qz_v (negative values) makes the loss NaN:
+    # refused naming qz_v, as the count arguments are.
+    qz_v = torch.ones(2, 4)
+    qz_v[1, 2] = -0.5
+    with pytest.raises(ValueError, match=r"qz_v: expected variances > 0 .*found -0.5"):
+        ours.scvi_loss(torch.ones(2, 3), torch.ones(2, 3), torch.ones(3), torch.zeros(2, 3), torch.zeros(2, 4), qz_v)

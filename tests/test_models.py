@@ -744,6 +744,20 @@ def test_vae_iwae_loss(backend, likelihood, device):
         vae.compute_loss(x, out, beta=4.0, estimator="iwae")
 
 
+def test_vae_iwae_loss_refuses_the_posterior_mean(device):
+    # In eval mode the forward gives z = mu (no samples): the bound of those
+    # is not an importance-weighted bound, so it raises instead of returning
+    # a number; sample=True in eval mode gives samples, which it takes.
+    vae = make_vae(device=device).eval()
+    x = make_data(device=device)
+    with pytest.raises(ValueError, match="estimator='iwae': vae_output.z is the posterior mean"):
+        vae.compute_loss(x, vae(x, S=4), estimator="iwae")
+    with pytest.raises(ValueError, match="posterior mean"):
+        vae.compute_loss(x, vae(x, S=1), estimator="iwae")
+    sampled = vae.compute_loss(x, vae(x, S=4, sample=True), estimator="iwae")
+    assert torch.isfinite(sampled.objective)
+
+
 def _mlp_vae(features=784, latent=8, seed=0):
     torch.manual_seed(seed)
     encoder = nn.Sequential(nn.Linear(features, 64), nn.Tanh())

@@ -38,23 +38,6 @@ inline at::Tensor sum_to(const at::Tensor& grad, const at::Tensor& input) {
   return grad.defined() ? at::sum_to(grad, input.sym_sizes()) : grad;
 }
 
-// An input's gradient from a forward's per-element derivative d (the
-// count ops): d times the incoming gradient (per element, or per row of an
-// output summed over the last dimension), summed down to the input's shape
-// in d's accumulation dtype, then cast to the input's. d is not modified.
-inline at::Tensor chain_per_element(const at::Tensor& d, const at::Tensor& grad, bool reduce_sum,
-                                    const at::Tensor& input) {
-  if (reduce_sum && d.dim() >= 2 && input.dim() >= 1 && input.sym_size(-1) == d.sym_size(-1) &&
-      input.sym_numel() == d.sym_size(-1)) {
-    // One value per column (a per-gene theta) under a summed output: the
-    // rows' derivatives weighted by their gradients, one matrix-vector
-    // product instead of a [rows, G] product and its sum.
-    const at::Tensor columns = at::mv(d.flatten(0, -2).t(), grad.flatten().to(d.scalar_type()));
-    return columns.reshape_symint(input.sym_sizes()).to(input.scalar_type());
-  }
-  return sum_to(d.mul(reduce_sum ? grad.unsqueeze(-1) : grad), input).to(input.scalar_type());
-}
-
 // Whether the backward should run in float32: float16/bfloat16 inputs of
 // which one is broadcast (its gradient is then a sum over the broadcast
 // dimensions). The kernels compute in float32 anyway; running them on
@@ -92,6 +75,80 @@ inline bool is_plain_tensor(const at::Tensor& t) {
 
 // Whether the values of t may be read on the host now: a plain CPU tensor.
 inline bool values_readable_on_host(const at::Tensor& t) { return is_plain_tensor(t) && t.device().is_cpu(); }
+
+// Whether autograd records a node for a call with these inputs: grad mode on
+// and one of them requiring grad. (Read before Function::apply: its forward
+// runs with grad mode off.)
+inline bool records_grad(std::initializer_list<const at::Tensor*> inputs) {
+  return at::GradMode::is_enabled() &&
+         std::any_of(inputs.begin(), inputs.end(), [](const at::Tensor* t) { return t->defined() && t->requires_grad(); });
+}
+
+// The derivative buffers a forward op writes for its node's backward (the
+// ops with need_grad). Whose they are decides what the backward may do:
+// - kOwned: autograd asked for them and the caller did not. The op returns
+//   empty placeholders in their place, so nothing but the node holds them:
+//   its first backward scales them in place and hands them on as the
+//   gradients (no second buffer-sized tensor), and a later backward
+//   (retain_graph) recomputes, since the first may have changed or given
+//   them away.
+// - kShared: the caller asked for them (need_grad): they are its outputs
+//   too, and the node only reads them (scaled out of place, every backward).
+// - kNone: no buffers (nothing recorded); a backward recomputes.
+// No returned tensor is ever changed, and every in-place write is to a
+// tensor only the node holds (or through an op whose schema declares it).
+enum class Buffers : int64_t { kNone, kShared, kOwned };
+
+inline void save_buffers(AutogradContext* ctx, Buffers buffers) {
+  ctx->saved_data["buffers"] = static_cast<int64_t>(buffers);
+}
+
+// The buffers as this backward may use them: kOwned only the first time,
+// kNone after that (and for kOwned's later backwards).
+inline Buffers take_buffers(AutogradContext* ctx) {
+  const auto buffers = static_cast<Buffers>(ctx->saved_data["buffers"].toInt());
+  if (buffers != Buffers::kOwned) return buffers;
+  ctx->saved_data["buffers"] = static_cast<int64_t>(Buffers::kNone);
+  return buffers;
+}
+
+// An op's output in place of a buffer the caller did not ask for: what the
+// op returns without need_grad (empty, `like`'s options).
+inline at::Tensor placeholder(const at::Tensor& like) { return at::empty({0}, like.options()); }
+
+// Whether a backward may write into the buffer t: owned by the node, and a
+// plain tensor (under a tracer the functional form is traced instead).
+inline bool writable(Buffers buffers, const at::Tensor& t) {
+  return buffers == Buffers::kOwned && is_plain_tensor(t);
+}
+
+// buffer * factor: in place when the buffer is writable (below
+// ADInplaceOrView, so that its version, which a retain_graph backward checks
+// when it unpacks the saved tensors, stays), else a new tensor.
+inline at::Tensor scaled(Buffers buffers, const at::Tensor& buffer, const at::Tensor& factor) {
+  if (!writable(buffers, buffer)) return buffer.mul(factor);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  at::Tensor result = buffer;
+  return result.mul_(factor);
+}
+
+// An input's gradient from a forward's per-element derivative d (the
+// count ops): d times the incoming gradient (per element, or per row of an
+// output summed over the last dimension), summed down to the input's shape
+// in d's accumulation dtype, then cast to the input's. d is scaled in place
+// when `buffers` allow it (see scaled).
+inline at::Tensor chain_per_element(Buffers buffers, const at::Tensor& d, const at::Tensor& grad, bool reduce_sum,
+                                    const at::Tensor& input) {
+  if (reduce_sum && d.dim() >= 2 && input.dim() >= 1 && input.sym_size(-1) == d.sym_size(-1) &&
+      input.sym_numel() == d.sym_size(-1)) {
+    // One value per column (a per-gene theta) under a summed output: the
+    // rows' derivatives weighted by their gradients, one matrix-vector
+    // product instead of a [rows, G] product and its sum.
+    const at::Tensor columns = at::mv(d.flatten(0, -2).t(), grad.flatten().to(d.scalar_type()));
+    return columns.reshape_symint(input.sym_sizes()).to(input.scalar_type());
+  }
+  return sum_to(scaled(buffers, d, reduce_sum ? grad.unsqueeze(-1) : grad), input).to(input.scalar_type());
+}
 
 // The pointer the autograd graph holds its nodes by, read off torch's own
 // Edge rather than guessed from a version number: std::shared_ptr<Node> in

@@ -3,12 +3,14 @@
 // d bound[b] / d lw[b, s] is the normalised weight the forward returned, so
 // every gradient is the incoming grad[b] times weights[b, s] (a [B, S]
 // row factor) times the partial derivatives of the row's terms:
-// - x_hat (and x_log_var): the forward wrote d ll / d x_hat (d x_log_var)
-//   with need_grad; the backward scales that buffer by the row factor into
-//   a new tensor. (Not in place: the buffer is also an output of the op,
-//   which a caller may hold; unchanged, it also serves a retain_graph
-//   backward.) Without buffers (a forward without need_grad)
-//   log_likelihood_sum_backward recomputes them.
+// - x_hat (and x_log_var): when a gradient is recorded the forward writes
+//   d ll / d x_hat (d x_log_var), into buffers of the node's own unless the
+//   caller asked for them with need_grad (Buffers in autograd_common.h). The
+//   first backward scales its own buffer in place by the row factor and
+//   hands it on as the gradient (no second x_hat-sized tensor); the
+//   caller's it scales into a new tensor. Without buffers (none recorded,
+//   or a later backward of a node whose buffers were its own) it reruns the
+//   forward for them: the same bits, so the same gradients.
 // - x: log_likelihood_sum_backward with the row factor.
 // - z, mu, log_var: iwae_bound_backward_latent (small: [B, S, D]).
 #include "autograd_common.h"
@@ -37,46 +39,55 @@ class IwaeBound : public torch::autograd::Function<IwaeBound> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& x_hat,
                                const at::Tensor& z, const at::Tensor& mu, const at::Tensor& log_var,
                                c10::string_view likelihood, bool need_grad,
-                               const std::optional<at::Tensor>& x_log_var) {
+                               const std::optional<at::Tensor>& x_log_var, bool records) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [bound, weights, d_x_hat, d_x_log_var] =
-        PAF_OP(iwae_bound, Forward).call(x, x_hat, z, mu, log_var, likelihood, need_grad, x_log_var);
-    ctx->mark_non_differentiable({weights, d_x_hat, d_x_log_var});
+        PAF_OP(iwae_bound, Forward).call(x, x_hat, z, mu, log_var, likelihood, need_grad || records, x_log_var);
     ctx->set_materialize_grads(false);
     ctx->save_for_backward(
         {x, x_hat, z, mu, log_var, x_log_var.value_or(at::Tensor()), weights, d_x_hat, d_x_log_var});
+    save_buffers(ctx, need_grad ? Buffers::kShared : records ? Buffers::kOwned : Buffers::kNone);
     ctx->saved_data["likelihood"] = std::string(likelihood);
-    ctx->saved_data["has_grad"] = need_grad;  // (a flag, not the buffers' sizes: symbolic under a tracer)
-    return {bound, weights, d_x_hat, d_x_log_var};
+    variable_list out = {bound, weights, d_x_hat, d_x_log_var};
+    if (!need_grad) out[2] = placeholder(bound), out[3] = placeholder(bound);
+    ctx->mark_non_differentiable({out[1], out[2], out[3]});
+    return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list result(8);  // x, x_hat, z, mu, log_var, likelihood, need_grad, x_log_var
+    variable_list result(9);  // x, x_hat, z, mu, log_var, likelihood, need_grad, x_log_var, records
     const at::Tensor& grad = grads[0];
     if (!grad.defined()) return result;  // only the weights or buffers were used
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &x_hat = saved[1], &z = saved[2], &mu = saved[3], &log_var = saved[4];
-    const at::Tensor &x_log_var = saved[5], &weights = saved[6], &d_x_hat = saved[7], &d_x_log_var = saved[8];
+    const at::Tensor &x_log_var = saved[5], &weights = saved[6];
+    at::Tensor d_x_hat = saved[7], d_x_log_var = saved[8];
     const std::string likelihood = ctx->saved_data["likelihood"].toStringRef();
-    const bool have_buffers = ctx->saved_data["has_grad"].toBool();
     // needs_input_grad counts the tensors passed (a None x_log_var is not one).
     const bool want_x = ctx->needs_input_grad(0), want_x_hat = ctx->needs_input_grad(1);
     const bool want_latent = ctx->needs_input_grad(2) || ctx->needs_input_grad(3) || ctx->needs_input_grad(4);
     const bool want_x_log_var = x_log_var.defined() && ctx->needs_input_grad(5);
+    Buffers buffers = take_buffers(ctx);
+    if (buffers == Buffers::kNone && (want_x_hat || want_x_log_var)) {
+      // None recorded, or a later backward of a node whose buffers were its
+      // own: the forward rerun for buffers of this backward's own (the same
+      // bits, so a retain_graph backward repeats its gradients exactly).
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      std::tie(std::ignore, std::ignore, d_x_hat, d_x_log_var) =
+          PAF_OP(iwae_bound, Forward).call(x, x_hat, z, mu, log_var, likelihood, true, optional(x_log_var));
+      buffers = Buffers::kOwned;
+    }
 
     const at::Tensor row_factor = grad.unsqueeze(1).to(weights.scalar_type()).mul(weights);  // [B, S], opmath
-    const auto& ll_sum_backward = PAF_OP(log_likelihood_sum_backward, LikelihoodSumBackward);
-    auto recompute = [&](const char* wrt) {
-      return ll_sum_backward.call(row_factor.to(x.scalar_type()), x, x_hat, likelihood, wrt, optional(x_log_var));
-    };
-    if (want_x) result[0] = recompute("x");
+    if (want_x) {
+      result[0] = PAF_OP(log_likelihood_sum_backward, LikelihoodSumBackward)
+                      .call(row_factor.to(x.scalar_type()), x, x_hat, likelihood, "x", optional(x_log_var));
+    }
     if (want_x_hat) {
-      result[1] = have_buffers ? d_x_hat.mul(per_row(row_factor, d_x_hat.dim())).to(x_hat.scalar_type())
-                               : recompute("x_hat");
+      result[1] = scaled(buffers, d_x_hat, per_row(row_factor, d_x_hat.dim())).to(x_hat.scalar_type());
     }
     if (want_x_log_var) {
-      const at::Tensor per_element =
-          have_buffers ? d_x_log_var.mul(per_row(row_factor, d_x_log_var.dim())) : recompute("x_log_var");
+      const at::Tensor per_element = scaled(buffers, d_x_log_var, per_row(row_factor, d_x_log_var.dim()));
       result[7] = sum_to(per_element, x_log_var).to(x_log_var.scalar_type());
     }
     if (want_latent) {
@@ -90,7 +101,9 @@ class IwaeBound : public torch::autograd::Function<IwaeBound> {
 Tensors4 iwae_bound_autograd(const at::Tensor& x, const at::Tensor& x_hat, const at::Tensor& z, const at::Tensor& mu,
                              const at::Tensor& log_var, c10::string_view likelihood, bool need_grad,
                              const std::optional<at::Tensor>& x_log_var) {
-  auto out = IwaeBound::apply(x, x_hat, z, mu, log_var, likelihood, need_grad, x_log_var);
+  const at::Tensor none;
+  const bool records = records_grad({&x_hat, x_log_var ? &*x_log_var : &none});
+  auto out = IwaeBound::apply(x, x_hat, z, mu, log_var, likelihood, need_grad, x_log_var, records);
   return {out[0], out[1], out[2], out[3]};
 }
 

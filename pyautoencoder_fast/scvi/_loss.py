@@ -11,6 +11,7 @@ from ._loss_output import LossOutput
 __all__ = ["GENE_LIKELIHOODS", "scvi_loss"]
 
 GENE_LIKELIHOODS = ("zinb", "nb", "poisson")
+_VARIANCE_DOMAIN = {"qz_v": ("variances > 0 (qz_v is the variance, not the log-variance)", lambda t: t > 0)}
 
 
 def scvi_loss(
@@ -40,14 +41,21 @@ def scvi_loss(
             None for ``"poisson"``.
         px_dropout: dropout logits ``[B, G]`` for ``"zinb"``, else None (ignored).
         qz_m, qz_v: the posterior's mean and variance ``[B, D]`` (variance, not
-            log-variance, as scvi's encoder returns it).
+            log-variance, as scvi's encoder returns it). A negative or NaN
+            variance makes the loss NaN; on the CPU that raises
+            ``ValueError`` naming ``qz_v`` instead.
         kl_weight: the KL warm-up weight (a number or a tensor).
-        gene_likelihood: ``"zinb"`` (scvi's default), ``"nb"`` or ``"poisson"``.
+        gene_likelihood: ``"zinb"`` (scvi's default), ``"nb"`` or ``"poisson"``,
+            in any case (``"ZINB"`` too), as the library's likelihood names.
         kl_divergence_l: the library-size KL ``[B]`` when the library size
             is not observed; zeros (scvi's value for an observed one) when None.
     """
-    if gene_likelihood not in GENE_LIKELIHOODS:
-        raise ValueError(f"gene_likelihood: expected one of {', '.join(map(repr, GENE_LIKELIHOODS))}, got {gene_likelihood!r}")
+    # (names are case-insensitive, as everywhere in this library: "ZINB" is "zinb")
+    name = gene_likelihood.lower() if isinstance(gene_likelihood, str) else None
+    if name not in GENE_LIKELIHOODS:
+        raise ValueError(f"gene_likelihood: expected one of {', '.join(map(repr, GENE_LIKELIHOODS))} "
+                         f"(any case), got {gene_likelihood!r}")
+    gene_likelihood = name
     if gene_likelihood == "poisson":
         theta = None
     if gene_likelihood != "zinb":
@@ -56,6 +64,9 @@ def scvi_loss(
         x, px_rate, theta, px_dropout, likelihood=gene_likelihood, eps=1e-8, reduce_sum=True
     )
     kl_z = functional.kl_diag_gaussian(qz_m, torch.log(qz_v), reduce_sum=True)
+    # A variance <= 0 (a log-variance passed as the variance) makes the KL NaN:
+    # named, as the count arguments are (on the CPU; elsewhere the NaN stays).
+    functional._refuse_out_of_domain(kl_z, _VARIANCE_DOMAIN, qz_v=qz_v)
     kl_l = torch.zeros_like(kl_z) if kl_divergence_l is None else kl_divergence_l
     loss = torch.mean(reconst + kl_weight * kl_z + kl_l)
     return LossOutput(
