@@ -276,12 +276,15 @@ PAF_MATH T latent_log_ratio(T z, T mu, T lv) {
 }
 // and its partial derivatives: d/dz = (z - mu) exp(-lv) - z,
 // d/dmu = -(z - mu) exp(-lv), d/dlv = 0.5 (1 - (z - mu)^2 exp(-lv)).
+// q's derivatives come from one value_and_grad (one exp(-lv), not one per
+// derivative); q depends on z - mu, so d log q / dz = -d log q / dmu.
 template <typename T>
 PAF_MATH void latent_log_ratio_grads(T z, T mu, T lv, T& d_z, T& d_mu, T& d_lv) {
-  using Posterior = LogLikelihood<Likelihood::GaussianLogVar>;
-  d_z = LogLikelihood<Likelihood::Gaussian>::grad_x_hat(T(0), z) - Posterior::grad_x(z, mu, lv);
-  d_mu = T(0) - Posterior::grad_x_hat(z, mu, lv);
-  d_lv = T(0) - Posterior::grad_log_var(z, mu, lv);
+  T dq_dmu, dq_dlv;
+  LogLikelihood<Likelihood::GaussianLogVar>::value_and_grad(z, mu, lv, dq_dmu, dq_dlv);
+  d_z = LogLikelihood<Likelihood::Gaussian>::grad_x_hat(T(0), z) + dq_dmu;
+  d_mu = T(0) - dq_dmu;
+  d_lv = T(0) - dq_dlv;
 }
 
 // ------------------------------------------------------------- Ada-GVAE
