@@ -1,6 +1,10 @@
-// Operator schemas of the pyautoencoder_fast namespace, one block per op in
-// the order of csrc/cpu/. Kernels register per device in csrc/<device>/<op>;
-// fake kernels and autograd are registered from pyautoencoder_fast/_ops/<op>.py.
+// Operator schemas of the pyautoencoder_fast namespace: the index of the
+// ops, one block per op with its backward ops. Each op <row> is a row through
+// the tree, every piece named after it (docs/adding_an_op.md; checked by
+// tests/test_op_rows.py): its argument checks csrc/common/args/<row>.h, its
+// kernels csrc/cpu/<row>.cpp and csrc/cuda/<row>.cu, its autograd
+// csrc/autograd/<row>.cpp, its fake kernels pyautoencoder_fast/_ops/<row>.py,
+// its oracle reference.<row> and its tests tests/test_ops_<row>.py.
 #include <torch/library.h>
 
 // The ops are functional: every output is a new tensor that nothing changes

@@ -137,12 +137,17 @@ def assert_accurate(actual, truth, same_dtype_ref=None, dtype=None, what="", loo
             assert err <= 2 * ref_err + ulp or loose_ok, f"{label}: error {err:.3g} > 2 x torch's {ref_err:.3g} + ulp {ulp:.3g}"
 
 
+def log_var_input(shape, requires_grad=True):
+    """A Gaussian decoder's log-variance x_log_var, float64, of spread 0.7."""
+    return (torch.randn(shape, dtype=torch.float64) * 0.7).requires_grad_(requires_grad)
+
+
 def random_inputs(shape, likelihood, dtype, *, target=False, requires_grad=False):
     """x (targets in [0, 1] for Bernoulli) or x_hat (logits, or probabilities
     in (0, 1) for bernoulli_probs) of a given dtype."""
     if target and likelihood.startswith("bernoulli"):
         t = torch.rand(shape, dtype=torch.float64)
-    elif likelihood == "bernoulli_probs":  # off 0 and 1 after rounding (see README: d/dx there)
+    elif likelihood == "bernoulli_probs":  # off 0 and 1 after rounding (see docs/differences.md: d/dx there)
         t = torch.sigmoid(torch.randn(shape, dtype=torch.float64) * 2.0).clamp(0.01, 0.99)
     else:
         t = torch.randn(shape, dtype=torch.float64) * (2.0 if likelihood == "bernoulli" else 1.0)

@@ -50,6 +50,15 @@ inline LikelihoodInput parse_likelihood_input(c10::string_view wrt) {
   PAF_CHECK_VALUE(false, "wrt: expected 'x', 'x_hat' or 'x_log_var', got '", std::string(wrt), "'");
 }
 
+// The wrt argument of a backward, checked against the likelihood: only
+// GaussianLogVar has an x_log_var to differentiate.
+inline LikelihoodInput parse_wrt(c10::string_view wrt, Likelihood likelihood) {
+  const LikelihoodInput input = parse_likelihood_input(wrt);
+  PAF_CHECK_VALUE(input != LikelihoodInput::XLogVar || reads_log_var(likelihood),
+                  "wrt: 'x_log_var' needs x_log_var, got None");
+  return input;
+}
+
 // Calls fn(tag) where decltype(tag)::value is the likelihood as a
 // compile-time constant, so each likelihood gets its own inner loop.
 template <Likelihood L>

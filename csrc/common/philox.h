@@ -1,6 +1,6 @@
 // Philox4x32-10 (host/device): the counter-based generator behind the
-// sampling noise of the CPU and CUDA kernels (philox_normal.h maps its
-// words to normals; the CUDA kernels call it from csrc/cuda/reparameterize.cuh).
+// sampling noise of the CPU and CUDA kernels (cpu/philox_normal.h and
+// cuda/reparameterize.cuh map its words to normals).
 #pragma once
 
 #include <c10/macros/Macros.h>

@@ -3,9 +3,9 @@
 // where kl[d] < tau both posteriors become their average: mean
 // (mu1 + mu2) / 2 and log-variance log((exp(lv1) + exp(lv2)) / 2).
 // The mask of averaged dimensions is returned for the backward pass.
-#include "../common/elementwise_math.h"
-#include "../common/kernel_utils.h"
-#include "../common/op_args.h"
+#include "elementwise_math.h"
+#include "kernel_utils.h"
+#include "../common/args/adagvae_posterior.h"
 
 #include <torch/library.h>
 

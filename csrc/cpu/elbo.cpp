@@ -9,8 +9,9 @@
 // so backward only rescales them, and returns them as they are when
 // grad_stats is [1, 0, 0, 0] (objective.backward()).
 #include "../common/elbo_stats.h"
-#include "../common/kl_columns.h"
-#include "../common/loglik_rows.h"
+#include "../common/args/elbo.h"
+#include "kl_columns.h"
+#include "loglik_rows.h"
 
 #include <torch/library.h>
 

@@ -7,8 +7,9 @@
 // every sample; the Gaussian may read x_log_var), writing d ll / d x_hat
 // (and d ll / d x_log_var) in the same pass when need_grad; the latent
 // terms and the log-mean-exp are [B, S, D] and [B, S] work.
+#include "../common/args/iwae_bound.h"
 #include "../common/log_mean_exp.h"
-#include "../common/loglik_rows.h"
+#include "loglik_rows.h"
 
 #include <torch/library.h>
 

@@ -1,7 +1,8 @@
 // kl_diag_gaussian: KL(q || p) between diagonal Gaussians, elementwise or
 // summed over the last dim, with optional clamping of both log-variances.
 // p = N(0, I) when mu_p and log_var_p are both None; one None means 0.
-#include "../common/kl_columns.h"
+#include "../common/args/kl_diag_gaussian.h"
+#include "kl_columns.h"
 
 #include <torch/library.h>
 

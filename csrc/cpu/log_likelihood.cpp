@@ -1,10 +1,10 @@
 // log_likelihood: elementwise ll(x, x_hat) over the broadcast shape, and its
 // gradient with respect to x, x_hat or x_log_var (the Gaussian with a
 // learned variance: a third operand). TensorIterator handles broadcasting
-// and strides; the math lives in common/elementwise_math.h.
-#include "../common/elementwise_math.h"
-#include "../common/kernel_utils.h"
-#include "../common/op_args.h"
+// and strides; the math lives in cpu/elementwise_math.h (its formulas: common/formulas/log_likelihood.h).
+#include "elementwise_math.h"
+#include "kernel_utils.h"
+#include "../common/args/log_likelihood.h"
 
 #include <ATen/TensorIterator.h>
 #include <ATen/native/cpu/Loops.h>

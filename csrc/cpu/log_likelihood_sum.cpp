@@ -2,8 +2,8 @@
 // x_hat [B, S, ...] (and x_log_var, broadcast to x_hat) -> [B, S], the
 // elementwise term and the feature sum in one pass, x read in place for
 // every sample (no broadcast copy).
-#include "../common/loglik_rows.h"
-#include "../common/op_args.h"
+#include "loglik_rows.h"
+#include "../common/args/log_likelihood_sum.h"
 
 #include <torch/library.h>
 

@@ -2,9 +2,9 @@
 // negative binomials (scvi-tools' log_mixture_nb) per element or summed
 // over the genes (the last dimension), and, in the same pass, its partial
 // derivatives per element. All arguments are read as [rows, G] row views.
-#include "../common/elementwise_math.h"
-#include "../common/kernel_utils.h"
-#include "../common/op_args.h"
+#include "elementwise_math.h"
+#include "kernel_utils.h"
+#include "../common/args/nb_mixture_log_likelihood.h"
 
 #include <torch/library.h>
 

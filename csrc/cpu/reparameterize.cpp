@@ -1,11 +1,11 @@
 // reparameterize: z[b, s, :] = mu[b] + exp(0.5 * log_var[b]) * eps[b, s, :]
-// with eps drawn inside the kernel from Philox(seed) (common/philox_normal.h).
+// with eps drawn inside the kernel from Philox(seed) (philox_normal.h).
 // The backward reads eps from the forward's saved noise, or regenerates it
 // from the seed when the noise was too large to keep (autograd/reparameterize).
-#include "../common/elementwise_math.h"
-#include "../common/kernel_utils.h"
-#include "../common/op_args.h"
-#include "../common/philox_normal.h"
+#include "elementwise_math.h"
+#include "kernel_utils.h"
+#include "../common/args/reparameterize.h"
+#include "philox_normal.h"
 
 #include <torch/library.h>
 

@@ -2,8 +2,8 @@
 // csrc/cpu/adagvae_posterior.cpp. One warp per row: the per-dimension KL's
 // range (min and max are exact, so any reduction order gives the same tau)
 // by warp shuffles, then the adapted posteriors; the math is
-// common/formulas.h (kl_general, Adapted, AdaptedGrad), as on the CPU.
-#include "../common/op_args.h"
+// common/formulas/adagvae.h and kl.h (kl_general, Adapted, AdaptedGrad), as on the CPU.
+#include "../common/args/adagvae_posterior.h"
 #include "cuda_utils.cuh"
 #include "device_math.cuh"
 

@@ -1,7 +1,7 @@
 // count_log_likelihood: the log-pmf of counts per element or summed over
 // the genes, with its derivatives written in the same pass (CUDA). Sums are
 // the deterministic row sums of cuda_utils.cuh; the math is
-// common/formulas.h, as on the CPU.
+// common/formulas/count.h, as on the CPU.
 #include "count_log_likelihood.cuh"
 #include "cuda_utils.cuh"
 

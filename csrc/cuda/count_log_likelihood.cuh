@@ -4,7 +4,7 @@
 // CPU against the reference. What each thread does with it: packs.h.
 #pragma once
 
-#include "../common/op_args.h"
+#include "../common/args/count_log_likelihood.h"
 #include "device_math.cuh"
 #include "packs.h"
 

@@ -5,7 +5,7 @@
 #pragma once
 
 #include "../common/elbo_stats.h"
-#include "../common/op_args.h"
+#include "../common/args/elbo.h"
 #include "device_math.cuh"
 #include "log_likelihood_sum.cuh"
 #include "packs.h"

@@ -7,7 +7,7 @@
 #pragma once
 
 #include "../common/log_mean_exp.h"
-#include "../common/op_args.h"
+#include "../common/args/iwae_bound.h"
 #include "device_math.cuh"
 #include "log_likelihood_sum.cuh"
 #include "packs.h"

@@ -1,7 +1,7 @@
 // kl_diag_gaussian: KL(q || p) between diagonal Gaussians (CUDA),
 // elementwise or summed over the last dim (deterministic row sums), with
 // optional clamping of both log-variances; p = N(0, I) when mu_p and
-// log_var_p are None. Arguments and broadcasting: common/op_args.h.
+// log_var_p are None. Arguments and broadcasting: common/args/kl_diag_gaussian.h.
 #include "cuda_utils.cuh"
 #include "kl_diag_gaussian.cuh"
 

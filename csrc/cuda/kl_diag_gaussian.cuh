@@ -5,7 +5,7 @@
 // each thread does with them: packs.h.
 #pragma once
 
-#include "../common/op_args.h"
+#include "../common/args/kl_diag_gaussian.h"
 #include "device_math.cuh"
 #include "packs.h"
 

@@ -1,10 +1,10 @@
 // log_likelihood: elementwise ll(x, x_hat) over the broadcast shape (CUDA).
 // TensorIterator handles broadcasting, strides, 64-bit indexing and
-// vectorised loads; the math is common/formulas.h, as on the CPU. Its
+// vectorised loads; the math is common/formulas/log_likelihood.h, as on the CPU. Its
 // backward is log_likelihood_backward.cu: each half instantiates
 // gpu_kernel 20 times (4 dtypes x 5 likelihoods), and as two files they
 // compile side by side (this one was the longest compile of the build).
-#include "../common/op_args.h"
+#include "../common/args/log_likelihood.h"
 #include "cuda_utils.cuh"
 #include "device_math.cuh"
 

@@ -1,7 +1,7 @@
 // log_likelihood_backward: the gradient of the elementwise ll(x, x_hat)
 // with respect to x, x_hat or x_log_var (CUDA), on TensorIterator as the forward
 // (log_likelihood.cu, which says why the two are separate files).
-#include "../common/op_args.h"
+#include "../common/args/log_likelihood.h"
 #include "cuda_utils.cuh"
 #include "device_math.cuh"
 

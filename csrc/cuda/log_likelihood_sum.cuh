@@ -5,7 +5,7 @@
 // the CPU against the reference. What each thread does with them: packs.h.
 #pragma once
 
-#include "../common/op_args.h"
+#include "../common/args/log_likelihood_sum.h"
 #include "device_math.cuh"
 #include "packs.h"
 

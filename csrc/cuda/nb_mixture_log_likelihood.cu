@@ -1,7 +1,7 @@
 // nb_mixture_log_likelihood: the log-pmf of counts under a mixture of two
 // negative binomials per element or summed over the genes, with its
 // derivatives written in the same pass (CUDA). Launched as
-// count_log_likelihood's: the math is common/formulas.h, as on the CPU.
+// count_log_likelihood's: the math is common/formulas/count.h, as on the CPU.
 #include "cuda_utils.cuh"
 #include "nb_mixture_log_likelihood.cuh"
 

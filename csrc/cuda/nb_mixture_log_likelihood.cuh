@@ -4,7 +4,7 @@
 // on the CPU against the CPU kernel. What each thread does with it: packs.h.
 #pragma once
 
-#include "../common/op_args.h"
+#include "../common/args/nb_mixture_log_likelihood.h"
 #include "device_math.cuh"
 #include "packs.h"
 

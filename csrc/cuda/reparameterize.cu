@@ -1,7 +1,7 @@
 // reparameterize: z[b, s, :] = mu[b] + exp(0.5 * log_var[b]) * eps[b, s, :]
 // (CUDA), eps from Philox(seed) with the CPU kernel's stream layout: element
-// i of z takes lane i % 4 of Philox block i / 4 (common/philox_normal.h,
-// Box-Muller in common/formulas.h), so the same seed gives the same z on
+// i of z takes lane i % 4 of Philox block i / 4 (cpu/philox_normal.h,
+// Box-Muller in common/formulas/box_muller.h), so the same seed gives the same z on
 // both devices to float rounding. The seed is a one-element int64 tensor
 // read on the device (F.draw_seed draws it from the CUDA generator:
 // reproducible under torch.manual_seed, no host sync, CUDA-graph safe).

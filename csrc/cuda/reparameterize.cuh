@@ -4,7 +4,7 @@
 // reference. What each thread does with them: packs.h.
 #pragma once
 
-#include "../common/op_args.h"
+#include "../common/args/reparameterize.h"
 #include "../common/philox.h"
 #include "device_math.cuh"
 #include "packs.h"

@@ -9,7 +9,7 @@
 #pragma once
 
 #include "elementwise_math.h"  // box_muller on at::vec registers
-#include "philox.h"
+#include "../common/philox.h"
 
 #include <ATen/cpu/vec/vec.h>
 

@@ -1,11 +1,11 @@
 // Mechanics shared by every CPU kernel: work splitting, loads/stores that
 // widen half types to their float "opmath" type, and accurate row sums.
 // (Dtype dispatch, argument checks and row views, shared with the CUDA
-// kernels, are in tensor_args.h.)
+// kernels, are in common/tensor_args.h.)
 #pragma once
 
-#include "compensated_sum.h"
-#include "tensor_args.h"
+#include "../common/compensated_sum.h"
+#include "../common/tensor_args.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

@@ -6,7 +6,7 @@
 
 #include "elementwise_math.h"
 #include "kernel_utils.h"
-#include "op_args.h"
+#include "../common/args/log_likelihood_sum.h"
 
 #include <vector>
 

@@ -310,4 +310,4 @@ C10_ALWAYS_INLINE at::vec::Vectorized<T> sign(const at::vec::Vectorized<T>& v) {
 }  // namespace vm
 }  // namespace paf
 
-#include "formulas.h"
+#include "../common/formulas.h"
