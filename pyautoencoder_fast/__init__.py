@@ -69,3 +69,21 @@ __all__ += [
     "vanilla",
     "variational",
 ]
+
+
+# The peer libraries' APIs (pyautoencoder_fast.nidl, .ml_starter, .scvi)
+# load on first use, as pyautoencoder_fast.loss's re-exports of them do:
+# ``paf.scvi`` works after a plain ``import pyautoencoder_fast``.
+_LAZY_SUBMODULES = ("ml_starter", "nidl", "scvi")
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))

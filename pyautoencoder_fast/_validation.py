@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import math
 import operator
-from enum import Enum
 
 import torch
 from torch import Tensor
 
+# The likelihood names and their checks live in _likelihoods; LIKELIHOODS
+# stays importable from here (tests read it).
+from ._likelihoods import LIKELIHOODS  # noqa: F401
+
 FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-LIKELIHOODS = ("gaussian", "bernoulli", "laplace", "bernoulli_probs")
-_CANONICAL = frozenset(LIKELIHOODS)
 
 
 class ShapeError(ValueError, RuntimeError):
@@ -107,39 +108,6 @@ def broadcastable(**named: Tensor | None) -> torch.Size:
     except RuntimeError:
         described = ", ".join(f"{n} {tuple(s)}" for n, s in shapes.items())
         raise ShapeError(f"shapes do not broadcast: {described}") from None
-
-
-class LikelihoodType(Enum):
-    """Observation model of the reconstruction term (``pyautoencoder.loss.LikelihoodType``).
-
-    Defined here, where the names are checked, and re-exported by
-    :mod:`pyautoencoder_fast.loss`; ``LAPLACE`` is this library's addition.
-    """
-
-    GAUSSIAN = "gaussian"
-    BERNOULLI = "bernoulli"
-    LAPLACE = "laplace"
-
-
-LikelihoodType.__module__ = "pyautoencoder_fast.loss"
-
-
-def likelihood(value: object) -> str:
-    """A likelihood name (case-insensitive) or :class:`LikelihoodType` member ->
-    its canonical lower-case name.
-
-    Anything else, a member of another enum (pyautoencoder's own
-    ``LikelihoodType`` included) or a non-string, raises
-    ``ValueError("Unsupported likelihood: ...")`` as pyautoencoder does.
-    """
-    if type(value) is str and value in _CANONICAL:  # the usual call, once checked by a caller
-        return value
-    if type(value) is LikelihoodType:
-        return value.value
-    name = value.lower() if isinstance(value, str) and not isinstance(value, Enum) else None
-    if name not in _CANONICAL:
-        raise ValueError(f"Unsupported likelihood: {value!r} (expected one of {', '.join(LIKELIHOODS)})")
-    return name
 
 
 def finite_number(name: str, value: object) -> float:

@@ -87,6 +87,26 @@ def build_in_eval_mode(model: nn.Module, input_sample: Any) -> None:
             m.training = training
 
 
+def module_argument(name: str, value: object) -> nn.Module:
+    """A model's constructor argument ``name`` (its encoder, its decoder): an
+    ``nn.Module``, else ``TypeError`` naming it."""
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name}: expected a torch.nn.Module, got {type(value).__name__}")
+    return value
+
+
+def model_output(name: str, value: object, alias: object) -> object:
+    """The forward output passed to ``compute_loss`` as ``name`` (the seed's
+    parameter name) or as ``output`` (pyautoencoder 2.x's), not both."""
+    if alias is None:
+        if value is None:
+            raise TypeError(f"compute_loss() missing required argument: '{name}'")
+        return value
+    if value is not None:
+        raise TypeError(f"compute_loss() got both '{name}' and 'output'; pass one")
+    return alias
+
+
 class BaseAutoencoder(nn.Module, ABC):
     """Abstract base of the autoencoders.
 

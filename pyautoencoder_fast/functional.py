@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import _backend, reference
+from . import _backend, _likelihoods, reference
 from . import _validation as check
 
 __all__ = [
@@ -95,7 +95,7 @@ def log_likelihood(
             CUDA those elements are NaN. (The reference backend calls
             ``binary_cross_entropy``, whose ``RuntimeError`` comes first.)
     """
-    likelihood = check.likelihood(likelihood)
+    likelihood = _likelihoods.canonical_likelihood(likelihood)
     x, x_hat = check.real("x", x), check.floating("x_hat", x_hat)
     x_log_var = _x_log_var(x_log_var, likelihood)
     check.same_device(x=x, x_hat=x_hat, x_log_var=x_log_var)
@@ -108,11 +108,11 @@ def log_likelihood(
 
 
 def _x_log_var(x_log_var: object, likelihood: str) -> Tensor | None:
-    """The Gaussian's log-variance: a floating tensor, for "gaussian" only."""
+    """The Gaussian's log-variance: a floating tensor, for a (canonical)
+    likelihood that takes one ("gaussian") only."""
     if x_log_var is None:
         return None
-    if likelihood != "gaussian":
-        raise ValueError(f"x_log_var: only likelihood 'gaussian' takes a log-variance, got {likelihood!r}")
+    _likelihoods.require_log_variance(likelihood)
     return check.floating("x_log_var", x_log_var)
 
 
@@ -180,25 +180,34 @@ def log_likelihood_sum(
         ValueError: ``bernoulli_probs`` values outside [0, 1] on the CPU, as
             in :func:`log_likelihood`.
     """
-    likelihood = check.likelihood(likelihood)
-    out = _log_likelihood_sum(x, x_hat, likelihood, x_log_var)
-    if likelihood == "bernoulli_probs":
-        _refuse_out_of_domain(out, _PROBABILITY_DOMAINS, x_hat=x_hat, x=x)
-    return out
+    likelihood = _likelihoods.canonical_likelihood(likelihood)
+    return _log_likelihood_sum(x, x_hat, likelihood, x_log_var, refuse_bad_probabilities=True)
 
 
-def _log_likelihood_sum(x: Tensor, x_hat: Tensor, likelihood: str, x_log_var: Tensor | None = None) -> Tensor:
-    """:func:`log_likelihood_sum` for a canonical ``likelihood`` name, without
-    the refusal of out-of-range probabilities: a NaN stays (nidl's loss
-    refuses them with nidl's own error and argument names)."""
+def _log_likelihood_sum(
+    x: Tensor,
+    x_hat: Tensor,
+    likelihood: str,
+    x_log_var: Tensor | None = None,
+    *,
+    refuse_bad_probabilities: bool = False,
+) -> Tensor:
+    """:func:`log_likelihood_sum` for a canonical ``likelihood`` name (not
+    checked again). Out-of-range probabilities are refused as there only
+    with ``refuse_bad_probabilities``; else a NaN stays (nidl's loss refuses
+    them with nidl's own error and argument names)."""
+    x_given, x_hat_given = x, x_hat  # (a bad value is looked up in what the caller passed)
     x, x_hat = check.real("x", x), check.floating("x_hat", x_hat)
     x_log_var = _x_log_var(x_log_var, likelihood)
     check.same_device(x=x, x_hat=x_hat, x_log_var=x_log_var)
     x, x_hat, x_log_var = check.promote(x, x_hat, x_log_var)
-    x_hat_given = x_hat
+    x_hat_promoted = x_hat
     x, x_hat = _sample_axis(x, x_hat)
-    x_log_var = _x_log_var_rows(x_log_var, x_hat_given, x_hat)
-    return _impl(x).log_likelihood_sum(x, x_hat, likelihood, x_log_var)
+    x_log_var = _x_log_var_rows(x_log_var, x_hat_promoted, x_hat)
+    out = _impl(x).log_likelihood_sum(x, x_hat, likelihood, x_log_var)
+    if refuse_bad_probabilities and likelihood == "bernoulli_probs":
+        _refuse_out_of_domain(out, _PROBABILITY_DOMAINS, x_hat=x_hat_given, x=x_given)
+    return out
 
 
 # -------------------------------------------------------------- kl_diag_gaussian
@@ -354,7 +363,13 @@ def elbo_stats(
     """Like :func:`elbo` but returns the four values as one ``[4]`` tensor
     ``[objective, elbo, log_likelihood, kl_divergence]`` (one host transfer
     reads them all)."""
-    likelihood = check.likelihood(likelihood)
+    return _elbo_stats(x, x_hat, mu, log_var, beta, _likelihoods.canonical_likelihood(likelihood), x_log_var)
+
+
+def _elbo_stats(
+    x: Tensor, x_hat: Tensor, mu: Tensor, log_var: Tensor, beta: float, likelihood: str, x_log_var: Tensor | None
+) -> Tensor:
+    """:func:`elbo_stats` for a canonical ``likelihood`` name (not checked again)."""
     beta = check.finite_number("beta", beta)
     x_given, x_hat_given = x, x_hat  # (a bad value is looked up in what the caller passed)
     if x_log_var is not None:  # the learned-variance Gaussian: its argument checked too
@@ -373,7 +388,7 @@ def elbo_stats(
     ):  # anything but the usual call: the detailed checks (and promotion, broadcasting)
         x, x_hat, mu, log_var = _elbo_arguments(x, x_hat, mu, log_var)
     # need_grad=False: the derivative buffers stay autograd's (it has the op
-    # write them when a gradient is recorded; README, "Custom ops")
+    # write them when a gradient is recorded; docs/custom_op_contract.md)
     stats = _impl(x).elbo(x, x_hat, mu, log_var, beta, likelihood, False, x_log_var)[0]
     if likelihood == "bernoulli_probs":
         _refuse_out_of_domain(stats, _PROBABILITY_DOMAINS, x_hat=x_hat_given, x=x_given)
@@ -484,7 +499,13 @@ def iwae_bound(
         the features in one pass that also writes the gradient for
         ``x_hat``. To estimate log p(x), see :meth:`VAE.log_likelihood_estimate`.
     """
-    likelihood = check.likelihood(likelihood)
+    return _iwae_bound(x, x_hat, z, mu, log_var, _likelihoods.canonical_likelihood(likelihood), x_log_var)
+
+
+def _iwae_bound(
+    x: Tensor, x_hat: Tensor, z: Tensor, mu: Tensor, log_var: Tensor, likelihood: str, x_log_var: Tensor | None
+) -> Tensor:
+    """:func:`iwae_bound` for a canonical ``likelihood`` name (not checked again)."""
     x, x_hat = check.real("x", x), check.floating("x_hat", x_hat)
     z = check.floating("z", z)
     mu, log_var = _latent_pair(mu, log_var)
@@ -512,7 +533,7 @@ def iwae_bound(
 
 
 # ---------------------------------------------------------- count_log_likelihood
-COUNT_LIKELIHOODS = reference.COUNT_LIKELIHOODS
+COUNT_LIKELIHOODS = _likelihoods.COUNT_LIKELIHOODS  # (the one definition's public alias)
 
 
 def count_log_likelihood(
@@ -558,9 +579,16 @@ def count_log_likelihood(
         argument, or a NaN one, raises ``ValueError`` naming it (checked only
         when the result holds a NaN, so valid input costs nothing).
     """
-    if type(likelihood) is not str or likelihood.lower() not in COUNT_LIKELIHOODS:
-        raise ValueError(f"likelihood: expected one of {', '.join(map(repr, COUNT_LIKELIHOODS))}, got {likelihood!r}")
-    likelihood = likelihood.lower()
+    likelihood = _likelihoods.canonical_count_likelihood(likelihood)
+    return _count_log_likelihood(x, mu, theta, zi_logits, likelihood, eps, reduce_sum)
+
+
+def _count_log_likelihood(
+    x: Tensor, mu: Tensor, theta: Tensor | None, zi_logits: Tensor | None, likelihood: str, eps: float,
+    reduce_sum: bool,
+) -> Tensor:
+    """:func:`count_log_likelihood` for a canonical ``likelihood`` name (not
+    checked again)."""
     eps = check.finite_number("eps", eps)
     if eps < 0:
         raise ValueError(f"eps: expected a number >= 0, got {eps}")

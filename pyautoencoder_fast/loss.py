@@ -5,7 +5,8 @@
 addition: ``LikelihoodType.LAPLACE`` (``-|x_hat - x|``).
 
 It also re-exports the loss APIs of peer libraries, built on the same fused
-ops (one module per original library):
+ops (one module per original library), each imported on first use (importing
+this module imports none of those modules):
 
 * ``BetaVAELoss`` (:mod:`pyautoencoder_fast.nidl`): ``nidl.losses.BetaVAELoss``;
 * ``kl_div_single_loss``, ``kl_div_pair_loss`` (:mod:`pyautoencoder_fast.ml_starter`):
@@ -18,14 +19,13 @@ between scvi-tools' record and :class:`LossResult`.
 
 from __future__ import annotations
 
+import importlib
+
 from torch import Tensor
 
 from . import functional
+from ._likelihoods import LikelihoodType
 from ._loss_result import LossResult
-from ._validation import LikelihoodType
-from .ml_starter import kl_div_pair_loss, kl_div_single_loss
-from .nidl import BetaVAELoss, UnsupportedDistributionError
-from .scvi import LossOutput
 
 __all__ = [
     "BetaVAELoss",
@@ -38,6 +38,29 @@ __all__ = [
     "kl_divergence_diag_gaussian",
     "log_likelihood",
 ]
+
+# The peer libraries' losses: name -> the module (of this package) that
+# defines it, imported on first access (PEP 562), then cached here.
+_LAZY = {
+    "BetaVAELoss": ".nidl",
+    "UnsupportedDistributionError": ".nidl",
+    "kl_div_pair_loss": ".ml_starter",
+    "kl_div_single_loss": ".ml_starter",
+    "LossOutput": ".scvi",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __package__), name)
+    globals()[name] = value  # (later lookups do not come here)
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def log_likelihood(

@@ -3,7 +3,8 @@
 Each function has the signature and return values of the op of the same
 name in ``torch.ops.pyautoencoder_fast`` (csrc/schemas.cpp), computes with
 plain tensor operations in the inputs' dtype, and gets its gradients from
-PyTorch autograd. The semantics are pyautoencoder's (see REFERENCE.md).
+PyTorch autograd. The semantics are pyautoencoder's (its ``loss`` module:
+``pyautoencoder.loss``) and scvi-tools' for the count likelihoods.
 """
 
 from __future__ import annotations
@@ -14,24 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LIKELIHOODS = ("gaussian", "bernoulli", "laplace", "bernoulli_probs")
-
-
-def _check_likelihood(likelihood: str) -> None:
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(
-            f"likelihood: expected one of {', '.join(map(repr, LIKELIHOODS))}, got {likelihood!r}"
-        )
+from . import _likelihoods
+from ._likelihoods import COUNT_LIKELIHOODS, LIKELIHOODS  # noqa: F401 (public names of this module)
 
 
 # ---------------------------------------------------------------- log_likelihood
 def log_likelihood(x: Tensor, x_hat: Tensor, likelihood: str, x_log_var: Tensor | None = None) -> Tensor:
     """Elementwise log p(x | x_hat), in the broadcast shape of x and x_hat
     (and x_log_var: the Gaussian's log-variance, "gaussian" only)."""
-    _check_likelihood(likelihood)
+    _likelihoods.require_likelihood(likelihood)
     if x_log_var is not None:
-        if likelihood != "gaussian":
-            raise ValueError(f"x_log_var: only likelihood 'gaussian' takes a log-variance, got {likelihood!r}")
+        _likelihoods.require_log_variance(likelihood)
         return _gaussian_log_var(x, x_hat, x_log_var)
     if likelihood == "gaussian":
         return -0.5 * (x_hat - x) ** 2
@@ -235,9 +229,6 @@ def iwae_bound(
 
 
 # ---------------------------------------------------------- count_log_likelihood
-COUNT_LIKELIHOODS = ("nb", "zinb", "poisson")
-
-
 def _negative_binomial64(x64: Tensor, mu64: Tensor, theta64: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     """scvi's log NB(x) in float64, its value at x = 0 and where (x, mu,
     theta) are in the domain. theta = +inf: the Poisson limit, x log(mu +
@@ -278,8 +269,7 @@ def count_log_likelihood(
     ``lgamma(x + theta) - lgamma(theta)`` loses everything at large theta),
     returned in mu's dtype. (The op's derivative outputs have no use here:
     autograd differentiates this function.)"""
-    if likelihood not in COUNT_LIKELIHOODS:
-        raise ValueError(f"likelihood: expected one of {', '.join(map(repr, COUNT_LIKELIHOODS))}, got {likelihood!r}")
+    _likelihoods.require_count_likelihood(likelihood)
     x64, mu64 = x.double(), mu.double()
     if likelihood == "poisson":
         valid = (x64 >= 0) & (mu64 >= 0)

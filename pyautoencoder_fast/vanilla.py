@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from . import functional
+from . import _likelihoods, functional
 from . import _validation as check
-from .base import BaseAutoencoder, ModelOutput
-from ._loss_result import read_diagnostics
-from .loss import LikelihoodType, LossResult
+from .base import BaseAutoencoder, ModelOutput, model_output, module_argument
+from ._likelihoods import LikelihoodType
+from ._loss_result import LossResult, read_diagnostics
 
 __all__ = ["AE", "AEDecodeOutput", "AEEncodeOutput", "AEOutput"]
 
@@ -37,19 +37,13 @@ class AEOutput(ModelOutput):
     z: Tensor
 
 
-def _module(name: str, value: object) -> nn.Module:
-    if not isinstance(value, nn.Module):
-        raise TypeError(f"{name}: expected a torch.nn.Module, got {type(value).__name__}")
-    return value
-
-
 class AE(BaseAutoencoder):
     """Autoencoder made of a user-defined ``encoder`` (x -> z) and ``decoder`` (z -> x_hat)."""
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
         super().__init__()
-        self.encoder = _module("encoder", encoder)
-        self.decoder = _module("decoder", decoder)
+        self.encoder = module_argument("encoder", encoder)
+        self.decoder = module_argument("decoder", decoder)
 
     def _encode(self, x: Tensor) -> AEEncodeOutput:
         return AEEncodeOutput(z=self.encoder(x))
@@ -89,25 +83,13 @@ class AE(BaseAutoencoder):
             diagnostic a Python float.
         """
         ae_output = model_output("ae_output", ae_output, output)
-        likelihood = check.likelihood(likelihood)
+        likelihood = _likelihoods.canonical_likelihood(likelihood)
         x, x_hat = check.tensor("x", x), check.tensor("ae_output.x_hat", ae_output.x_hat)
         if x_hat.shape != x.shape:
             raise check.ShapeError(
                 f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}."
             )
-        ll = functional.log_likelihood_sum(x, x_hat, likelihood)  # [B, 1]
+        ll = functional._log_likelihood_sum(x, x_hat, likelihood, refuse_bad_probabilities=True)  # [B, 1]
         objective = -ll.mean()
         (log_likelihood,) = read_diagnostics(-objective.reshape(1))
         return LossResult(objective=objective, diagnostics={"log_likelihood": log_likelihood})
-
-
-def model_output(name: str, value: object, alias: object) -> object:
-    """The forward output passed to ``compute_loss`` as ``name`` (the seed's
-    parameter name) or as ``output`` (pyautoencoder 2.x's), not both."""
-    if alias is None:
-        if value is None:
-            raise TypeError(f"compute_loss() missing required argument: '{name}'")
-        return value
-    if value is not None:
-        raise TypeError(f"compute_loss() got both '{name}' and 'output'; pass one")
-    return alias

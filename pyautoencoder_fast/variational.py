@@ -29,12 +29,11 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from . import functional
+from . import _likelihoods, functional
 from . import _validation as check
-from .base import BaseAutoencoder, ModelOutput, require_built
-from ._loss_result import read_diagnostics
-from .loss import LikelihoodType, LossResult
-from .vanilla import _module, model_output
+from .base import BaseAutoencoder, ModelOutput, model_output, module_argument, require_built
+from ._likelihoods import LikelihoodType
+from ._loss_result import LossResult, read_diagnostics
 
 __all__ = [
     "AdaGVAE",
@@ -181,8 +180,8 @@ class VAE(BaseAutoencoder):
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, latent_dim: int) -> None:
         super().__init__()
-        self.encoder = _module("encoder", encoder)
-        self.decoder = _module("decoder", decoder)
+        self.encoder = module_argument("encoder", encoder)
+        self.decoder = module_argument("decoder", decoder)
         self.latent_dim = _latent_dim(latent_dim)
         self.sampling_layer = FullyFactorizedGaussian(self.latent_dim)
 
@@ -275,10 +274,10 @@ class VAE(BaseAutoencoder):
             ``{"iwae_bound", "num_samples"}``, which say which estimator ran.
         """
         out = model_output("vae_output", vae_output, output)
-        likelihood = check.likelihood(likelihood)
+        likelihood = _likelihoods.canonical_likelihood(likelihood)
         if _estimator(estimator) == "iwae":
             return self._iwae_loss(x, out, beta, likelihood, x_log_var)
-        stats = functional.elbo_stats(x, out.x_hat, out.mu, out.log_var, beta, likelihood, x_log_var)
+        stats = functional._elbo_stats(x, out.x_hat, out.mu, out.log_var, beta, likelihood, x_log_var)
         _, elbo, log_likelihood, kl = read_diagnostics(stats)  # one transfer for the three diagnostics
         return LossResult(
             objective=stats[0],
@@ -297,7 +296,7 @@ class VAE(BaseAutoencoder):
                 "and the bound needs samples of q(z|x); run the forward in training mode or with sample=True, "
                 "or use log_likelihood_estimate() to evaluate"
             )
-        bound = functional.iwae_bound(x, out.x_hat, out.z, out.mu, out.log_var, likelihood, x_log_var)
+        bound = functional._iwae_bound(x, out.x_hat, out.z, out.mu, out.log_var, likelihood, x_log_var)
         objective = -bound.mean()
         samples = out.x_hat.shape[1] if out.x_hat.dim() == x.dim() + 1 else 1
         (bound_mean,) = read_diagnostics(-objective.reshape(1))
@@ -345,14 +344,14 @@ class VAE(BaseAutoencoder):
         require_built(self, "log_likelihood_estimate")
         S = check.positive_int("S", S)
         chunk = check.positive_int("chunk", chunk)
-        likelihood = check.likelihood(likelihood)
+        likelihood = _likelihoods.canonical_likelihood(likelihood)
         mu, log_var = self.sampling_layer.get_params(self.encoder(x))
         total = None  # log sum_s of the weights so far, [B]
         for start in range(0, S, chunk):
             n = min(chunk, S - start)
             z = functional.reparameterize(mu, log_var, n)
             x_hat = self._decode(z).x_hat
-            part = functional.iwae_bound(x, x_hat, z, mu, log_var, likelihood, x_log_var) + math.log(n)
+            part = functional._iwae_bound(x, x_hat, z, mu, log_var, likelihood, x_log_var) + math.log(n)
             del z, x_hat  # (before the next chunk is decoded: one chunk alive at a time)
             total = part if total is None else torch.logaddexp(total, part)
             if progress:
@@ -455,10 +454,10 @@ class AdaGVAE(nn.Module):
         """
         out = model_output("vae_output", vae_output, output)
         x1, x2 = _pair("x", x)
-        likelihood = check.likelihood(likelihood)
+        likelihood = _likelihoods.canonical_likelihood(likelihood)
         o1, o2 = out.output1, out.output2
-        stats1 = functional.elbo_stats(x1, o1.x_hat, o1.mu, o1.log_var, beta, likelihood)
-        stats2 = functional.elbo_stats(x2, o2.x_hat, o2.mu, o2.log_var, beta, likelihood)
+        stats1 = functional._elbo_stats(x1, o1.x_hat, o1.mu, o1.log_var, beta, likelihood, None)
+        stats2 = functional._elbo_stats(x2, o2.x_hat, o2.mu, o2.log_var, beta, likelihood, None)
         _, elbo1, ll1, kl1, _, elbo2, ll2, kl2 = read_diagnostics(torch.cat([stats1, stats2]))
         return LossResult(
             objective=stats1[0] + stats2[0],
@@ -474,6 +473,7 @@ class AdaGVAE(nn.Module):
     # ---------------------------------------------------------- build / state
     @property
     def built(self) -> bool:
+        """Whether the wrapped VAE has been built (its lazy layers sized)."""
         return self.vae.built
 
     def build(self, input_sample: Tensor | tuple[Tensor, Tensor]) -> "AdaGVAE":

@@ -12,9 +12,10 @@ both compute on identical samples; where our model returns means, it feeds
 zeros, which makes pyautoencoder's ``mu + std * eps`` exactly ``mu``.
 
 pyautoencoder 2.0.0 changed a few things against the seed this library
-follows (REFERENCE.md section 1); each difference, and each addition of
-ours, has a test in the last section that asserts both sides, so the list
-in the README ("Where they knowingly differ") stays true.
+follows (the original pyautoencoder's loss module and models); each
+difference, and each addition of ours, has a test in the last section that
+asserts both sides, so the list in docs/differences.md ("Where they
+knowingly differ") stays true.
 """
 
 from __future__ import annotations
@@ -361,7 +362,7 @@ MODULES = [
     ("variational", our_variational, their_variational),
     ("base", our_base, their_base),
 ]
-# Names ours exports beyond pyautoencoder's __all__ (README, "Where they knowingly differ").
+# Names ours exports beyond pyautoencoder's __all__ (docs/differences.md).
 ADDED_NAMES = {
     "loss": {"BetaVAELoss", "LossOutput", "UnsupportedDistributionError", "kl_div_pair_loss", "kl_div_single_loss"},
     "vanilla": set(),
@@ -433,7 +434,7 @@ def _signature(fn) -> list[tuple]:
     return out
 
 
-# Methods whose signature follows the seed or extends 2.0.0's (README).
+# Methods whose signature follows the seed or extends 2.0.0's (docs/differences.md).
 SIGNATURE_CHANGES = {
     ("AE", "compute_loss"): "(self, x, ae_output=None, likelihood=GAUSSIAN, *, output=None)",
     # (+ the learned-variance Gaussian and the IWAE estimator, keyword only)
@@ -596,7 +597,7 @@ def test_error_messages_of_the_seed():
             model.load_state_dict({})
 
 
-# ----------------------------------------- intended differences (README list)
+# ------------------------------ intended differences (docs/differences.md list)
 def test_difference_diagnostics_are_floats():
     theirs, ours = twin_models("vae")
     x = data()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import pyautoencoder_fast as paf
+from pyautoencoder_fast import _likelihoods
 from pyautoencoder_fast import functional as F
 from conftest import on_device, requires_extension
 
@@ -253,3 +254,35 @@ def test_compiled_graph_calls_the_custom_ops():
     fn = torch.compile(lambda x, h, m, l: F.elbo_stats(x, h, m, l), backend=backend, fullgraph=True)
     fn(torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4))
     assert any("pyautoencoder_fast.elbo" in s for s in seen), seen
+
+
+# ------------------------------------------------- the likelihood names agree
+# The Python list of names (pyautoencoder_fast/_likelihoods.py) and the
+# kernels' parser (csrc/common/likelihood.h) are written apart: every name
+# the Python side accepts must be one the ops take, with the same rule for
+# x_log_var, and the ops take the canonical spelling only.
+def test_every_elementwise_likelihood_name_is_accepted_by_the_ops():
+    x, x_hat, x_log_var = _x(2, 3), _x(2, 3), _t(3)
+    for name in _likelihoods.LIKELIHOODS:
+        assert ops.log_likelihood(x, x_hat, name).shape == (2, 3), name
+        assert ops.log_likelihood_sum(x, x_hat.unsqueeze(1), name).shape == (2, 1), name
+        if name in _likelihoods.LOG_VARIANCE_LIKELIHOODS:
+            assert ops.log_likelihood(x, x_hat, name, x_log_var).shape == (2, 3), name
+        else:
+            with pytest.raises(ValueError, match="x_log_var: only likelihood 'gaussian' takes a log-variance"):
+                ops.log_likelihood(x, x_hat, name, x_log_var)
+    for name in ("GAUSSIAN", "poisson", "nb", ""):
+        with pytest.raises(ValueError, match="likelihood: expected"):
+            ops.log_likelihood(x, x_hat, name)
+
+
+def test_every_count_likelihood_name_is_accepted_by_the_ops():
+    x, mu, theta, zi = _counts(2, 3), _x(2, 3) + 0.5, _x(3) + 0.5, _t(2, 3)
+    for name in _likelihoods.COUNT_LIKELIHOODS:
+        out = ops.count_log_likelihood(
+            x, mu, None if name == "poisson" else theta, zi if name == "zinb" else None, name, 1e-8, False, False, False
+        )[0]
+        assert out.shape == (2, 3) and bool(out.isfinite().all()), name
+    for name in ("NB", "gaussian", ""):
+        with pytest.raises(ValueError, match="likelihood: expected"):
+            ops.count_log_likelihood(x, mu, theta, None, name, 1e-8, False, False, False)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import pytest
@@ -77,6 +80,43 @@ def grads(outputs, weights, inputs):
     """d(sum_i weights_i * outputs_i)/d inputs, None where unused."""
     total = sum(w * o for w, o in zip(weights, outputs))
     return torch.autograd.grad(total, inputs, allow_unused=True)
+
+
+# ============================================================ lazy re-exports
+def test_loss_module_imports_the_peer_modules_on_first_use():
+    # pyautoencoder_fast.loss re-exports the peers' losses lazily (PEP 562):
+    # importing it (or the package) loads none of nidl, ml_starter, scvi;
+    # asking for a name loads its module only, and that name is the peer's own.
+    code = textwrap.dedent("""
+        import sys
+        import pyautoencoder_fast.loss as L
+        peers = ("pyautoencoder_fast.nidl", "pyautoencoder_fast.ml_starter", "pyautoencoder_fast.scvi")
+        assert not [m for m in peers if m in sys.modules], [m for m in peers if m in sys.modules]
+        assert set(L.__all__) <= set(dir(L))
+        from pyautoencoder_fast.loss import BetaVAELoss
+        assert "pyautoencoder_fast.nidl" in sys.modules and "pyautoencoder_fast.scvi" not in sys.modules
+        import pyautoencoder_fast.nidl
+        assert BetaVAELoss is pyautoencoder_fast.nidl.BetaVAELoss
+        assert L.LossOutput is sys.modules["pyautoencoder_fast.scvi"].LossOutput
+        assert L.kl_div_pair_loss is sys.modules["pyautoencoder_fast.ml_starter"].kl_div_pair_loss
+        try:
+            L.no_such_name
+        except AttributeError as e:
+            assert "no_such_name" in str(e)
+        else:
+            raise AssertionError("no AttributeError")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_loss_all_names_are_exported():
+    namespace = {}
+    exec("from pyautoencoder_fast.loss import *", namespace)
+    assert set(L.__all__) <= set(namespace)
+    assert namespace["BetaVAELoss"] is nidl.BetaVAELoss and namespace["LossOutput"] is scvi.LossOutput
+    assert namespace["UnsupportedDistributionError"] is nidl.UnsupportedDistributionError
+    assert namespace["kl_div_single_loss"] is ml_starter.kl_div_single_loss
 
 
 # ================================================================ nidl BetaVAELoss

@@ -14,7 +14,8 @@
 * **The loss record** ``LossOutput`` (``scvi.module.base.LossOutput``) and its
   bridge to :class:`~pyautoencoder_fast.loss.LossResult`; ``_loss_output.py``.
 
-Where they knowingly differ from scvi-tools: see the README.
+Where they knowingly differ from scvi-tools: see docs/differences.md; what
+the switch covers: docs/scvi_tools.md.
 """
 
 from ._distributions import (

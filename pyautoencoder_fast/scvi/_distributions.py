@@ -131,11 +131,14 @@ class Poisson(_TorchPoisson):
         self.scale = scale
 
     def log_prob(self, value: Tensor) -> Tensor:
+        """Log-probability of the counts ``value``, per element, from the fused count kernel."""
         if self._validate_args:
             self._validate_sample(value)
         return functional.count_log_likelihood(value, self.rate, likelihood="poisson")
 
     def get_normalized(self, key: str) -> Tensor:
+        """The parameter named ``key``, as scvi-tools' ``get_normalized``: ``"mu"``
+        the mean, ``"scale"`` the stored normalised mean."""
         if key == "mu":
             return self.rate
         if key == "scale":
@@ -207,13 +210,17 @@ class NegativeBinomial(Distribution):
 
     @property
     def mean(self) -> Tensor:
+        """The mean of the distribution."""
         return self.mu
 
     @property
     def variance(self) -> Tensor:
+        """The variance of the distribution."""
         return self.mean + self.mean**2 / self.theta
 
     def get_normalized(self, key: str) -> Tensor:
+        """The parameter named ``key``, as scvi-tools' ``get_normalized``: ``"mu"``
+        the mean, ``"scale"`` the stored normalised mean."""
         if key == "mu":
             return self.mu
         if key == "scale":
@@ -227,6 +234,7 @@ class NegativeBinomial(Distribution):
         return _TorchPoisson(torch.clamp(rates, max=1e8)).sample().to(self._device)
 
     def log_prob(self, value: Tensor) -> Tensor:
+        """Log-probability of the counts ``value``, per element, from the fused count kernel."""
         if self._validate_args:
             _warn_outside_support(self, value)
         return functional.count_log_likelihood(value, self.mu, self.theta, likelihood="nb", eps=self._eps)
@@ -273,10 +281,12 @@ class ZeroInflatedNegativeBinomial(NegativeBinomial):
 
     @property
     def mean(self) -> Tensor:
+        """The mean of the distribution."""
         return (1 - self.zi_probs) * self.mu
 
     @property
     def variance(self) -> Tensor:
+        """The variance of the distribution."""
         pi = self.zi_probs
         return (1 - pi) * self.mu * (self.mu + self.theta + pi * self.mu * self.theta) / self.theta
 
@@ -296,6 +306,7 @@ class ZeroInflatedNegativeBinomial(NegativeBinomial):
         return torch.where(dropped, torch.zeros_like(counts), counts)
 
     def log_prob(self, value: Tensor) -> Tensor:
+        """Log-probability of the counts ``value``, per element, from the fused count kernel."""
         if self._validate_args:
             _warn_outside_support(self, value)
         return functional.count_log_likelihood(
@@ -389,6 +400,7 @@ class NegativeBinomialMixture(Distribution):
 
     @property
     def mean(self) -> Tensor:
+        """The mean of the distribution."""
         pi = self.mixture_probs
         return pi * self.mu1 + (1 - pi) * self.mu2
 
@@ -397,6 +409,7 @@ class NegativeBinomialMixture(Distribution):
         return logits_to_probs(self.mixture_logits, is_binary=True)
 
     def get_normalized(self, key: str) -> Tensor:
+        """The parameter named ``key``, as scvi-tools' ``get_normalized``: ``"mu"`` the mean."""
         if key == "mu":
             return self.mean
         raise ValueError(f"normalized key {key} not recognized")
@@ -412,6 +425,7 @@ class NegativeBinomialMixture(Distribution):
         return _TorchPoisson(torch.clamp(rates, max=1e8)).sample()
 
     def log_prob(self, value: Tensor) -> Tensor:
+        """Log-probability of the counts ``value``, per element, from the fused count kernel."""
         if self._validate_args:
             _warn_outside_support(self, value)
         return log_mixture_nb(value, self.mu1, self.mu2, self.theta1, self.theta2, self.mixture_logits, eps=1e-8)

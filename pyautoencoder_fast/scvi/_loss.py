@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import functional
+from .. import _likelihoods, functional
 from ._loss_output import LossOutput
 
 __all__ = ["GENE_LIKELIHOODS", "scvi_loss"]
 
-GENE_LIKELIHOODS = ("zinb", "nb", "poisson")
+GENE_LIKELIHOODS = _likelihoods.COUNT_LIKELIHOODS  # scvi's gene likelihoods: the count likelihoods
 _VARIANCE_DOMAIN = {"qz_v": ("variances > 0 (qz_v is the variance, not the log-variance)", lambda t: t > 0)}
 
 
@@ -51,16 +51,12 @@ def scvi_loss(
             is not observed; zeros (scvi's value for an observed one) when None.
     """
     # (names are case-insensitive, as everywhere in this library: "ZINB" is "zinb")
-    name = gene_likelihood.lower() if isinstance(gene_likelihood, str) else None
-    if name not in GENE_LIKELIHOODS:
-        raise ValueError(f"gene_likelihood: expected one of {', '.join(map(repr, GENE_LIKELIHOODS))} "
-                         f"(any case), got {gene_likelihood!r}")
-    gene_likelihood = name
+    gene_likelihood = _likelihoods.canonical_count_likelihood(gene_likelihood, "gene_likelihood")
     if gene_likelihood == "poisson":
         theta = None
     if gene_likelihood != "zinb":
         px_dropout = None
-    reconst = -functional.count_log_likelihood(
+    reconst = -functional._count_log_likelihood(
         x, px_rate, theta, px_dropout, likelihood=gene_likelihood, eps=1e-8, reduce_sum=True
     )
     kl_z = functional.kl_diag_gaussian(qz_m, torch.log(qz_v), reduce_sum=True)
