@@ -1,7 +1,8 @@
-"""Every ```python block of README.md runs as written, on its own.
+"""Every ```python block of README.md and of the pages docs/*.md runs as
+written, on its own.
 
-The blocks are found by parsing the README (so a block added later is
-tested without touching this file); each runs in a fresh interpreter
+The blocks are found by parsing those files (so a block or a page added
+later is tested without touching this file); each runs in a fresh interpreter
 (``sys.executable -c``) in an empty temporary directory, with the
 environment of the test run (``PYAUTOENCODER_FAST_BACKEND`` included) and
 the package under test importable. A block that truly cannot run says so in
@@ -24,7 +25,9 @@ import pytest
 
 import pyautoencoder_fast as paf
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"  # the documentation site's pages (mkdocs.yml)
 PYTHON_INFO = {"python", "py", "python3"}
 SKIP_MARK = "# not run by tests/test_readme.py:"
 NEEDS_MARK = re.compile(r"^# needs (?P<module>[A-Za-z_][A-Za-z0-9_.]*)\b")
@@ -59,23 +62,30 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
     return blocks
 
 
-if not README.is_file():  # (.ci/wheel_check copies it next to tests/)
-    message = f"{README} is missing: the README's examples cannot be run"
+if not README.is_file() or not DOCS.is_dir():  # (.ci/wheel_check copies both next to tests/)
+    message = f"{README} or {DOCS} is missing: the documentation's examples cannot be run"
     if os.environ.get("CI"):
         pytest.fail(message + "; CI must run them", pytrace=False)
     pytest.skip(message, allow_module_level=True)
-BLOCKS = python_blocks(README.read_text(encoding="utf-8"))
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
+# (file name relative to the root, line number of the opening fence, code)
+BLOCKS = [
+    (page.relative_to(ROOT).as_posix(), line, code)
+    for page in PAGES
+    for line, code in python_blocks(page.read_text(encoding="utf-8"))
+]
 
 
-def _block_id(block: tuple[int, str]) -> str:
-    line, code = block
+def _block_id(block: tuple[str, int, str]) -> str:
+    name, line, code = block
     first = next((s.strip() for s in code.splitlines() if s.strip()), "")
-    return f"L{line}:{first[:50]}"
+    return f"{name}:L{line}:{first[:50]}"
 
 
 def test_the_readme_has_python_blocks():
     # A parser that found nothing would make every other test here vacuous.
-    assert len(BLOCKS) >= 4, BLOCKS
+    assert sum(name == "README.md" for name, _, _ in BLOCKS) >= 4, BLOCKS
+    assert any(name.startswith("docs/") for name, _, _ in BLOCKS), BLOCKS
     assert python_blocks("```python\na = 1\n```\n\n~~~~ Python\n```\nb = 2\n~~~~\n```bash\nls\n```\n") == [
         (1, "a = 1\n"),
         (5, "```\nb = 2\n"),
@@ -84,10 +94,10 @@ def test_the_readme_has_python_blocks():
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[_block_id(b) for b in BLOCKS])
 def test_readme_python_block_runs(block, tmp_path):
-    line, code = block
+    name, line, code = block
     first = code.lstrip().splitlines()[0] if code.strip() else ""
     if first.startswith(SKIP_MARK):
-        pytest.skip(f"README.md line {line}: {first[len(SKIP_MARK):].strip()}")
+        pytest.skip(f"{name} line {line}: {first[len(SKIP_MARK):].strip()}")
     needs = NEEDS_MARK.match(first)
     if needs:
         import importlib.util
@@ -95,7 +105,7 @@ def test_readme_python_block_runs(block, tmp_path):
         module = needs["module"]
         required = module == "scvi" and os.environ.get("PAF_REQUIRE_SCVI_TOOLS") == "1"
         if importlib.util.find_spec(module) is None and not required:
-            pytest.skip(f"README.md line {line}: {module} is not installed ({first[1:].strip()})")
+            pytest.skip(f"{name} line {line}: {module} is not installed ({first[1:].strip()})")
     # The package this test session imported, whether installed or run from the checkout.
     package_root = str(Path(paf.__file__).resolve().parents[1])
     env = dict(os.environ)
@@ -104,6 +114,6 @@ def test_readme_python_block_runs(block, tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S
     )
     assert proc.returncode == 0, (
-        f"README.md block at line {line} exited with {proc.returncode}\n"
+        f"{name} block at line {line} exited with {proc.returncode}\n"
         f"--- stderr ---\n{proc.stderr[-6000:]}\n--- stdout ---\n{proc.stdout[-2000:]}"
     )
