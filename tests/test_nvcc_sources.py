@@ -22,8 +22,9 @@ STREAMING = re.compile(r"\b(TORCH_CHECK\w*|AT_ASSERT\w*|c10::str|std::(?:o|i)?st
 
 def _nvcc_sources() -> list[Path]:
     cuda = sorted((ROOT / "csrc" / "cuda").glob("*"))
-    # the shared headers the .cu files include (checks.cpp is compiled by the C++ compiler only)
-    return cuda + sorted((ROOT / "csrc" / "common").glob("*.h"))
+    # the shared headers the .cu files include, common/args/ and common/formulas/
+    # too (checks.cpp is compiled by the C++ compiler only)
+    return cuda + sorted((ROOT / "csrc" / "common").rglob("*.h"))
 
 
 def test_nvcc_compiled_sources_build_messages_without_streams():

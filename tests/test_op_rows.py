@@ -27,6 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 NAMESPACE = "pyautoencoder_fast"
 
+if not (CSRC / "schemas.cpp").is_file():
+    # (.ci/wheel_check tests the installed wheel from a copy of tests/ alone;
+    # the README's test step and .ci/cuda_build run this in the tree)
+    pytest.skip("needs the source tree (csrc/)", allow_module_level=True)
+
 
 def _declared_ops() -> list[str]:
     text = (CSRC / "schemas.cpp").read_text()
