@@ -116,3 +116,19 @@ def test_loaded_ops_match_the_schemas_and_have_fake_kernels():
 
     no_fake = [op for op in OPS if singleton.find(f"{NAMESPACE}::{op}").fake_impl.kernel is None]
     assert not no_fake, f"ops without a fake kernel: {no_fake}"
+
+
+@pytest.mark.parametrize("folder,suffix", [("cpu", ".cpp"), ("autograd", ".cpp"), ("cuda", ".cu")])
+def test_each_kernel_file_keeps_its_names_in_its_own_namespace(folder, suffix):
+    """setup.py compiles each folder as a few translation units (a unity
+    build), so one file's helpers would meet another's: a same-named helper
+    would fail to compile or, worse, an overload of another file's could be
+    picked. Each file opens only namespace paf::<folder>::<file>, and keeps its
+    helpers in an anonymous namespace inside it."""
+    wrong = []
+    for path in sorted((CSRC / folder).glob("*" + suffix)):
+        opened = re.findall(r"^namespace\s+([A-Za-z_:]*)\s*\{", path.read_text(), re.M)
+        expected = f"paf::{folder}::{path.stem}"
+        if not opened or opened[0] != expected or any(name not in (expected, "") for name in opened):
+            wrong.append(f"csrc/{folder}/{path.name}: opens {opened}, expected [{expected!r}, '']")
+    assert not wrong, "\n".join(wrong)

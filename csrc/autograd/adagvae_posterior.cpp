@@ -3,7 +3,7 @@
 // tensors are differentiable in all four inputs.
 #include "autograd_common.h"
 
-namespace paf::autograd {
+namespace paf::autograd::adagvae_posterior {
 namespace {
 
 using Tensors4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
@@ -50,4 +50,4 @@ Tensors5 adagvae_posterior_autograd(const at::Tensor& mu1, const at::Tensor& log
 
 TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) { m.impl("adagvae_posterior", &adagvae_posterior_autograd); }
 
-}  // namespace paf::autograd
+}  // namespace paf::autograd::adagvae_posterior

@@ -12,7 +12,7 @@
 // buffers it reruns the forward for them.
 #include "autograd_common.h"
 
-namespace paf::autograd {
+namespace paf::autograd::count_log_likelihood {
 namespace {
 
 using Tensors5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
@@ -99,4 +99,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) {
   m.impl("count_log_likelihood", &count_log_likelihood_autograd);
 }
 
-}  // namespace paf::autograd
+}  // namespace paf::autograd::count_log_likelihood

@@ -20,7 +20,7 @@
 #include "../common/elbo_stats.h"
 #include "autograd_common.h"
 
-namespace paf::autograd {
+namespace paf::autograd::elbo {
 namespace {
 
 using Tensors2 = std::tuple<at::Tensor, at::Tensor>;
@@ -156,4 +156,4 @@ Tensors5 elbo_autograd(const at::Tensor& x, const at::Tensor& x_hat, const at::T
 
 TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) { m.impl("elbo", &elbo_autograd); }
 
-}  // namespace paf::autograd
+}  // namespace paf::autograd::elbo

@@ -15,7 +15,7 @@
 // - z, mu, log_var: iwae_bound_backward_latent (small: [B, S, D]).
 #include "autograd_common.h"
 
-namespace paf::autograd {
+namespace paf::autograd::iwae_bound {
 namespace {
 
 using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
@@ -111,4 +111,4 @@ Tensors4 iwae_bound_autograd(const at::Tensor& x, const at::Tensor& x_hat, const
 
 TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) { m.impl("iwae_bound", &iwae_bound_autograd); }
 
-}  // namespace paf::autograd
+}  // namespace paf::autograd::iwae_bound

@@ -2,7 +2,7 @@
 #include "autograd_common.h"
 #include "torch_conventions.h"
 
-namespace paf::autograd {
+namespace paf::autograd::kl_diag_gaussian {
 namespace {
 
 using OptionalTensor = std::optional<at::Tensor>;
@@ -60,4 +60,4 @@ at::Tensor kl_diag_gaussian_autograd(const at::Tensor& mu_q, const at::Tensor& l
 
 TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) { m.impl("kl_diag_gaussian", &kl_diag_gaussian_autograd); }
 
-}  // namespace paf::autograd
+}  // namespace paf::autograd::kl_diag_gaussian

@@ -1,7 +1,7 @@
 // log_likelihood: autograd (schema: csrc/schemas.cpp; kernels: csrc/<device>/log_likelihood).
 #include "likelihood_function.h"
 
-namespace paf::autograd {
+namespace paf::autograd::log_likelihood {
 namespace {
 
 struct LogLikelihoodOps {
@@ -15,4 +15,4 @@ struct LogLikelihoodOps {
 
 TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) { m.impl("log_likelihood", &likelihood_autograd<LogLikelihoodOps>); }
 
-}  // namespace paf::autograd
+}  // namespace paf::autograd::log_likelihood

@@ -1,7 +1,7 @@
 // log_likelihood_sum: autograd (schema: csrc/schemas.cpp; kernels: csrc/<device>/log_likelihood_sum).
 #include "likelihood_function.h"
 
-namespace paf::autograd {
+namespace paf::autograd::log_likelihood_sum {
 namespace {
 
 struct LogLikelihoodSumOps {
@@ -17,4 +17,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) {
   m.impl("log_likelihood_sum", &likelihood_autograd<LogLikelihoodSumOps>);
 }
 
-}  // namespace paf::autograd
+}  // namespace paf::autograd::log_likelihood_sum

@@ -9,7 +9,7 @@
 // new tensors. Without buffers it reruns the forward for them.
 #include "autograd_common.h"
 
-namespace paf::autograd {
+namespace paf::autograd::nb_mixture_log_likelihood {
 namespace {
 
 using Tensors7 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
@@ -97,4 +97,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) {
   m.impl("nb_mixture_log_likelihood", &nb_mixture_log_likelihood_autograd);
 }
 
-}  // namespace paf::autograd
+}  // namespace paf::autograd::nb_mixture_log_likelihood

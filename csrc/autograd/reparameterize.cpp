@@ -6,7 +6,7 @@
 // Both paths use the same eps, so the gradients are bitwise the same.
 #include "autograd_common.h"
 
-namespace paf::autograd {
+namespace paf::autograd::reparameterize {
 namespace {
 
 // 2^20 elements: 4 MiB of float32 noise (8 MiB for float64).
@@ -57,4 +57,4 @@ at::Tensor reparameterize_autograd(const at::Tensor& mu, const at::Tensor& log_v
 
 TORCH_LIBRARY_IMPL(pyautoencoder_fast, Autograd, m) { m.impl("reparameterize", &reparameterize_autograd); }
 
-}  // namespace paf::autograd
+}  // namespace paf::autograd::reparameterize

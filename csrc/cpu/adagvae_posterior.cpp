@@ -13,7 +13,7 @@
 #include <cmath>
 #include <limits>
 
-namespace paf {
+namespace paf::cpu::adagvae_posterior {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> adagvae_posterior_cpu(
@@ -147,4 +147,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) {
   m.impl("adagvae_posterior_backward", &adagvae_posterior_backward_cpu);
 }
 
-}  // namespace paf
+}  // namespace paf::cpu::adagvae_posterior

@@ -8,7 +8,7 @@
 
 #include <torch/library.h>
 
-namespace paf {
+namespace paf::cpu::count_log_likelihood {
 namespace {
 
 // The rows' outputs, in the types the problem allocated them.
@@ -72,4 +72,4 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> count_log
 
 TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) { m.impl("count_log_likelihood", &count_log_likelihood_cpu); }
 
-}  // namespace paf
+}  // namespace paf::cpu::count_log_likelihood

@@ -15,7 +15,7 @@
 
 #include <torch/library.h>
 
-namespace paf {
+namespace paf::cpu::elbo {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elbo_cpu(
@@ -132,4 +132,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) {
   m.impl("elbo_backward_latent", &elbo_backward_latent_cpu);
 }
 
-}  // namespace paf
+}  // namespace paf::cpu::elbo

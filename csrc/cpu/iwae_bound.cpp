@@ -13,7 +13,7 @@
 
 #include <torch/library.h>
 
-namespace paf {
+namespace paf::cpu::iwae_bound {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bound_cpu(
@@ -118,4 +118,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) {
   m.impl("iwae_bound_backward_latent", &iwae_bound_backward_latent_cpu);
 }
 
-}  // namespace paf
+}  // namespace paf::cpu::iwae_bound

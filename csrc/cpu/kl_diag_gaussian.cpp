@@ -8,7 +8,7 @@
 
 #include <limits>
 
-namespace paf {
+namespace paf::cpu::kl_diag_gaussian {
 namespace {
 
 template <typename scalar_t>
@@ -134,4 +134,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) {
   m.impl("kl_diag_gaussian_backward", &kl_diag_gaussian_backward_cpu);
 }
 
-}  // namespace paf
+}  // namespace paf::cpu::kl_diag_gaussian

@@ -10,7 +10,7 @@
 #include <ATen/native/cpu/Loops.h>
 #include <torch/library.h>
 
-namespace paf {
+namespace paf::cpu::log_likelihood {
 namespace {
 
 // Runs a binary or ternary elementwise functor in opmath precision: the
@@ -98,4 +98,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) {
   m.impl("log_likelihood_backward", &log_likelihood_backward_cpu);
 }
 
-}  // namespace paf
+}  // namespace paf::cpu::log_likelihood

@@ -7,7 +7,7 @@
 
 #include <torch/library.h>
 
-namespace paf {
+namespace paf::cpu::log_likelihood_sum {
 namespace {
 
 at::Tensor log_likelihood_sum_cpu(const at::Tensor& x, const at::Tensor& x_hat, c10::string_view likelihood_name,
@@ -108,4 +108,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) {
   m.impl("log_likelihood_sum_backward", &log_likelihood_sum_backward_cpu);
 }
 
-}  // namespace paf
+}  // namespace paf::cpu::log_likelihood_sum

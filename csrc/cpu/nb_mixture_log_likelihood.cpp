@@ -8,7 +8,7 @@
 
 #include <torch/library.h>
 
-namespace paf {
+namespace paf::cpu::nb_mixture_log_likelihood {
 namespace {
 
 template <bool kGrad, bool kGradX, bool kSum, typename scalar_t>
@@ -67,4 +67,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) {
   m.impl("nb_mixture_log_likelihood", &nb_mixture_log_likelihood_cpu);
 }
 
-}  // namespace paf
+}  // namespace paf::cpu::nb_mixture_log_likelihood

@@ -11,7 +11,7 @@
 
 #include <cmath>
 
-namespace paf {
+namespace paf::cpu::reparameterize {
 namespace {
 
 uint64_t read_seed(const at::Tensor& seed) {
@@ -182,4 +182,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CPU, m) {
   m.impl("reparameterize_backward", &reparameterize_backward_cpu);
 }
 
-}  // namespace paf
+}  // namespace paf::cpu::reparameterize

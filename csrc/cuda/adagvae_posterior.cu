@@ -11,7 +11,7 @@
 
 #include <limits>
 
-namespace paf::cuda {
+namespace paf::cuda::adagvae_posterior {
 namespace {
 
 template <typename scalar_t>
@@ -122,4 +122,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CUDA, m) {
   m.impl("adagvae_posterior_backward", &adagvae_posterior_backward_cuda);
 }
 
-}  // namespace paf::cuda
+}  // namespace paf::cuda::adagvae_posterior

@@ -7,7 +7,7 @@
 
 #include <torch/library.h>
 
-namespace paf::cuda {
+namespace paf::cuda::count_log_likelihood {
 namespace {
 
 template <typename scalar_t, CountLikelihood L, bool kGrad, bool kGradX>
@@ -52,4 +52,4 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> count_log
 
 TORCH_LIBRARY_IMPL(pyautoencoder_fast, CUDA, m) { m.impl("count_log_likelihood", &count_log_likelihood_cuda); }
 
-}  // namespace paf::cuda
+}  // namespace paf::cuda::count_log_likelihood

@@ -14,7 +14,7 @@
 
 #include <torch/library.h>
 
-namespace paf::cuda {
+namespace paf::cuda::elbo {
 namespace {
 
 struct StoreRowSum {
@@ -139,4 +139,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CUDA, m) {
   m.impl("elbo_backward_latent", &elbo_backward_latent_cuda);
 }
 
-}  // namespace paf::cuda
+}  // namespace paf::cuda::elbo

@@ -10,7 +10,7 @@
 
 #include <torch/library.h>
 
-namespace paf::cuda {
+namespace paf::cuda::iwae_bound {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> iwae_bound_cuda(
@@ -57,4 +57,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CUDA, m) {
   m.impl("iwae_bound_backward_latent", &iwae_bound_backward_latent_cuda);
 }
 
-}  // namespace paf::cuda
+}  // namespace paf::cuda::iwae_bound

@@ -7,7 +7,7 @@
 
 #include <torch/library.h>
 
-namespace paf::cuda {
+namespace paf::cuda::kl_diag_gaussian {
 namespace {
 
 at::Tensor kl_diag_gaussian_cuda(const at::Tensor& mu_q, const at::Tensor& log_var_q,
@@ -58,4 +58,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CUDA, m) {
   m.impl("kl_diag_gaussian_backward", &kl_diag_gaussian_backward_cuda);
 }
 
-}  // namespace paf::cuda
+}  // namespace paf::cuda::kl_diag_gaussian

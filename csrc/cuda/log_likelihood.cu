@@ -12,7 +12,7 @@
 #include <ATen/native/cuda/Loops.cuh>
 #include <torch/library.h>
 
-namespace paf::cuda {
+namespace paf::cuda::log_likelihood {
 namespace {
 
 // ll(x, x_hat), or ll(x, x_hat, x_log_var) for a likelihood that reads it
@@ -52,4 +52,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CUDA, m) {
   m.impl("log_likelihood", &log_likelihood_cuda);
 }
 
-}  // namespace paf::cuda
+}  // namespace paf::cuda::log_likelihood

@@ -9,7 +9,7 @@
 #include <ATen/native/cuda/Loops.cuh>
 #include <torch/library.h>
 
-namespace paf::cuda {
+namespace paf::cuda::log_likelihood_backward {
 namespace {
 
 // grad * d ll / d (x, x_hat or x_log_var: wrt), over (grad, x, x_hat) or,
@@ -55,4 +55,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CUDA, m) {
   m.impl("log_likelihood_backward", &log_likelihood_backward_cuda);
 }
 
-}  // namespace paf::cuda
+}  // namespace paf::cuda::log_likelihood_backward

@@ -7,7 +7,7 @@
 
 #include <torch/library.h>
 
-namespace paf::cuda {
+namespace paf::cuda::log_likelihood_sum {
 namespace {
 
 at::Tensor log_likelihood_sum_cuda(const at::Tensor& x, const at::Tensor& x_hat, c10::string_view likelihood_name,
@@ -71,4 +71,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CUDA, m) {
   m.impl("log_likelihood_sum_backward", &log_likelihood_sum_backward_cuda);
 }
 
-}  // namespace paf::cuda
+}  // namespace paf::cuda::log_likelihood_sum

@@ -7,7 +7,7 @@
 
 #include <torch/library.h>
 
-namespace paf::cuda {
+namespace paf::cuda::nb_mixture_log_likelihood {
 namespace {
 
 template <typename scalar_t, bool kGrad, bool kGradX>
@@ -57,4 +57,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CUDA, m) {
   m.impl("nb_mixture_log_likelihood", &nb_mixture_log_likelihood_cuda);
 }
 
-}  // namespace paf::cuda
+}  // namespace paf::cuda::nb_mixture_log_likelihood

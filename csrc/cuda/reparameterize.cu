@@ -10,7 +10,7 @@
 
 #include <torch/library.h>
 
-namespace paf::cuda {
+namespace paf::cuda::reparameterize {
 namespace {
 
 // The seed on the kernel's device (a CPU seed is copied there).
@@ -73,4 +73,4 @@ TORCH_LIBRARY_IMPL(pyautoencoder_fast, CUDA, m) {
   m.impl("reparameterize_backward", &reparameterize_backward_cuda);
 }
 
-}  // namespace paf::cuda
+}  // namespace paf::cuda::reparameterize
