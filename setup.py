@@ -326,8 +326,8 @@ class BuildPerExtensionDir(BuildExtension):
 
     The extensions are built at the same time unless ``build_ext -j N`` says
     how many at once (each with its own ninja and MAX_JOBS jobs): after the
-    unity build each extension is one or two long units, and built one after
-    the other they would leave all cores but one idle. Each extension is
+    unity build each extension is a few long units (a CPU library one), and
+    built one after the other they would leave all cores but one idle. Each extension is
     built through a copy of this command, so no thread changes another's
     folder."""
 
